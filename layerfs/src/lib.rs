@@ -1,0 +1,18 @@
+//! layerfs: strata's storage layer.
+//!
+//! - [`store`]: the content store, an OCI image layout with strata's extracted layers beside it;
+//! - [`layer`]: layer tars to and from overlay-format directories, streaming and verified;
+//! - [`mount`]: the image's layers as a writable union (kernel overlayfs);
+//! - [`archive`]: `docker save`/OCI archives in and out;
+//! - [`reference`], [`digest`], [`config`]: the pure pieces the rest is built on.
+
+pub mod archive;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod layer;
+pub mod mount;
+pub mod reference;
+pub mod store;
+
+pub use error::{Error, Result};

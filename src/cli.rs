@@ -1,0 +1,329 @@
+//! Every command-line flag of strata, in one place (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// strata: build, store, move, mount and run container images, daemonless.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The store directory [default: /var/lib/strata as root, $XDG_DATA_HOME/strata otherwise]
+    #[arg(long, global = true, env = "STRATA_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// How image layers are mounted: kernel overlayfs, or strata's FUSE union filesystem
+    #[arg(long, global = true, env = "STRATA_STORAGE_DRIVER", value_enum)]
+    pub storage_driver: Option<StorageDriver>,
+    /// How much to log on stderr: error, warn, info, debug, trace
+    #[arg(long, global = true, env = "STRATA_LOG", default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+/// `--storage-driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StorageDriver {
+    Overlay,
+    Fuse,
+}
+
+/// `--progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ProgressMode {
+    /// A live view on a terminal, plain lines otherwise
+    #[default]
+    Auto,
+    /// One line per step or layer
+    Plain,
+    /// The live view, even when stderr is not a terminal
+    Tty,
+    /// One JSON event per line, for machines
+    Json,
+}
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    /// Share the host's network
+    Host,
+    /// A network namespace of its own with only `lo`
+    None,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    /// Run a command in a new container of an image
+    Run(RunArgs),
+    /// List the images in the store
+    Images(ImagesArgs),
+    /// Print an image's config, manifest, id or digest
+    Inspect(InspectArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Remove images (by name: just that name)
+    Rmi(RmiArgs),
+    /// Make a one-layer image from a root filesystem tarball
+    Import(ImportArgs),
+    /// Write an image to an archive or an OCI layout directory
+    Save(SaveArgs),
+    /// Read images from an archive or an OCI layout directory
+    Load(LoadArgs),
+    /// Fetch an image from a registry
+    Pull(PullArgs),
+    /// Send an image to a registry
+    Push(PushArgs),
+    /// Store credentials for a registry
+    Login(LoginArgs),
+    /// Forget the credentials of a registry
+    Logout(LogoutArgs),
+    /// Mount an image's layers as a writable union at a directory
+    Mount(MountArgs),
+    /// Unmount what `strata mount` mounted, and drop its writable layer
+    Umount(UmountArgs),
+    /// Remove untagged images and every blob and layer no image or cache entry needs
+    Prune(PruneArgs),
+    /// Verify every blob against its digest and every extracted layer against its blob
+    Fsck,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name the image (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Run every step, using no cached result
+    #[arg(long)]
+    pub no_cache: bool,
+    /// The network of RUN steps
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: NetworkMode,
+    /// Write the image id to this file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    pub progress: ProgressMode,
+    /// Push every tag once built
+    #[arg(long)]
+    pub push: bool,
+    /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or none
+    #[arg(long, default_value = "gzip", value_name = "ALGO")]
+    pub compression: String,
+    /// The platform to build for (only the host's is supported)
+    #[arg(long, value_name = "OS/ARCH")]
+    pub platform: Option<String>,
+    /// Use plain HTTP and skip certificate checks for the registries of --push and FROM
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// The build context directory
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits (always the case: strata keeps no stopped containers)
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Bind-mount a host path: SRC:DST[:ro]
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
+    pub volumes: Vec<String>,
+    /// The working directory inside the container
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The user: name or uid, with an optional :group
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Replace the image's entrypoint
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: NetworkMode,
+    /// The container's hostname
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Memory limit, e.g. 32m, 1g
+    #[arg(short = 'm', long, value_name = "BYTES")]
+    pub memory: Option<String>,
+    /// CPU limit, e.g. 0.5
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Limit on the number of processes
+    #[arg(long, value_name = "N")]
+    pub pids_limit: Option<i64>,
+    /// Mount the root filesystem read-only
+    #[arg(long)]
+    pub read_only: bool,
+    pub image: String,
+    /// The command and its arguments (replace the image's Cmd)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// `json`: one JSON array for machines
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+/// `inspect --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum InspectFormat {
+    /// The OCI image config JSON
+    #[default]
+    Config,
+    /// The manifest JSON
+    Manifest,
+    /// The image id (the config's digest)
+    Id,
+    /// The manifest's digest
+    Digest,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(long, value_enum, default_value_t)]
+    pub format: InspectFormat,
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    pub source: String,
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A root filesystem tarball (plain, gzip, zstd or xz)
+    pub tarball: PathBuf,
+    pub name: String,
+}
+
+/// `save --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ArchiveFormat {
+    /// What `docker save` writes and `docker load` reads
+    #[default]
+    DockerArchive,
+    /// An OCI image layout in a tar file
+    OciArchive,
+    /// An OCI image layout directory
+    OciDir,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ArchiveFormat,
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: PathBuf,
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// A docker archive, an OCI archive or an OCI layout directory
+    #[arg(short = 'i', long = "input", value_name = "PATH")]
+    pub input: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Use plain HTTP and skip certificate checks (localhost and 127.0.0.0/8 need no flag)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    #[arg(long, value_enum, default_value_t)]
+    pub progress: ProgressMode,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Pick this platform from a multi-platform image [default: this host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The local image
+    pub image: String,
+    /// Where to push it [default: the image's name]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from stdin
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The password (visible to other users of this machine: prefer --password-stdin)
+    #[arg(short = 'p', long, value_name = "PASSWORD")]
+    pub password: Option<String>,
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    pub image: String,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UmountArgs {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also empty the build cache
+    #[arg(long)]
+    pub all: bool,
+}

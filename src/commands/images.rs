@@ -1,0 +1,147 @@
+//! `images`, `inspect`, `tag`, `rmi`: the local images.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use layerfs::reference::Reference;
+
+use super::Context;
+use crate::cli::{ImagesArgs, InspectArgs, InspectFormat, RmiArgs, TagArgs};
+
+pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let mut rows = Vec::new();
+    for record in store.records()? {
+        let image = store
+            .image_for_manifest(&record.manifest)
+            .with_context(|| format!("reading image {}", record.manifest.digest()))?;
+        let size: u64 = image.manifest.layers().iter().map(|l| l.size()).sum();
+        rows.push((record.name, image, size));
+    }
+    match args.format.as_deref() {
+        Some("json") => {
+            let list: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(name, image, size)| {
+                    serde_json::json!({
+                        "name": name.as_ref().map(ToString::to_string),
+                        "id": image.id().to_string(),
+                        "digest": image.manifest_digest.to_string(),
+                        "created": image.config.created,
+                        "size": size,
+                    })
+                })
+                .collect();
+            ctx.printer
+                .out(serde_json::to_string_pretty(&list).expect("JSON values serialize"));
+        }
+        Some(other) => anyhow::bail!("unknown --format {other:?}: the formats are: json"),
+        None => {
+            ctx.printer.out(format!(
+                "{:<40} {:<16} {:<14} {:>10}",
+                "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
+            ));
+            for (name, image, size) in rows {
+                let (repo, tag) = match &name {
+                    Some(r) => {
+                        let familiar = r.familiar();
+                        let repo = familiar
+                            .rsplit_once(':')
+                            .map_or(familiar.clone(), |(repo, _)| repo.to_owned());
+                        (repo, r.tag().unwrap_or("<none>").to_owned())
+                    }
+                    None => ("<none>".to_owned(), "<none>".to_owned()),
+                };
+                ctx.printer.out(format!(
+                    "{repo:<40} {tag:<16} {:<14} {:>10}",
+                    &image.id().digest()[..12],
+                    human_size(size)
+                ));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sizes as docker prints them (decimal units, three significant digits).
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        return format!("{bytes}B");
+    }
+    let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let s = format!("{v:.digits$}");
+    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    format!("{s}{}", UNITS[unit])
+}
+
+pub fn inspect(ctx: &Context, args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let image = store.resolve_image(&args.image)?;
+    match args.format {
+        InspectFormat::Id => ctx.printer.out(image.id()),
+        InspectFormat::Digest => ctx.printer.out(&image.manifest_digest),
+        InspectFormat::Config | InspectFormat::Manifest => {
+            let digest = match args.format {
+                InspectFormat::Config => image.id().clone(),
+                _ => image.manifest_digest.clone(),
+            };
+            let bytes = store.read_blob(&digest)?;
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .with_context(|| format!("blob {digest} is not JSON"))?;
+            ctx.printer
+                .out(serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tag(ctx: &Context, args: &TagArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let image = store.resolve_image(&args.source)?;
+    let target = Reference::parse(&args.target)?;
+    anyhow::ensure!(
+        target.digest().is_none(),
+        "cannot tag as {target}: a name to tag with has no digest"
+    );
+    let records = store.records()?;
+    let manifest = records
+        .iter()
+        .find(|r| r.manifest.digest() == &image.manifest_digest)
+        .map(|r| r.manifest.clone())
+        .context("the image vanished from the store while tagging")?;
+    store.tag(&target, &manifest)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rmi(ctx: &Context, args: &RmiArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let mut failed = false;
+    for what in &args.images {
+        match store.remove_image(what) {
+            Ok((untagged, deleted)) => {
+                for name in untagged {
+                    ctx.printer.out(format!("Untagged: {}", name.familiar()));
+                }
+                if let Some(id) = deleted {
+                    ctx.printer.out(format!("Deleted: {id}"));
+                }
+            }
+            Err(e) => {
+                ctx.printer.error(&anyhow::Error::new(e));
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,46 @@
+//! The `strata` command: parses flags, calls the crates, prints through one printer.
+
+mod cli;
+mod commands;
+mod printer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::commands::Context;
+use crate::printer::Printer;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global.log_level);
+    let printer = Printer;
+    let is_run = matches!(cli.command, cli::Command::Run(_));
+    let ctx = match Context::new(&cli.global, printer) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            printer.error(&e);
+            return ExitCode::from(if is_run { 125 } else { 1 });
+        }
+    };
+    match commands::dispatch(cli.command, &ctx) {
+        Ok(code) => code,
+        Err(e) => {
+            printer.error(&e);
+            // `run` keeps 1..=124 for the container's own exit codes.
+            ExitCode::from(if is_run { 125 } else { 1 })
+        }
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,41 @@
+//! All user-facing output goes through [`Printer`]: results on stdout, notices and errors on
+//! stderr. Library crates never print; they report events that the commands render here.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+
+/// Where and how to print.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Printer;
+
+impl Printer {
+    /// A result line on stdout.
+    pub fn out(&self, line: impl Display) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+    }
+
+    /// Raw bytes on stdout (JSON documents, archives to a pipe).
+    pub fn out_bytes(&self, bytes: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(bytes);
+        let _ = out.flush();
+    }
+
+    /// A notice on stderr.
+    pub fn note(&self, line: impl Display) {
+        eprintln!("{line}");
+    }
+
+    /// An error on stderr: the error and its causes on one line.
+    pub fn error(&self, err: &anyhow::Error) {
+        eprintln!("strata: error: {err:#}");
+    }
+
+    /// Whether stderr is a terminal (live progress views go there).
+    pub fn stderr_is_tty(&self) -> bool {
+        std::io::stderr().is_terminal()
+    }
+}
