@@ -27,12 +27,10 @@ const FORWARDED: &[Signal] = &[
     Signal::SIGWINCH,
 ];
 
-/// How [`Child::wait_attached`] behaves.
-#[derive(Debug, Clone)]
+/// How [`Child::wait_attached`] behaves. Made before the container is spawned, so that a
+/// signal that comes early is held (blocked) and forwarded once the command runs, not lost.
+#[derive(Debug)]
 pub struct Attach {
-    /// Forward this thread's signals to the command (they are blocked in this thread while
-    /// waiting; a multi-threaded caller must block them in its other threads too).
-    pub forward_signals: bool,
     /// What SIGTERM becomes (the image's `StopSignal`).
     pub stop_signal: i32,
     /// How long after the stop signal the container is killed.
@@ -40,16 +38,25 @@ pub struct Attach {
     /// With a terminal: relay this process's stdin to it (`-i`); stdin is put in raw mode
     /// while it is a terminal.
     pub relay_stdin: bool,
+    signals: Option<BlockedSignals>,
 }
 
-impl Default for Attach {
-    fn default() -> Self {
-        Attach {
-            forward_signals: true,
+impl Attach {
+    /// With `forward_signals`, SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH
+    /// are blocked in this thread from now on (until the `Attach` is dropped) and forwarded
+    /// to the command; a multi-threaded caller must block them in its other threads too.
+    /// SIGTERM stops the container with docker's defaults until told otherwise.
+    pub fn new(forward_signals: bool) -> Result<Attach> {
+        Ok(Attach {
             stop_signal: libc::SIGTERM,
             stop_timeout: Duration::from_secs(10),
             relay_stdin: false,
-        }
+            signals: if forward_signals {
+                Some(BlockedSignals::new()?)
+            } else {
+                None
+            },
+        })
     }
 }
 
@@ -61,11 +68,7 @@ impl Child {
         opts: &Attach,
         output: &mut dyn FnMut(&[u8]),
     ) -> Result<ExitStatus> {
-        let signals = if opts.forward_signals {
-            Some(BlockedSignals::new()?)
-        } else {
-            None
-        };
+        let signals = &opts.signals;
         let terminal = self
             .terminal
             .as_ref()
@@ -95,7 +98,7 @@ impl Child {
                 None => PollTimeout::NONE,
             };
             let mut fds = vec![PollFd::new(self.channel_fd(), PollFlags::POLLIN)];
-            if let Some(s) = &signals {
+            if let Some(s) = signals {
                 fds.push(PollFd::new(s.fd.as_fd(), PollFlags::POLLIN));
             }
             let flows = relay.as_ref().map(Relay::flows).unwrap_or_default();
@@ -125,7 +128,7 @@ impl Child {
                     }
                 }
             }
-            if let Some(s) = &signals
+            if let Some(s) = signals
                 && ready[1]
             {
                 while let Some(info) = s.fd.read_signal().sys("read a signal")? {
@@ -238,6 +241,7 @@ impl Relay {
 
 /// The forwarded signals, blocked in this thread and readable from a signalfd; unblocked
 /// again when dropped.
+#[derive(Debug)]
 struct BlockedSignals {
     fd: SignalFd,
     previous: SigSet,

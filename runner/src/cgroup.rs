@@ -264,7 +264,7 @@ impl Cgroup {
                     {
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    Err(source) => return Err(Error::Cgroup { path: dir, source }),
+                    Err(error) => return Err(Error::Cgroup { path: dir, error }),
                 }
             }
             self.dirs.pop();
@@ -298,33 +298,33 @@ fn make_dir(path: &Path) -> Result<()> {
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(Error::Cgroup {
+        Err(error) => Err(Error::Cgroup {
             path: path.to_owned(),
-            source,
+            error,
         }),
     }
 }
 
 fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path).map_err(|source| Error::Cgroup {
+    fs::read_to_string(path).map_err(|error| Error::Cgroup {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).map_err(|source| Error::Cgroup {
+    fs::write(path, value).map_err(|error| Error::Cgroup {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
 fn write_if_present(path: &Path, value: &str) -> Result<()> {
     match fs::write(path, value) {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        other => other.map_err(|source| Error::Cgroup {
+        other => other.map_err(|error| Error::Cgroup {
             path: path.to_owned(),
-            source,
+            error,
         }),
     }
 }

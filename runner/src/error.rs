@@ -6,25 +6,21 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Errors from setting up, running and cleaning up a container.
+/// Errors from setting up, running and cleaning up a container. Each message is whole (it
+/// includes its cause), since it may cross from the container's processes as text.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem operation on `path` failed (on the host, or inside the container's root
     /// before it started).
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {error}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
     /// A system call that is about no particular path failed.
-    #[error("{op}: {source}")]
-    Sys {
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
+    #[error("{op}: {error}")]
+    Sys { op: &'static str, error: io::Error },
     /// The container's command does not exist (exit code 127).
     #[error("{0}: executable file not found in $PATH")]
     CommandNotFound(String),
@@ -43,12 +39,8 @@ pub enum Error {
     #[error("container setup: {0}")]
     Setup(String),
     /// A cgroup file or directory could not be written.
-    #[error("cgroup {}: {source}", path.display())]
-    Cgroup {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cgroup {}: {error}", path.display())]
+    Cgroup { path: PathBuf, error: io::Error },
     /// The overlay mount of the root filesystem failed.
     #[error(transparent)]
     Layer(#[from] layerfs::Error),
@@ -59,19 +51,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// A failed filesystem operation `op` on `path`.
-    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, error: io::Error) -> Self {
         Error::Io {
             op,
             path: path.into(),
-            source,
+            error,
         }
     }
 
     /// A failed system call `op`.
-    pub fn sys(op: &'static str, source: impl Into<io::Error>) -> Self {
+    pub fn sys(op: &'static str, error: impl Into<io::Error>) -> Self {
         Error::Sys {
             op,
-            source: source.into(),
+            error: error.into(),
         }
     }
 }

@@ -57,6 +57,9 @@ fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
         .sys("set the parent-death signal")?;
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .sys("make the init undumpable")?;
+    // Inside the container, PID 1 reads as what it is, not as strata's command line. Only
+    // cosmetic if the kernel refuses (the caller's arguments stay visible as on the host).
+    let _ = sys::set_process_title("strata-init");
     // Its own session: the terminal's ^C goes to strata, which forwards it once.
     nix::unistd::setsid().sys("setsid")?;
     let mut keep: Vec<RawFd> = ctx.stdio.to_vec();

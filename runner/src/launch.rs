@@ -118,7 +118,9 @@ impl Command {
         }
         for m in &self.spec.mounts {
             // `docker run -v` makes a missing source directory.
-            std::fs::create_dir_all(&m.source).at("create bind mount source", &m.source)?;
+            if std::fs::symlink_metadata(&m.source).is_err() {
+                std::fs::create_dir_all(&m.source).at("create bind mount source", &m.source)?;
+            }
         }
         let cgroup = if self.spec.limits.any() {
             Some(Cgroup::create(

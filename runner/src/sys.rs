@@ -24,8 +24,8 @@ pub(crate) enum Forked {
 }
 
 /// `clone3` with `flags` (namespace flags, `CLONE_PARENT`) and no new stack: the child goes
-/// on from here with a copy of the address space, as after `fork`. The child gets
-/// `SIGCHLD` semantics and the parent a pidfd.
+/// on from here with a copy of the address space, as after `fork`. Its parent gets `SIGCHLD`
+/// when it ends, and the caller a pidfd.
 ///
 /// # Safety
 /// The calling process must be single-threaded: the child gets a copy of the memory of
@@ -36,7 +36,12 @@ pub(crate) unsafe fn fork_into(flags: u64) -> io::Result<Forked> {
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
     args.flags = flags | libc::CLONE_PIDFD as u64;
     args.pidfd = std::ptr::addr_of_mut!(pidfd) as u64;
-    args.exit_signal = libc::SIGCHLD as u64;
+    // With CLONE_PARENT the child inherits the exit signal of the caller (clone3 insists on 0).
+    args.exit_signal = if flags & libc::CLONE_PARENT as u64 != 0 {
+        0
+    } else {
+        libc::SIGCHLD as u64
+    };
     // SAFETY: with no stack given, clone3 behaves like fork: both processes return here on
     // their own copy of this stack. The caller guarantees the process is single-threaded.
     let ret = unsafe {
@@ -387,6 +392,37 @@ pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     // reserved) is owned by no Rust object.
     if unsafe { libc::dup2(fd.as_raw_fd(), target) } == -1 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Names this process `title` in /proc: its `comm`, and its command line, which would
+/// otherwise show the caller's arguments to the container. The command line is rewritten in
+/// place (as setproctitle does), so no capability is needed.
+pub(crate) fn set_process_title(title: &str) -> io::Result<()> {
+    rustix::thread::set_name(&cstring(title)?)?;
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields 48 and 49 (arg_start, arg_end) come after the parenthesized command name.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<usize>().ok());
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return Err(io::Error::from_raw_os_error(libc::ENODATA));
+    };
+    let len = end.saturating_sub(start);
+    if len == 0 {
+        return Ok(());
+    }
+    let title = &title.as_bytes()[..title.len().min(len - 1)];
+    // SAFETY: [start, end) is this process's own argument area, on its stack, mapped
+    // writable; no Rust reference points into it (std copies the arguments when asked).
+    unsafe {
+        std::ptr::write_bytes(start as *mut u8, 0, len);
+    }
+    // SAFETY: as above, and `title` is shorter than the area.
+    unsafe {
+        std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, title.len());
     }
     Ok(())
 }

@@ -68,16 +68,14 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         });
     spec.cwd = args
         .workdir
-        .clone()
         .or_else(|| config.working_dir.clone())
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_owned());
     spec.user = args
         .user
-        .clone()
         .or_else(|| config.user.clone())
         .filter(|u| !u.is_empty());
-    spec.hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
+    spec.hostname = args.hostname.unwrap_or_else(|| id[..12].to_owned());
     spec.network = match args.network {
         NetworkMode::Host => runner::Network::Host,
         NetworkMode::None => runner::Network::None,
@@ -108,6 +106,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         None => libc::SIGTERM,
     };
 
+    // From here on SIGTERM, SIGINT… are held and forwarded to the command once it runs.
+    let mut attach = Attach::new(true)?;
+    attach.stop_signal = stop_signal;
+    attach.stop_timeout = STOP_TIMEOUT;
+    attach.relay_stdin = args.interactive;
     let mut command = Command::new(spec);
     // With a terminal, stdin is relayed to it (with -i) rather than handed over.
     command.stdin(if args.interactive && !args.tty {
@@ -126,12 +129,6 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
             ctx.printer.error(&anyhow::Error::new(e));
             return Ok(ExitCode::from(code));
         }
-    };
-    let attach = Attach {
-        forward_signals: true,
-        stop_signal,
-        stop_timeout: STOP_TIMEOUT,
-        relay_stdin: args.interactive,
     };
     let printer = ctx.printer;
     let status = child.wait_attached(&attach, &mut |bytes| printer.out_bytes(bytes))?;
