@@ -623,6 +623,32 @@ fn signals_reach_the_command_and_strata_returns_promptly() {
 }
 
 #[test]
+fn a_killed_strata_takes_its_container_along() {
+    let Some((_g, store)) = setup("a_killed_strata_takes_its_container_along") else {
+        return;
+    };
+    let mut child = store
+        .cmd(&["run", "--rm", "busybox", "sleep", "4321"])
+        .spawn()
+        .unwrap();
+    wait_for_process("sleep 4321");
+    child.kill().unwrap(); // SIGKILL: strata cleans nothing up itself
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with("sleep 4321").is_empty() {
+        assert!(Instant::now() < deadline, "the container outlived strata");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its directory stays until the next `strata run` sweeps it.
+    let left = std::fs::read_dir(store.root().join("containers"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 1);
+    run_ok(&store, &["busybox", "true"]);
+    assert_nothing_left(&store);
+}
+
+#[test]
 fn the_images_stop_signal_replaces_sigterm() {
     let Some((_g, store)) = setup("the_images_stop_signal_replaces_sigterm") else {
         return;

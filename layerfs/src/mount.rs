@@ -25,17 +25,37 @@ pub struct UnionSpec {
 
 /// Mounts `spec` at `target` with kernel overlayfs.
 pub fn mount_overlay(spec: &UnionSpec, target: &Path) -> Result<()> {
-    match mount_overlay_fsconfig(spec, target) {
+    mount_overlay_with(spec, target, UpperSync::Durable)
+}
+
+/// Whether overlayfs syncs the upper dir's filesystem when the mount goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpperSync {
+    /// As usual: unmounting waits for the upper filesystem to be synced.
+    Durable,
+    /// The `volatile` option (Linux 5.10+): no sync at all, for an upper dir that is thrown
+    /// away or committed elsewhere (a container's). overlayfs then marks the work dir, which
+    /// cannot serve another mount until emptied.
+    Volatile,
+}
+
+/// [`mount_overlay`], choosing how the upper dir is synced.
+pub fn mount_overlay_with(spec: &UnionSpec, target: &Path, sync: UpperSync) -> Result<()> {
+    match mount_overlay_fsconfig(spec, target, sync) {
         Ok(()) => Ok(()),
         // `lowerdir+` is Linux 6.8+; older kernels get the classic mount(2) with fd paths.
         Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-            mount_overlay_legacy(spec, target)
+            mount_overlay_legacy(spec, target, sync)
         }
         Err(e) => Err(Error::io("mount overlay on", target, e.into())),
     }
 }
 
-fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result<()> {
+fn mount_overlay_fsconfig(
+    spec: &UnionSpec,
+    target: &Path,
+    sync: UpperSync,
+) -> rustix::io::Result<()> {
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     rustix::mount::fsconfig_set_string(&fs, "source", "strata")?;
     for lower in spec.lowers.iter().rev() {
@@ -49,6 +69,9 @@ fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
     }
+    if sync == UpperSync::Volatile {
+        rustix::mount::fsconfig_set_flag(&fs, "volatile")?;
+    }
     rustix::mount::fsconfig_create(&fs)?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     rustix::mount::move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
@@ -60,7 +83,7 @@ fn overlay_options() -> [(&'static str, &'static str); 3] {
     [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")]
 }
 
-fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
+fn mount_overlay_legacy(spec: &UnionSpec, target: &Path, sync: UpperSync) -> Result<()> {
     // Each lower is passed as /proc/self/fd/N: short, whatever the store's path.
     let mut fds: Vec<OwnedFd> = Vec::with_capacity(spec.lowers.len());
     for lower in &spec.lowers {
@@ -84,6 +107,9 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
     }
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         data.push_str(",userxattr");
+    }
+    if sync == UpperSync::Volatile {
+        data.push_str(",volatile");
     }
     let data = std::ffi::CString::new(data).map_err(|_| {
         Error::Unsupported(format!("{}: a layer path holds a NUL byte", target.display()))

@@ -52,9 +52,9 @@ pub(crate) fn run(spec: &Spec, ctx: &InitContext) -> ! {
 fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
     // Signals wait in a signalfd from now on: none may kill the init by surprise.
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None).sys("block signals")?;
-    // If strata dies, so does the container.
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .sys("set the parent-death signal")?;
+    // No parent-death signal: with a multi-threaded caller it would fire when the thread that
+    // started the container ends. If strata dies, the channel closes and the init ends
+    // (`supervise`), which ends the container.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .sys("make the init undumpable")?;
     // Inside the container, PID 1 reads as what it is, not as strata's command line. Only
@@ -77,7 +77,7 @@ fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
     rustix::process::umask(rustix::fs::Mode::empty());
 
     let prepared = rootfs::prepare(spec, ctx.in_userns)?;
-    let user = resolve_user_in(&prepared.root, spec.user.as_deref().unwrap_or(""))?;
+    let user = resolve_user_in(prepared.root.as_fd(), spec.user.as_deref().unwrap_or(""))?;
     nix::unistd::sethostname(&spec.hostname).sys("set the hostname")?;
     if spec.network == Network::None {
         sys::loopback_up().sys("bring up lo")?;

@@ -144,6 +144,9 @@ impl Command {
         };
         drop(stdio.fds);
         let mut child = Child::new(pid, pidfd, ours, cgroup, stdio.stdout, stdio.stderr);
+        if let crate::spec::Rootfs::Union { layers, .. } = &self.spec.rootfs {
+            child.set_overlay_work(layers.work.clone());
+        }
         child.start(in_userns)?;
         Ok(child)
     }

@@ -1,7 +1,7 @@
 //! `run`: a command in a new container of an image.
 //!
 //! The image's layers (extracted if needed) become the lower layers of an overlay whose upper
-//! and work dirs live in `ROOT/containers/<id>/`; the runner mounts it inside the container's
+//! and work dirs live in `ROOT/containers/run-<pid>-<id>/`; the runner mounts it over that directory, inside the container's
 //! own mount namespace. strata keeps no stopped containers: the directory goes when the
 //! command ends (`--rm` is accepted for docker compatibility). Exit codes are docker's: the
 //! command's own, 128+N when signal N killed it, 125 for strata's own errors, 126 when the
@@ -20,8 +20,9 @@ use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec, TtySize};
 use super::Context;
 use crate::cli::{NetworkMode, RunArgs, StorageDriver};
 
-/// The file that marks a container directory as made by `strata run`, holding its pid.
-const OWNER_FILE: &str = "strata-run.pid";
+/// The name prefix of a `strata run` container directory: `run-<pid>-<id>`, so a later run
+/// can tell that the strata that made it is gone.
+const DIR_PREFIX: &str = "run-";
 
 /// How long a container gets between its stop signal and SIGKILL (docker's default).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,7 +59,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
                 upper: container.path.join("upper"),
                 work: container.path.join("work"),
             },
-            mountpoint: container.path.join("rootfs"),
+            // The overlay covers the container's own directory, in the container's namespace.
+            mountpoint: container.path.clone(),
         },
         runner::image::command_line(config, args.entrypoint.as_deref(), &args.command),
     );
@@ -149,23 +151,24 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
 }
 
-/// `ROOT/containers/<id>/{upper,work,rootfs}`, removed when dropped.
+/// `ROOT/containers/run-<pid>-<id>/{upper,work}`, removed when dropped. Every directory made
+/// here costs a block (and a discard when freed): there are as few as overlayfs needs.
 struct ContainerDir {
     path: PathBuf,
 }
 
 impl ContainerDir {
     fn create(store: &Store, id: &str) -> anyhow::Result<ContainerDir> {
+        let name = format!("{DIR_PREFIX}{}-{id}", std::process::id());
         let dir = ContainerDir {
-            path: store.containers_dir().join(id),
+            path: store.containers_dir().join(name),
         };
-        for sub in ["upper", "work", "rootfs"] {
+        std::fs::create_dir(&dir.path)
+            .with_context(|| format!("creating {}", dir.path.display()))?;
+        for sub in ["upper", "work"] {
             let p = dir.path.join(sub);
-            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+            std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
         }
-        let owner = dir.path.join(OWNER_FILE);
-        std::fs::write(&owner, std::process::id().to_string())
-            .with_context(|| format!("writing {}", owner.display()))?;
         Ok(dir)
     }
 
@@ -188,9 +191,14 @@ fn remove_stale_containers(store: &Store) {
         return;
     };
     for e in entries.flatten() {
-        let owner = std::fs::read_to_string(e.path().join(OWNER_FILE));
-        let Ok(pid) = owner.as_deref().unwrap_or("").trim().parse::<u32>() else {
-            continue; // not a run container (strata mount's, or being created)
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue; // not a run container (strata mount's)
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
             let _ = remove_tree(&e.path());
