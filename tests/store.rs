@@ -340,9 +340,6 @@ fn corrupt_blobs_are_reported_by_fsck_and_refused_by_load() {
 
     // The same corruption inside the store: fsck names the blob and fails.
     let stored = s.root().join("blobs/sha256").join(&layer[7..]);
-    let mut perms = fs::metadata(&stored).unwrap().permissions();
-    perms.set_readonly(false);
-    fs::set_permissions(&stored, perms).unwrap();
     fs::write(&stored, &bytes).unwrap();
     let out = s.output(&["fsck"]);
     assert!(!out.status.success());

@@ -401,10 +401,10 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<Loaded>> {
     let mut out = Vec::new();
     for img in images {
         for file in &img.files {
-            if let Some(blob) = staged.files.remove(file) {
-                if !store.has_blob(&blob.digest) {
-                    blob.commit()?;
-                }
+            if let Some(blob) = staged.files.remove(file)
+                && !store.has_blob(&blob.digest)
+            {
+                blob.commit()?;
             }
         }
         for bytes in &img.made {
@@ -467,14 +467,14 @@ fn stage_tar(store: &Store, path: &Path, input: impl Read + Send) -> Result<Stag
             return Err(truncated());
         }
         let blob = w.stage()?;
-        if let Some(expected) = expected {
-            if blob.digest != expected {
-                return Err(Error::DigestMismatch {
-                    what: format!("{}: {name}", path.display()),
-                    expected,
-                    actual: blob.digest.clone(),
-                });
-            }
+        if let Some(expected) = expected
+            && blob.digest != expected
+        {
+            return Err(Error::DigestMismatch {
+                what: format!("{}: {name}", path.display()),
+                expected,
+                actual: blob.digest.clone(),
+            });
         }
         files.insert(name, blob);
     }

@@ -268,6 +268,6 @@ mod tests {
         let mut c = ImageConfig::new_for_host();
         let labels: BTreeMap<_, _> = (0..50).map(|i| (format!("k{i}"), "v".to_owned())).collect();
         c.config.labels = Some(labels);
-        assert_eq!(c.to_json(), c.clone().to_json());
+        assert_eq!(c.to_json(), c.to_json());
     }
 }

@@ -43,11 +43,11 @@ impl Live {
         for l in m.layers() {
             self.blobs.insert(l.digest().to_string());
         }
-        if let Ok(cbytes) = std::fs::read(store.blob_path(m.config().digest())) {
-            if let Ok(c) = serde_json::from_slice::<ImageConfig>(&cbytes) {
-                for chain in chain_ids(&c.rootfs.diff_ids) {
-                    self.chains.insert(chain.to_string());
-                }
+        if let Ok(cbytes) = std::fs::read(store.blob_path(m.config().digest()))
+            && let Ok(c) = serde_json::from_slice::<ImageConfig>(&cbytes)
+        {
+            for chain in chain_ids(&c.rootfs.diff_ids) {
+                self.chains.insert(chain.to_string());
             }
         }
     }

@@ -56,21 +56,21 @@ impl Reference {
             Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
             None => (rest, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return Err(err(
-                    "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                ));
-            }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return Err(err(
+                "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
+            ));
         }
         if name.is_empty() {
             return Err(err("the name is empty"));
         }
         let (registry, repository) = split_domain(name);
-        if let Some(reg) = &registry {
-            if !valid_domain(reg) {
-                return Err(err("the registry host is not a valid host[:port]"));
-            }
+        if let Some(reg) = &registry
+            && !valid_domain(reg)
+        {
+            return Err(err("the registry host is not a valid host[:port]"));
         }
         let registry = match registry {
             None | Some("index.docker.io") => DEFAULT_REGISTRY.to_owned(),
@@ -254,10 +254,10 @@ fn valid_domain(domain: &str) -> bool {
         Some((h, p)) if !h.ends_with(']') || domain.starts_with('[') => (h, Some(p)),
         _ => (domain, None),
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();

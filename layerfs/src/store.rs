@@ -419,13 +419,13 @@ impl Store {
                 name: Some(name.clone()),
                 manifest: manifest.clone(),
             });
-            if let Some(old) = old {
-                if !records.iter().any(|r| r.manifest.digest() == old.digest()) {
-                    records.push(ImageRecord {
-                        name: None,
-                        manifest: old,
-                    });
-                }
+            if let Some(old) = old
+                && !records.iter().any(|r| r.manifest.digest() == old.digest())
+            {
+                records.push(ImageRecord {
+                    name: None,
+                    manifest: old,
+                });
             }
         })
     }
@@ -531,11 +531,11 @@ impl Store {
                     }
                     continue;
                 }
-                if let Ok(img) = self.image_for_manifest(&r.manifest) {
-                    if img.id().digest().starts_with(hex) && ids.insert(r.manifest.digest().clone())
-                    {
-                        found.push(r);
-                    }
+                if let Ok(img) = self.image_for_manifest(&r.manifest)
+                    && img.id().digest().starts_with(hex)
+                    && ids.insert(r.manifest.digest().clone())
+                {
+                    found.push(r);
                 }
             }
             match found.len() {
@@ -816,25 +816,25 @@ impl BlobWriter {
         let file = buf
             .into_inner()
             .map_err(|e| Error::io("write", &self.tmp, e.into_error()))?;
-        if let Some(expected) = &self.expected {
-            if &digest != expected {
-                self.keep_partial = false;
-                return Err(Error::DigestMismatch {
-                    what: format!("blob {expected}"),
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = &self.expected
+            && &digest != expected
+        {
+            self.keep_partial = false;
+            return Err(Error::DigestMismatch {
+                what: format!("blob {expected}"),
+                expected: expected.clone(),
+                actual: digest,
+            });
         }
-        if let Some(expected) = self.expected_size {
-            if expected != size {
-                self.keep_partial = false;
-                return Err(Error::SizeMismatch {
-                    what: format!("blob {digest}"),
-                    expected,
-                    actual: size,
-                });
-            }
+        if let Some(expected) = self.expected_size
+            && expected != size
+        {
+            self.keep_partial = false;
+            return Err(Error::SizeMismatch {
+                what: format!("blob {digest}"),
+                expected,
+                actual: size,
+            });
         }
         file.sync_all().at("fsync", &self.tmp)?;
         drop(file);
@@ -890,11 +890,11 @@ impl Write for BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        if let Some(out) = self.out.as_mut() {
-            if self.keep_partial {
-                let _ = out.flush();
-                return;
-            }
+        if let Some(out) = self.out.as_mut()
+            && self.keep_partial
+        {
+            let _ = out.flush();
+            return;
         }
         if !self.keep_partial && !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);

@@ -88,7 +88,7 @@ fn rich_tree(root: &Path) {
     symlink("dangling/nowhere", root.join("dangling")).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("fifo"),
+        root.join("fifo"),
         FileType::Fifo,
         Mode::from_raw_mode(0o644),
         0,
@@ -96,7 +96,7 @@ fn rich_tree(root: &Path) {
     .unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("null"),
+        root.join("null"),
         FileType::CharacterDevice,
         Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
@@ -105,7 +105,7 @@ fn rich_tree(root: &Path) {
     // A whiteout and an opaque dir, in overlay format.
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("etc/removed"),
+        root.join("etc/removed"),
         FileType::CharacterDevice,
         Mode::empty(),
         rustix::fs::makedev(0, 0),

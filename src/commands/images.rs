@@ -100,7 +100,7 @@ pub fn inspect(ctx: &Context, args: &InspectArgs) -> anyhow::Result<ExitCode> {
         InspectFormat::Config | InspectFormat::Manifest => {
             let digest = match args.format {
                 InspectFormat::Config => image.id().clone(),
-                _ => image.manifest_digest.clone(),
+                _ => image.manifest_digest,
             };
             let bytes = store.read_blob(&digest)?;
             let value: serde_json::Value = serde_json::from_slice(&bytes)

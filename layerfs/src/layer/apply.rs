@@ -154,10 +154,10 @@ fn read_entry<R: Read>(entry: &mut tar::Entry<'_, R>, what: &str) -> Result<TarE
                 if let Some(v) = num().and_then(|s| s.parse().ok()) {
                     t.uid = v;
                 }
-            } else if key == b"gid" {
-                if let Some(v) = num().and_then(|s| s.parse().ok()) {
-                    t.gid = v;
-                }
+            } else if key == b"gid"
+                && let Some(v) = num().and_then(|s| s.parse().ok())
+            {
+                t.gid = v;
             }
         }
     }
@@ -237,7 +237,7 @@ struct Applier {
     buf: Vec<u8>,
 }
 
-fn pathrs_err(op: &'static str, path: &Path, e: pathrs::error::Error) -> Error {
+fn pathrs_err(op: &'static str, path: &Path, e: &pathrs::error::Error) -> Error {
     let source = match e.kind() {
         pathrs::error::ErrorKind::OsError(Some(errno)) => io::Error::from_raw_os_error(errno),
         _ => io::Error::other(e.to_string()),
@@ -248,7 +248,7 @@ fn pathrs_err(op: &'static str, path: &Path, e: pathrs::error::Error) -> Error {
 impl Applier {
     fn new(root: &Path, opts: ApplyOptions) -> Result<Self> {
         Ok(Applier {
-            root: Root::open(root).map_err(|e| pathrs_err("open root", root, e))?,
+            root: Root::open(root).map_err(|e| pathrs_err("open root", root, &e))?,
             root_path: root.to_owned(),
             opts,
             dirs: HashMap::new(),
@@ -267,7 +267,7 @@ impl Applier {
             let handle = self
                 .root
                 .mkdir_all(rel, &perm)
-                .map_err(|e| pathrs_err("create directory", &self.root_path.join(rel), e))?;
+                .map_err(|e| pathrs_err("create directory", &self.root_path.join(rel), &e))?;
             self.dirs.insert(rel.to_owned(), OwnedFd::from(handle));
         }
         Ok(&self.dirs[rel])
@@ -283,7 +283,7 @@ impl Applier {
         match self.root.remove_all(rel) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => Ok(()),
-            Err(e) => Err(pathrs_err("remove", &self.full(rel), e)),
+            Err(e) => Err(pathrs_err("remove", &self.full(rel), &e)),
         }
     }
 
@@ -370,12 +370,12 @@ impl Applier {
                 let tfd = self
                     .root
                     .resolve(tparent)
-                    .map_err(|e| pathrs_err("resolve hard link target", &self.full(&target), e))?;
+                    .map_err(|e| pathrs_err("resolve hard link target", &self.full(&target), &e))?;
                 rustix::fs::linkat(&tfd, tname, &pfd, name, AtFlags::empty()).map_err(|e| {
                     if e == rustix::io::Errno::NOENT {
                         hostile(
                             &t.raw,
-                            &format!("hard link target {:?} is not in this layer", target),
+                            &format!("hard link target {target:?} is not in this layer"),
                         )
                     } else {
                         Error::io("create hard link", &full, e.into())
@@ -795,10 +795,10 @@ pub fn verify(input: impl Read, root: &Path, xattrs_ns: OverlayXattrs) -> Result
                 format!("mtime {}, tar says {}", md.mtime(), exp.mtime),
             );
         }
-        if let Some(l) = &exp.link {
-            if std::fs::read_link(e.path()).ok().as_deref() != Some(l.as_path()) {
-                miss(&rel, "symlink target differs".into());
-            }
+        if let Some(l) = &exp.link
+            && std::fs::read_link(e.path()).ok().as_deref() != Some(l.as_path())
+        {
+            miss(&rel, "symlink target differs".into());
         }
         if let Some((size, digest)) = &exp.content {
             let actual =

@@ -73,7 +73,7 @@ pub fn describe(root: &Path) -> BTreeMap<String, String> {
                 md.mode() & 0o7777,
                 md.uid(),
                 md.gid(),
-                if ft.is_dir() { md.mtime() } else { md.mtime() }
+                md.mtime()
             )
         };
         out.insert(rel, format!("{kind}{meta}{link} xattrs={xattrs:?}"));
