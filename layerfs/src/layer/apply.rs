@@ -50,6 +50,8 @@ pub struct ApplyOptions {
     pub mknod: bool,
     /// Set owners from the tar (needs CAP_CHOWN); without it files belong to the caller.
     pub chown: bool,
+    /// Read `.wh.` entries as whiteouts (layers); off, they are plain files (COPY, ADD).
+    pub whiteouts: bool,
 }
 
 impl ApplyOptions {
@@ -61,6 +63,7 @@ impl ApplyOptions {
             xattrs: OverlayXattrs::for_this_process(),
             mknod: root,
             chown: root,
+            whiteouts: true,
         }
     }
 }
@@ -294,10 +297,12 @@ impl Applier {
         };
         self.stats.entries += 1;
         let (parent, name) = split(rel);
-        match special(&t.raw, name)? {
-            Special::Opaque => return self.opaque(parent),
-            Special::Whiteout(target) => return self.whiteout(&parent.join(target)),
-            Special::None => {}
+        if self.opts.whiteouts {
+            match special(&t.raw, name)? {
+                Special::Opaque => return self.opaque(parent),
+                Special::Whiteout(target) => return self.whiteout(&parent.join(target)),
+                Special::None => {}
+            }
         }
         let is_dir = t.kind == tar::EntryType::Directory;
         let pfd = self

@@ -50,6 +50,8 @@ pub fn write_changes<W: Write>(
 
 struct Walker<'a, W: Write> {
     tar: &'a mut TarWriter<W>,
+    /// Changes each entry's header before it is written (owner and mode for COPY --chown/--chmod).
+    rewrite: Option<&'a dyn Fn(&mut EntryMeta)>,
     /// (dev, ino) of multiply-linked files already written → their path in the tar.
     links: HashMap<(u64, u64), Vec<u8>>,
     stats: DiffStats,
@@ -76,6 +78,7 @@ impl<'a, W: Write> Walker<'a, W> {
     fn new(tar: &'a mut TarWriter<W>) -> Self {
         Walker {
             tar,
+            rewrite: None,
             links: HashMap::new(),
             stats: DiffStats::default(),
         }
@@ -259,7 +262,7 @@ impl<'a, W: Write> Walker<'a, W> {
             // Sockets have no place in an image (docker leaves them out too).
             return Ok(());
         };
-        let meta = EntryMeta {
+        let mut meta = EntryMeta {
             path: tpath,
             kind,
             mode: md.mode() & 0o7777,
@@ -268,6 +271,9 @@ impl<'a, W: Write> Walker<'a, W> {
             mtime: md.mtime(),
             xattrs,
         };
+        if let Some(rewrite) = self.rewrite {
+            rewrite(&mut meta);
+        }
         self.stats.entries += 1;
         if let EntryKind::File { size } = meta.kind {
             self.stats.content_bytes += size;
@@ -286,6 +292,84 @@ impl<'a, W: Write> Walker<'a, W> {
         } else {
             self.tar.append(&meta, None).at("archive", path)
         }
+    }
+}
+
+/// What a [`TreeWriter`] filter says of a source path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Write it (and, for a directory, look at its children).
+    Include,
+    /// Leave it out, and everything below it.
+    Skip,
+    /// Leave the directory's own entry out but look at its children (an exclusion that a later
+    /// exception may undo below it).
+    Descend,
+}
+
+/// Writes chosen files and trees of plain directories under new names into a tar: the source
+/// side of COPY and ADD. Hard links among everything written stay hard links; `rewrite` may
+/// change each entry's owner and mode; `filter` sees each source path (as the caller names it)
+/// before it is written.
+pub struct TreeWriter<'a, W: Write> {
+    walker: Walker<'a, W>,
+}
+
+impl<'a, W: Write> TreeWriter<'a, W> {
+    /// A writer into `tar`.
+    pub fn new(tar: &'a mut TarWriter<W>, rewrite: Option<&'a dyn Fn(&mut EntryMeta)>) -> Self {
+        let mut walker = Walker::new(tar);
+        walker.rewrite = rewrite;
+        TreeWriter { walker }
+    }
+
+    /// Writes `src` (a file, a symlink — not followed — or a directory and all below it) as
+    /// `dest`. `name` is the source's path as the filter knows it.
+    pub fn add(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        name: &Path,
+        filter: &dyn Fn(&Path, bool) -> Visit,
+    ) -> Result<()> {
+        let md = fs::symlink_metadata(src).at("stat", src)?;
+        let visit = filter(name, md.is_dir());
+        if visit == Visit::Skip {
+            return Ok(());
+        }
+        if visit == Visit::Include {
+            self.walker.entry(src, dest, &md, read_xattrs(src)?)?;
+        }
+        if md.is_dir() {
+            self.add_contents(src, dest, name, filter)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the directory `src` holds (not the directory itself) into `dest`.
+    pub fn add_contents(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        name: &Path,
+        filter: &dyn Fn(&Path, bool) -> Visit,
+    ) -> Result<()> {
+        for e in sorted_children(src)? {
+            self.add(&e.path(), &dest.join(e.file_name()), &name.join(e.file_name()), filter)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an entry that has no source: a directory to create, a heredoc file.
+    pub fn add_entry(&mut self, meta: &EntryMeta, data: Option<&mut dyn io::Read>) -> Result<()> {
+        self.walker.stats.entries += 1;
+        let p = PathBuf::from(std::ffi::OsStr::from_bytes(&meta.path));
+        self.walker.tar.append(meta, data).at("write entry", &p)
+    }
+
+    /// What was written.
+    pub fn stats(&self) -> DiffStats {
+        self.walker.stats
     }
 }
 
