@@ -115,6 +115,42 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
     .at("mount overlay on", target)
 }
 
+/// Runs `f` on a thread of its own, in a private mount namespace where `spec` is mounted at
+/// `target`. Nothing of it is visible to the rest of the system, and the mount goes away with
+/// the thread's namespace even if strata is killed before it can unmount.
+pub fn with_private_mount<T: Send>(
+    spec: &UnionSpec,
+    target: &Path,
+    f: impl FnOnce(&Path) -> T + Send,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_private_mount_namespace()?;
+            mount_overlay(spec, target)?;
+            let out = f(target);
+            unmount(target)?;
+            Ok(out)
+        })
+        .join()
+        .expect("the private-mount thread does not panic")
+    })
+}
+
+/// Moves the calling thread into a mount namespace of its own whose mounts do not propagate
+/// back to the host (it still sees the host's later mounts: a slave, not private).
+pub fn enter_private_mount_namespace() -> Result<()> {
+    // SAFETY: unshare(CLONE_NEWNS) only changes this thread's view of mounts (and its fs
+    // struct, which CLONE_NEWNS implies unsharing); no memory is involved.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .at("unshare the mount namespace of", Path::new("/"))?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::DOWNSTREAM
+            | rustix::mount::MountPropagationFlags::REC,
+    )
+    .at("make mounts private under", Path::new("/"))
+}
+
 /// Unmounts `target`; a busy mount is detached (it goes once its last user does).
 pub fn unmount(target: &Path) -> Result<()> {
     match rustix::mount::unmount(target, UnmountFlags::empty()) {

@@ -365,3 +365,52 @@ fn generic_tree_diff_reproduces_the_new_tree() {
     }
     assert_eq!(d_new, d_out);
 }
+
+#[test]
+fn a_private_mount_is_invisible_outside_its_thread_and_gone_after() {
+    if !is_root_or_skip("a_private_mount_is_invisible_outside_its_thread_and_gone_after") {
+        return;
+    }
+    use layerfs::mount::{UnionSpec, with_private_mount};
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| {
+        let d = tmp.path().join(n);
+        fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (lower, upper, work, target) = (p("lower"), p("upper"), p("work"), p("merged"));
+    fs::write(lower.join("from-lower"), b"l").unwrap();
+    // A second thread keeps running, as a progress bar would in the builder.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ticker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        })
+    };
+    let spec = UnionSpec {
+        lowers: vec![lower.clone()],
+        upper: upper.clone(),
+        work,
+    };
+    let seen_outside = with_private_mount(&spec, &target, |merged| {
+        assert!(merged.join("from-lower").is_file());
+        fs::write(merged.join("written"), b"w").unwrap();
+        // /proc/self is the process (its main thread's namespace); thread-self is this one.
+        let mine = fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+        assert!(mine.contains(merged.to_str().unwrap()));
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(merged.to_str().unwrap())
+    })
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    ticker.join().unwrap();
+    assert!(!seen_outside, "another thread saw the private mount");
+    assert!(!layerfs::mount::is_mount_point(&target));
+    assert_eq!(fs::read(upper.join("written")).unwrap(), b"w");
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(target.to_str().unwrap()));
+}

@@ -355,7 +355,12 @@ impl<'a, W: Write> TreeWriter<'a, W> {
         filter: &dyn Fn(&Path, bool) -> Visit,
     ) -> Result<()> {
         for e in sorted_children(src)? {
-            self.add(&e.path(), &dest.join(e.file_name()), &name.join(e.file_name()), filter)?;
+            self.add(
+                &e.path(),
+                &dest.join(e.file_name()),
+                &name.join(e.file_name()),
+                filter,
+            )?;
         }
         Ok(())
     }
