@@ -45,8 +45,16 @@ pub(crate) fn command(split: &Split<'_>, heredocs: Vec<Heredoc>, escape: char) -
                 command,
                 heredocs,
                 mounts: f.take_strings("mount"),
-                network: f.take_string("network").map(network).transpose()?,
-                security: f.take_string("security").map(security).transpose()?,
+                network: f
+                    .take_string("network")
+                    .as_deref()
+                    .map(network)
+                    .transpose()?,
+                security: f
+                    .take_string("security")
+                    .as_deref()
+                    .map(security)
+                    .transpose()?,
             })
         }
         "CMD" => {
@@ -231,8 +239,8 @@ fn valid_stage_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
 }
 
-fn network(value: String) -> Result<NetworkMode> {
-    match value.as_str() {
+fn network(value: &str) -> Result<NetworkMode> {
+    match value {
         "default" => Ok(NetworkMode::Default),
         "none" => Ok(NetworkMode::None),
         "host" => Ok(NetworkMode::Host),
@@ -242,8 +250,8 @@ fn network(value: String) -> Result<NetworkMode> {
     }
 }
 
-fn security(value: String) -> Result<SecurityMode> {
-    match value.as_str() {
+fn security(value: &str) -> Result<SecurityMode> {
+    match value {
         "sandbox" => Ok(SecurityMode::Sandbox),
         "insecure" => Ok(SecurityMode::Insecure),
         _ => Err(ParseErrorKind::invalid(format!(

@@ -41,6 +41,7 @@ pub use ast::{
     ArgDecl, Command, CommandLine, Copy, Dockerfile, From, Healthcheck, Heredoc, Instruction,
     KeyValue, Location, NetworkMode, Onbuild, Run, RunScript, SecurityMode, Source, Warning,
 };
+pub(crate) use error::Located;
 pub use error::{ParseError, ParseErrorKind};
 
 use reader::{LogicalLine, Reader};
