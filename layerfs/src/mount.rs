@@ -115,6 +115,49 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
     .at("mount overlay on", target)
 }
 
+/// Mounts the layer dirs `lowers` (bottom first) read-only at `target`: an overlay of them, or
+/// a read-only bind mount of the only one.
+pub fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
+    match lowers {
+        [] => Err(Error::Unsupported(format!(
+            "{}: nothing to mount",
+            target.display()
+        ))),
+        [only] => {
+            rustix::mount::mount_bind(only.as_path(), target).at("bind-mount", target)?;
+            rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                .at("make read-only", target)
+        }
+        _ => {
+            let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+                .at("mount overlay on", target)?;
+            let configure = || -> rustix::io::Result<()> {
+                rustix::mount::fsconfig_set_string(&fs, "source", "strata")?;
+                for lower in lowers.iter().rev() {
+                    rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
+                }
+                if OverlayXattrs::for_this_process() == OverlayXattrs::User {
+                    rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
+                }
+                rustix::mount::fsconfig_create(&fs)?;
+                let mnt = rustix::mount::fsmount(
+                    &fs,
+                    FsMountFlags::FSMOUNT_CLOEXEC,
+                    MountAttrFlags::MOUNT_ATTR_RDONLY,
+                )?;
+                rustix::mount::move_mount(
+                    &mnt,
+                    "",
+                    CWD,
+                    target,
+                    MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            };
+            configure().at("mount overlay on", target)
+        }
+    }
+}
+
 /// Runs `f` on a thread of its own, in a private mount namespace where `spec` is mounted at
 /// `target`. Nothing of it is visible to the rest of the system, and the mount goes away with
 /// the thread's namespace even if strata is killed before it can unmount.

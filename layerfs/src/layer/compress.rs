@@ -5,6 +5,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 use flate2::bufread::MultiGzDecoder;
 
+use super::pgzip::ParallelGzEncoder;
+
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -54,10 +56,7 @@ impl Compression {
     pub fn encoder<W: Write>(self, out: W) -> io::Result<Encoder<W>> {
         Ok(match self {
             Compression::None => Encoder::None(out),
-            Compression::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
-                out,
-                flate2::Compression::new(level),
-            )),
+            Compression::Gzip { level } => Encoder::Gzip(ParallelGzEncoder::new(out, level)),
             Compression::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(out, level)?;
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -74,7 +73,7 @@ impl Compression {
 #[allow(missing_debug_implementations)]
 pub enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
