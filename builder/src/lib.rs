@@ -8,6 +8,7 @@
 //! - [`plan`]: the build stages, which of them a target needs, and the global ARG scope;
 //! - [`glob`]: the glob patterns the others share.
 
+pub mod build;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod glob;

@@ -391,7 +391,7 @@ fn a_private_mount_is_invisible_outside_its_thread_and_gone_after() {
         })
     };
     let spec = UnionSpec {
-        lowers: vec![lower.clone()],
+        lowers: vec![lower],
         upper: upper.clone(),
         work,
     };

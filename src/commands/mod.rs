@@ -62,7 +62,7 @@ fn default_root() -> anyhow::Result<PathBuf> {
 /// Runs `command`.
 pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Build(a) => build::build(ctx, a),
+        Command::Build(a) => build::build_command(ctx, &a),
         Command::Run(a) => run::run(ctx, a),
         Command::Images(a) => images::images(ctx, &a),
         Command::Inspect(a) => images::inspect(ctx, &a),

@@ -19,11 +19,14 @@ const DICT: usize = 32 * 1024;
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown (as Go writes).
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
+/// A deflated block and the CRC-32 of its input.
+type BlockResult = io::Result<(Vec<u8>, Crc)>;
+
 struct Job {
     dict: Vec<u8>,
     data: Vec<u8>,
     last: bool,
-    reply: SyncSender<io::Result<(Vec<u8>, Crc)>>,
+    reply: SyncSender<BlockResult>,
 }
 
 /// A gzip encoder that deflates blocks on worker threads.
@@ -35,7 +38,7 @@ pub struct ParallelGzEncoder<W: Write> {
     dict: Vec<u8>,
     workers: Vec<(SyncSender<Job>, JoinHandle<()>)>,
     next_worker: usize,
-    pending: VecDeque<Receiver<io::Result<(Vec<u8>, Crc)>>>,
+    pending: VecDeque<Receiver<BlockResult>>,
     crc: Crc,
     header_written: bool,
 }
@@ -48,7 +51,7 @@ impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
     }
 }
 
-fn deflate_block(job: &Job, level: u32) -> io::Result<(Vec<u8>, Crc)> {
+fn deflate_block(job: &Job, level: u32) -> BlockResult {
     let mut c = Compress::new(Compression::new(level), false);
     if !job.dict.is_empty() {
         c.set_dictionary(&job.dict).map_err(io::Error::other)?;
