@@ -333,11 +333,8 @@ impl Glob {
         found
     }
 
-    /// The leftmost match in `text` (the longest one starting there), as a byte range.
-    pub fn find(&self, text: &str) -> Option<std::ops::Range<usize>> {
-        self.find_from(text, 0)
-    }
-
+    /// The leftmost match in `text` at or after `from` (the longest one starting there), as a
+    /// byte range.
     fn find_from(&self, text: &str, from: usize) -> Option<std::ops::Range<usize>> {
         let starts = text[from..]
             .char_indices()
