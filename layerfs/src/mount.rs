@@ -13,7 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::layer::OverlayXattrs;
 
 /// The layers of a union mount.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UnionSpec {
     /// Read-only layer dirs, bottom first.
     pub lowers: Vec<PathBuf>,
