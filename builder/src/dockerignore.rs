@@ -117,18 +117,20 @@ impl Dockerignore {
         if path == "." || self.rules.is_empty() {
             return Verdict::Included;
         }
-        // The last rule that matches decides.
-        let Some(decider) = self
-            .rules
-            .iter()
-            .rposition(|rule| rule.glob.matches_path_or_parent(&path))
-        else {
+        // The last rule that matches decides. As moby/patternmatcher does, only rules that
+        // would change the verdict are tried: exclusions while included, exceptions while
+        // excluded.
+        let mut decider = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.exception == decider.is_some() && rule.glob.matches_path_or_parent(&path) {
+                decider = (!rule.exception).then_some(i);
+            }
+        }
+        let Some(decider) = decider else {
             return Verdict::Included;
         };
-        if self.rules[decider].exception {
-            return Verdict::Included;
-        }
-        // Only an exception after the deciding rule can re-include something inside.
+        // Only an exception after the rule that excluded it can re-include something inside
+        // (if a later exclusion takes it out again, walking in was merely cautious).
         let reopened = is_dir
             && self.rules[decider + 1..]
                 .iter()
@@ -166,11 +168,17 @@ impl Rule {
 
 /// A walker's path as the patterns see it: relative, no `./`, no doubled or trailing `/`.
 fn clean_relative(path: &str) -> Cow<'_, str> {
-    let clean = !(path.is_empty()
-        || path.starts_with('/')
-        || path.ends_with('/')
-        || path.contains("//")
-        || path.split('/').any(|p| p == "." || p == ".."));
+    let bytes = path.as_bytes();
+    // Clean unless it is empty, starts or ends with `/`, or has an empty, `.` or `..` element.
+    let mut clean = !(bytes.is_empty() || bytes[0] == b'/' || bytes[bytes.len() - 1] == b'/');
+    if clean {
+        for element in bytes.split(|&b| b == b'/') {
+            if matches!(element, b"" | b"." | b"..") {
+                clean = false;
+                break;
+            }
+        }
+    }
     if clean {
         return Cow::Borrowed(path);
     }

@@ -83,6 +83,8 @@ pub struct Glob {
     tokens: Vec<Token>,
     shape: Shape,
     path: bool,
+    /// The bit-parallel tables, for a pattern of fewer than 64 tokens.
+    masks: Option<Box<Masks>>,
 }
 
 impl fmt::Debug for Glob {
@@ -200,11 +202,17 @@ impl Glob {
         } else {
             Shape::Tokens
         };
+        Glob::from_parts(source, tokens, shape, path)
+    }
+
+    fn from_parts(source: &str, tokens: Vec<Token>, shape: Shape, path: bool) -> Glob {
+        let masks = Masks::new(&tokens, path).map(Box::new);
         Glob {
             source: source.to_owned(),
             tokens,
             shape,
             path,
+            masks,
         }
     }
 
@@ -236,11 +244,9 @@ impl Glob {
     /// Whether `path` or one of its parent directories matches (a path pattern that matches a
     /// directory covers everything inside it). `path` is relative and cleaned.
     pub fn matches_path_or_parent(&self, path: &str) -> bool {
-        if self.matches(path) {
-            return true;
-        }
         match &self.shape {
             Shape::Tokens => {
+                // One pass: a match at a `/` is a match of that parent directory.
                 let mut run = Run::new(self);
                 for c in path.chars() {
                     if c == '/' && run.accepts() {
@@ -250,9 +256,17 @@ impl Glob {
                         return false;
                     }
                 }
-                false
+                run.accepts()
             }
-            _ => parents(path).any(|parent| self.matches(parent)),
+            // A parent that is this name is a prefix of the path followed by `/`.
+            Shape::Exact(name) => path
+                .strip_prefix(name.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            // A parent starts with the prefix only if the path does.
+            Shape::Prefix(prefix) => path.starts_with(prefix.as_str()),
+            Shape::Suffix(_) => {
+                self.matches(path) || parents(path).any(|parent| self.matches(parent))
+            }
         }
     }
 
@@ -294,12 +308,12 @@ impl Glob {
     /// The start of the shortest (or, `longest`, the longest) suffix of `text` that matches,
     /// as a byte offset.
     pub fn match_suffix(&self, text: &str, longest: bool) -> Option<usize> {
-        let reversed = Glob {
-            source: self.source.clone(),
-            tokens: self.tokens.iter().rev().cloned().collect(),
-            shape: Shape::Tokens,
-            path: self.path,
-        };
+        let reversed = Glob::from_parts(
+            &self.source,
+            self.tokens.iter().rev().cloned().collect(),
+            Shape::Tokens,
+            self.path,
+        );
         let mut run = Run::new(&reversed);
         let mut found = run.accepts().then_some(text.len());
         if found.is_some() && !longest {
@@ -319,11 +333,8 @@ impl Glob {
         found
     }
 
-    /// The leftmost match in `text` (the longest one starting there), as a byte range.
-    pub fn find(&self, text: &str) -> Option<std::ops::Range<usize>> {
-        self.find_from(text, 0)
-    }
-
+    /// The leftmost match in `text` at or after `from` (the longest one starting there), as a
+    /// byte range.
     fn find_from(&self, text: &str, from: usize) -> Option<std::ops::Range<usize>> {
         let starts = text[from..]
             .char_indices()
@@ -387,69 +398,241 @@ impl Glob {
 
 /// A pattern's NFA in motion: which token positions are live.
 ///
-/// `live[i]` means the tokens before `i` have matched and token `i` may start (or, for a star,
-/// continue); `inner[i]` means a `**` at `i` is part way through a run that does not end in
-/// `/` yet, so it cannot be left.
-struct Run<'g> {
-    glob: &'g Glob,
-    live: Vec<bool>,
-    inner: Vec<bool>,
-    next: Vec<bool>,
-    next_inner: Vec<bool>,
+/// Position `i` live means the tokens before `i` have matched and token `i` may start (or, for
+/// a star, continue); `inner` positions are `**`s part way through a run that does not end in
+/// `/` yet, so they cannot be left. Patterns of fewer than 64 tokens run bit-parallel on
+/// [`Masks`]; longer ones walk their live positions.
+enum Run<'g> {
+    Small {
+        masks: &'g Masks,
+        live: u64,
+        inner: u64,
+    },
+    Large {
+        glob: &'g Glob,
+        live: Bits,
+        inner: Bits,
+    },
 }
 
 impl<'g> Run<'g> {
     fn new(glob: &'g Glob) -> Self {
-        let n = glob.tokens.len();
-        let mut run = Run {
+        if let Some(masks) = &glob.masks {
+            return Run::Small {
+                masks,
+                live: masks.close(1),
+                inner: 0,
+            };
+        }
+        let n = glob.tokens.len() + 1;
+        let mut live = Bits::new(n);
+        live.set(0);
+        close(&glob.tokens, &mut live);
+        Run::Large {
             glob,
-            live: vec![false; n + 1],
-            inner: vec![false; n],
-            next: vec![false; n + 1],
-            next_inner: vec![false; n],
-        };
-        run.live[0] = true;
-        close(&glob.tokens, &mut run.live);
-        run
+            live,
+            inner: Bits::new(n),
+        }
     }
 
     /// Consumes `c`; false when no position is live any more (nothing can match).
     fn step(&mut self, c: char) -> bool {
-        let tokens = &self.glob.tokens;
-        self.next.fill(false);
-        self.next_inner.fill(false);
-        let mut any = false;
-        for (i, token) in tokens.iter().enumerate() {
-            let active = self.live[i] || self.inner[i];
-            if !active || !token.accepts(c, self.glob.path) {
-                continue;
+        match self {
+            Run::Small { masks, live, inner } => {
+                let active = *live | *inner;
+                let mut next = (active & masks.consumes(c)) << 1;
+                next |= active & masks.loop_any;
+                if c != '/' {
+                    next |= active & masks.loop_not_slash;
+                }
+                let dirs = active & masks.dirs;
+                if c == '/' {
+                    next |= dirs;
+                    *inner = 0;
+                } else {
+                    *inner = dirs;
+                }
+                *live = masks.close(next);
+                *live != 0 || *inner != 0
             }
-            any = true;
-            match token {
-                Token::Star | Token::AnyRest => self.next[i] = true,
-                Token::AnyDirs if c == '/' => self.next[i] = true,
-                Token::AnyDirs => self.next_inner[i] = true,
-                _ => self.next[i + 1] = true,
+            Run::Large { glob, live, inner } => {
+                let tokens = &glob.tokens;
+                let n = tokens.len() + 1;
+                let mut next = Bits::new(n);
+                let mut next_inner = Bits::new(n);
+                let mut any = false;
+                for i in live.union(inner) {
+                    let Some(token) = tokens.get(i) else {
+                        continue;
+                    };
+                    if !token.accepts(c, glob.path) {
+                        continue;
+                    }
+                    any = true;
+                    match token {
+                        Token::Star | Token::AnyRest => next.set(i),
+                        Token::AnyDirs if c == '/' => next.set(i),
+                        Token::AnyDirs => next_inner.set(i),
+                        _ => next.set(i + 1),
+                    }
+                }
+                close(tokens, &mut next);
+                *live = next;
+                *inner = next_inner;
+                any
             }
         }
-        std::mem::swap(&mut self.live, &mut self.next);
-        std::mem::swap(&mut self.inner, &mut self.next_inner);
-        close(tokens, &mut self.live);
-        any
     }
 
     fn accepts(&self) -> bool {
-        self.live[self.glob.tokens.len()]
+        match self {
+            Run::Small { masks, live, .. } => live & masks.accept != 0,
+            Run::Large { glob, live, .. } => live.get(glob.tokens.len()),
+        }
     }
 }
 
 /// Adds the positions reachable without consuming anything: past stars, and past a `**` that
 /// is empty so far or has just consumed a `/`.
-fn close(tokens: &[Token], live: &mut [bool]) {
+fn close(tokens: &[Token], live: &mut Bits) {
     for (i, token) in tokens.iter().enumerate() {
-        if live[i] && matches!(token, Token::Star | Token::AnyDirs | Token::AnyRest) {
-            live[i + 1] = true;
+        if live.get(i) && matches!(token, Token::Star | Token::AnyDirs | Token::AnyRest) {
+            live.set(i + 1);
         }
+    }
+}
+
+/// The tables of a pattern run bit-parallel: bit `i` stands for token position `i`.
+#[derive(Clone, PartialEq, Eq)]
+struct Masks {
+    /// The consuming tokens (literals, `?`, classes) that accept each ASCII character.
+    ascii: [u64; 128],
+    /// The consuming tokens, for other characters.
+    consuming: Vec<(usize, Token)>,
+    path: bool,
+    /// Positions that may be passed without consuming (stars).
+    epsilon: u64,
+    /// Positions that consume any character and stay (`**` at the end; `*` in the shell).
+    loop_any: u64,
+    /// Positions that consume any character but `/` and stay (`*` in a path).
+    loop_not_slash: u64,
+    /// `**` inside a path pattern.
+    dirs: u64,
+    /// The position past the last token.
+    accept: u64,
+}
+
+impl Masks {
+    fn new(tokens: &[Token], path: bool) -> Option<Masks> {
+        if tokens.len() >= 64 {
+            return None;
+        }
+        let mut m = Masks {
+            ascii: [0; 128],
+            consuming: Vec::new(),
+            path,
+            epsilon: 0,
+            loop_any: 0,
+            loop_not_slash: 0,
+            dirs: 0,
+            accept: 1 << tokens.len(),
+        };
+        for (i, token) in tokens.iter().enumerate() {
+            let bit = 1u64 << i;
+            match token {
+                Token::Star if path => m.loop_not_slash |= bit,
+                Token::Star | Token::AnyRest => m.loop_any |= bit,
+                Token::AnyDirs => m.dirs |= bit,
+                _ => {
+                    m.consuming.push((i, token.clone()));
+                    for (c, mask) in (0u8..128).zip(m.ascii.iter_mut()) {
+                        if token.accepts(char::from(c), path) {
+                            *mask |= bit;
+                        }
+                    }
+                    continue;
+                }
+            }
+            m.epsilon |= bit;
+        }
+        Some(m)
+    }
+
+    fn consumes(&self, c: char) -> u64 {
+        match self.ascii.get(c as usize) {
+            Some(mask) => *mask,
+            None => self
+                .consuming
+                .iter()
+                .filter(|(_, t)| t.accepts(c, self.path))
+                .fold(0, |m, (i, _)| m | 1 << i),
+        }
+    }
+
+    fn close(&self, mut live: u64) -> u64 {
+        loop {
+            let add = (live & self.epsilon) << 1;
+            if add & !live == 0 {
+                return live;
+            }
+            live |= add;
+        }
+    }
+}
+
+/// A set of NFA positions: on the stack for patterns of up to 256 tokens.
+#[derive(Clone)]
+enum Bits {
+    /// The words in use, and the count of them.
+    Inline([u64; 4], usize),
+    Heap(Vec<u64>),
+}
+
+impl Bits {
+    fn new(n: usize) -> Bits {
+        let words = n.div_ceil(64);
+        if words <= 4 {
+            Bits::Inline([0; 4], words)
+        } else {
+            Bits::Heap(vec![0; words])
+        }
+    }
+
+    fn words(&self) -> &[u64] {
+        match self {
+            Bits::Inline(w, len) => &w[..*len],
+            Bits::Heap(w) => w,
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        self.words()[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, i: usize) {
+        let words = match self {
+            Bits::Inline(w, len) => &mut w[..*len],
+            Bits::Heap(w) => &mut w[..],
+        };
+        words[i / 64] |= 1 << (i % 64);
+    }
+
+    /// The positions set in either, in order.
+    fn union<'a>(&'a self, other: &'a Bits) -> impl Iterator<Item = usize> + 'a {
+        self.words()
+            .iter()
+            .zip(other.words())
+            .enumerate()
+            .flat_map(|(w, (a, b))| {
+                let mut bits = a | b;
+                std::iter::from_fn(move || {
+                    (bits != 0).then(|| {
+                        let i = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        w * 64 + i
+                    })
+                })
+            })
     }
 }
 
@@ -693,6 +876,7 @@ mod tests {
             assert_ne!(fast.shape, Shape::Tokens, "{pattern} has a fast path");
             let slow = Glob {
                 shape: Shape::Tokens,
+                masks: None,
                 ..fast.clone()
             };
             for t in texts {
@@ -723,6 +907,14 @@ mod tests {
                 .unwrap()
                 .could_match_inside("secret/deep")
         );
+    }
+
+    #[test]
+    fn long_patterns() {
+        let long = format!("{}*{}", "a".repeat(300), "b".repeat(300));
+        let g = Glob::path(&long).unwrap();
+        assert!(g.matches(&format!("{}xyz{}", "a".repeat(300), "b".repeat(300))));
+        assert!(!g.matches(&format!("{}xyz{}", "a".repeat(299), "b".repeat(300))));
     }
 
     #[test]

@@ -786,4 +786,44 @@ mod tests {
         assert!(is_predefined_arg("HTTPS_PROXY") && is_predefined_arg("TARGETOS"));
         assert!(!is_predefined_arg("PATH"));
     }
+
+    /// The repository's own Dockerfiles (quick start, benchmarks) plan as they mean to.
+    #[test]
+    fn repository_dockerfiles() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfiles");
+        let none = BTreeMap::new();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let file = entry.unwrap().path().join("Dockerfile");
+            if !file.is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            let df = parse(&text)
+                .unwrap_or_else(|e| panic!("{}", e.in_file(&file.display().to_string())));
+            make(&df, None, &none)
+                .unwrap_or_else(|e| panic!("{}", e.in_file(&file.display().to_string())));
+            seen += 1;
+        }
+        assert!(seen >= 2, "Dockerfiles/ holds the demo and the bench");
+
+        let text = std::fs::read_to_string(dir.join("bench/Dockerfile")).unwrap();
+        let df = parse(&text).unwrap();
+        let p = make(&df, None, &none).unwrap();
+        assert_eq!(order(&p), [0, 1, 2]);
+        assert_eq!(p.stages[2].uses, BTreeSet::from([0, 1]));
+        for stage in &p.stages {
+            let Base::Image { name, .. } = &stage.base else {
+                panic!("{:?}", stage.base)
+            };
+            assert_eq!(name, "busybox");
+        }
+        let given = args(&[("BASE", "localhost:5000/busybox:1")]);
+        let p = make(&df, Some("deps"), &given).unwrap();
+        assert_eq!(order(&p), [0]);
+        let Base::Image { reference, .. } = &p.stages[0].base else {
+            panic!()
+        };
+        assert_eq!(reference.registry(), "localhost:5000");
+    }
 }

@@ -60,7 +60,7 @@ impl Variables for NoVariables {
 
 /// Why a word could not be expanded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{kind} (in {word:?})")]
+#[error("{kind} (in {:?})", shorten(word))]
 pub struct ExpandError {
     /// The word as written.
     pub word: String,
@@ -91,10 +91,25 @@ pub enum ExpandErrorKind {
         /// The message written after `?`, or docker's default one.
         message: String,
     },
+    /// `${…}` inside `${…}` deeper than anyone writes (a hostile Dockerfile).
+    #[error("substitutions nested more than {MAX_NESTING} deep")]
+    TooDeep,
     /// A `#`, `%` or `/` pattern that does not parse.
     #[error(transparent)]
     Pattern(#[from] GlobError),
 }
+
+/// `text` cut to its first 100 characters (and `…`), for error messages.
+pub(crate) fn shorten(text: &str) -> Cow<'_, str> {
+    const MAX: usize = 100;
+    match text.char_indices().nth(MAX) {
+        Some((cut, _)) => Cow::Owned(format!("{}…", &text[..cut])),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// How deep `${a:-${b:-…}}` may nest: the lexer recurses, and a Dockerfile is untrusted.
+const MAX_NESTING: usize = 64;
 
 /// How quotes are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +206,7 @@ impl Lexer {
             text: word,
             pos: 0,
             vars,
+            depth: 0,
         };
         scan.until(None, self.raw_escapes)
             .map_err(|kind| ExpandError {
@@ -251,6 +267,8 @@ struct Scan<'a> {
     text: &'a str,
     pos: usize,
     vars: &'a dyn Variables,
+    /// How many `${…}` words are open.
+    depth: usize,
 }
 
 impl Scan<'_> {
@@ -524,7 +542,13 @@ impl Scan<'_> {
 
     /// The word inside `${…}` up to `stop`; running off the end means the `stop` is missing.
     fn word_until(&mut self, stop: char, raw_escapes: bool) -> Step<String> {
-        match self.until(Some(stop), raw_escapes) {
+        if self.depth >= MAX_NESTING {
+            return Err(ExpandErrorKind::TooDeep);
+        }
+        self.depth += 1;
+        let word = self.until(Some(stop), raw_escapes);
+        self.depth -= 1;
+        match word {
             Ok((word, _)) => Ok(word),
             Err(_) if self.peek().is_none() => Err(ExpandErrorKind::Missing(stop)),
             Err(e) => Err(e),
@@ -871,6 +895,17 @@ mod tests {
             Lexer::heredoc().expand_word(body, &env).unwrap(),
             "say \"hi me\" and 'bye me' $NAME\n"
         );
+    }
+
+    #[test]
+    fn hostile_nesting_is_refused_not_a_stack_overflow() {
+        let lexer = Lexer::new('\\');
+        let deep = "${a:-".repeat(100_000) + &"}".repeat(100_000);
+        let err = lexer.expand_word(&deep, &NoVariables).unwrap_err();
+        assert_eq!(err.kind, ExpandErrorKind::TooDeep);
+        assert!(err.to_string().len() < 200, "{err}");
+        let fine = "${a:-".repeat(10) + "x" + &"}".repeat(10);
+        assert_eq!(lexer.expand_word(&fine, &NoVariables).unwrap(), "x");
     }
 
     #[test]

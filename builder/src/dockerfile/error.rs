@@ -94,7 +94,6 @@ pub(crate) struct Located<'a> {
 
 impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const MAX_TEXT: usize = 100;
         match (self.file, self.location) {
             (Some(file), Some(loc)) => write!(f, "{file}:{}: ", loc.start)?,
             (Some(file), None) => write!(f, "{file}: ")?,
@@ -104,10 +103,7 @@ impl fmt::Display for Located<'_> {
         write!(f, "{}", self.message)?;
         let text = self.text.trim();
         if !text.is_empty() {
-            match text.char_indices().nth(MAX_TEXT) {
-                Some((cut, _)) => write!(f, " ({}…)", &text[..cut])?,
-                None => write!(f, " ({text})")?,
-            }
+            write!(f, " ({})", crate::shell_words::shorten(text))?;
         }
         Ok(())
     }
