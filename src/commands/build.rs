@@ -125,10 +125,11 @@ impl View {
 
     fn finish(&mut self) {
         if let View::Tty(live) = self
-            && let Some((bar, lines, _)) = live.step.take() {
-                bar.finish_and_clear();
-                lines.iter().for_each(ProgressBar::finish_and_clear);
-            }
+            && let Some((bar, lines, _)) = live.step.take()
+        {
+            bar.finish_and_clear();
+            lines.iter().for_each(ProgressBar::finish_and_clear);
+        }
     }
 }
 

@@ -99,10 +99,9 @@ fn clean(src: &str) -> Option<PathBuf> {
     for c in Path::new(src).components() {
         match c {
             Component::Normal(n) => out.push(n),
-            Component::ParentDir
-                if !out.pop() => {
-                    return None;
-                }
+            Component::ParentDir if !out.pop() => {
+                return None;
+            }
             _ => {}
         }
     }
@@ -223,9 +222,10 @@ impl Rewrite {
             m.gid = 0;
         }
         if let Some(mode) = self.chmod
-            && !matches!(m.kind, EntryKind::Symlink { .. }) {
-                m.mode = mode;
-            }
+            && !matches!(m.kind, EntryKind::Symlink { .. })
+        {
+            m.mode = mode;
+        }
     }
 }
 

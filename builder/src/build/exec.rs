@@ -242,9 +242,10 @@ impl Variables for Scope<'_> {
     fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         for kv in self.env.iter().rev() {
             if let Some((k, v)) = kv.split_once('=')
-                && k == name {
-                    return Some(v.into());
-                }
+                && k == name
+            {
+                return Some(v.into());
+            }
         }
         self.args.get(name).map(|v| v.as_str().into())
     }
@@ -424,11 +425,12 @@ impl Builder<'_, '_> {
         }
         let key = step_key(&state.key, &key_input);
         if !self.opts.no_cache
-            && let Some(cached) = ImageState::from_cache(self.store, &key) {
-                *state = cached;
-                self.reporter.event(Event::Cached { id });
-                return Ok(());
-            }
+            && let Some(cached) = ImageState::from_cache(self.store, &key)
+        {
+            *state = cached;
+            self.reporter.event(Event::Cached { id });
+            return Ok(());
+        }
         let mut next = state.clone();
         next.key = key;
         let created_by = history_text(&command, ins);
@@ -767,9 +769,10 @@ impl Builder<'_, '_> {
                     || copy::is_dir_in_root(rootfs, &dest);
                 if is_add
                     && let Some(done) = add_archives(rootfs, &items, &dest)?
-                        && done {
-                            return Ok(());
-                        }
+                    && done
+                {
+                    return Ok(());
+                }
                 let all_dirs =
                     !items.is_empty() && items.iter().all(|i| i.is_dir) && inline.is_empty();
                 let placement = Placement {
