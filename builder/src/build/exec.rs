@@ -273,7 +273,7 @@ impl Builder<'_, '_> {
     fn stage(&mut self, stage: &Stage<'_>) -> Result<ImageState, BuildError> {
         let stage_label = stage
             .name
-            .map_or_else(|| stage.index.to_string(), str::to_owned);
+            .map_or_else(|| format!("stage-{}", stage.index), str::to_owned);
         let instructions = stage.instructions;
         let total = instructions.len() + 1;
         let from_ins = stage.from;
