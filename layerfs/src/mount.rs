@@ -88,7 +88,7 @@ fn mount_overlay_fsconfig(
 fn overlay_options() -> [(&'static str, &'static str); 3] {
     [
         ("index", "off"),
-        ("redirect_dir", "off"),
+        ("redirect_dir", "nofollow"),
         ("metacopy", "off"),
     ]
 }

@@ -264,15 +264,30 @@ impl Child {
 }
 
 /// Removes everything inside `dir` (overlayfs's work files and its `volatile` marker).
+/// overlayfs makes them mode 000: an unprivileged caller (their owner) opens them up first.
 fn empty_dir(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
     for entry in entries {
         let path = entry
             .map_err(|e| Error::io("read directory", dir, e))?
             .path();
+        open_up(&path);
         layerfs::store::remove_tree(&path)?;
     }
     Ok(())
+}
+
+/// Gives the owner full access to the directories under `path` (best effort).
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|md| md.is_dir());
+    if !is_dir {
+        return;
+    }
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        open_up(&entry.path());
+    }
 }
 
 impl Drop for Child {

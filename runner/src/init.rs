@@ -55,8 +55,6 @@ fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
     // No parent-death signal: with a multi-threaded caller it would fire when the thread that
     // started the container ends. If strata dies, the channel closes and the init ends
     // (`supervise`), which ends the container.
-    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .sys("make the init undumpable")?;
     // Inside the container, PID 1 reads as what it is, not as strata's command line. Only
     // cosmetic if the kernel refuses (the caller's arguments stay visible as on the host).
     let _ = sys::set_process_title("strata-init");
@@ -71,6 +69,11 @@ fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
         // The caller is gone, or confused: nothing to do.
         _ => return Ok(1),
     }
+    // Not dumpable: the container's processes cannot reach the init through /proc/1. Only
+    // now, as an undumpable process's /proc files belong to root, and an unprivileged
+    // caller had to write this one's uid_map first.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .sys("make the init undumpable")?;
     let strata_binary = sys::own_executable_identity().sys("stat /proc/self/exe")?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .sys("unshare the cgroup namespace")?;

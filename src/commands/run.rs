@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use layerfs::layer::commit::ensure_extracted;
 use layerfs::mount::UnionSpec;
-use layerfs::store::{Store, remove_tree};
+use layerfs::store::Store;
 use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec, TtySize};
 
 use super::Context;
@@ -174,15 +174,21 @@ impl ContainerDir {
 
     /// Removes it now, reporting a failure (dropping removes it quietly).
     fn remove(self) -> anyhow::Result<()> {
-        remove_tree(&self.path)
+        remove_container_dir(&self.path)
             .with_context(|| format!("removing the container directory {}", self.path.display()))
     }
 }
 
 impl Drop for ContainerDir {
     fn drop(&mut self) {
-        let _ = remove_tree(&self.path);
+        let _ = remove_container_dir(&self.path);
     }
+}
+
+/// Removes a container directory, with the files of every container user in it (through a
+/// user namespace when strata is unprivileged).
+fn remove_container_dir(path: &Path) -> runner::Result<()> {
+    runner::remove_container_tree(path, Path::new("/proc/self/exe"))
 }
 
 /// Removes the directories of containers whose `strata run` was killed before it could.
@@ -201,7 +207,7 @@ fn remove_stale_containers(store: &Store) {
             continue; // not a run container (strata mount's)
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = remove_tree(&e.path());
+            let _ = remove_container_dir(&e.path());
         }
     }
 }
