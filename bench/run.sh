@@ -11,11 +11,13 @@
 # - runc:    `runc run` of the same rootfs as an OCI bundle made by `umoci unpack` (umoci's
 #            default spec: its own network namespace, cgroups), process `/bin/true`;
 # - floor:   `unshare -mpfuin chroot ROOTFS /bin/true`: the namespaces and nothing else.
-# Then the peak RSS of `strata run --rm minbase true` (strata's own processes).
+# Each round runs every command once, in turn (the machine is shared: load that comes and goes
+# weighs on all alike); the table gives medians. Then the peak RSS of
+# `strata run --rm minbase true` (strata's own processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-40}
-for t in runc umoci skopeo hyperfine unshare python3 /usr/bin/time; do
+for t in runc umoci skopeo unshare python3 /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "missing $t: scripts/install-deps" >&2; exit 2; }
 done
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh needs root (namespaces, mounts)" >&2; exit 2; }
@@ -41,11 +43,25 @@ PY
 rootfs="$work/bundle/rootfs"
 $S --root "$work/store" run --rm minbase /bin/true  # extracts nothing more, warms the cache
 
-hyperfine -N --style basic --runs "$runs" --warmup 3 --export-json "$work/run.json" \
-  -n "strata run" "$S --root $work/store run --rm minbase /bin/true" \
-  -n "strata run --network none" "$S --root $work/store run --rm --network none minbase /bin/true" \
-  -n "runc run" "runc run --bundle $work/bundle strata-bench" \
-  -n "floor" "unshare -mpfuin chroot $rootfs /bin/true" >/dev/null 2>&1
+# Interleaved rounds (every command once per round, in turn), so that the load of this
+# shared machine weighs on each command alike; then the medians.
+python3 - "$work/run.json" "$runs" \
+  "strata run" "$S --root $work/store run --rm minbase /bin/true" \
+  "strata run --network none" "$S --root $work/store run --rm --network none minbase /bin/true" \
+  "runc run" "runc run --bundle $work/bundle strata-bench" \
+  "floor" "unshare -mpfuin chroot $rootfs /bin/true" <<'PY'
+import json, shlex, subprocess, sys, time
+out, runs, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+cmds = list(zip(args[0::2], args[1::2]))
+times = {name: [] for name, _ in cmds}
+for r in range(runs + 3):
+    for name, cmd in cmds:
+        t = time.perf_counter()
+        subprocess.run(shlex.split(cmd), check=True, stdout=subprocess.DEVNULL)
+        if r >= 3:  # the first rounds warm up
+            times[name].append(time.perf_counter() - t)
+json.dump({"results": [{"command": n, "times": v} for n, v in times.items()]}, open(out, "w"))
+PY
 
 rss=$(for i in 1 2 3 4 5; do /usr/bin/time -f %M "$S" --root "$work/store" run --rm minbase true 2>&1 >/dev/null | tail -1; done | sort -n | sed -n 3p)
 
@@ -54,7 +70,7 @@ import json, sys, statistics
 path, rss, cores, runs = sys.argv[1:]
 res = {r["command"]: r["times"] for r in json.load(open(path))["results"]}
 med = {k: statistics.median(v) * 1000 for k, v in res.items()}
-print(f"Debian minbase image; {cores} cores; medians of {runs} runs (hyperfine -N, 3 warm-ups).\n")
+print(f"Debian minbase image; {cores} cores; medians of {runs} interleaved rounds (3 warm-up rounds).\n")
 print("| command | median | vs runc | vs floor |")
 print("|---|---|---|---|")
 for name in ["strata run", "strata run --network none", "runc run", "floor"]:

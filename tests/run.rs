@@ -490,6 +490,62 @@ fn pids_limit_stops_a_fork_bomb() {
 }
 
 #[test]
+fn limits_are_written_to_the_containers_cgroup() {
+    let Some((_g, store)) = setup("limits_are_written_to_the_containers_cgroup") else {
+        return;
+    };
+    let limits = ["--cpus", "0.5", "--memory", "64m", "--pids-limit", "50"];
+    let mut child = store
+        .cmd(&[&["run", "--rm"][..], &limits, &["busybox", "sleep", "3210"]].concat())
+        .spawn()
+        .unwrap();
+    wait_for_process("sleep 3210");
+    let mut seen = std::collections::BTreeMap::new();
+    for dir in container_cgroups() {
+        for file in [
+            "cpu.cfs_quota_us",
+            "cpu.max",
+            "memory.limit_in_bytes",
+            "memory.max",
+            "pids.max",
+        ] {
+            if let Ok(v) = std::fs::read_to_string(dir.join(file)) {
+                seen.insert(file, v.trim().to_owned());
+            }
+        }
+        // The container runs in it.
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        assert!(!procs.trim().is_empty(), "{} is empty", dir.display());
+    }
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let cpu = seen
+        .get("cpu.cfs_quota_us")
+        .or(seen.get("cpu.max"))
+        .expect("a cpu limit");
+    assert!(cpu == "50000" || cpu == "50000 100000", "{cpu}");
+    let memory = seen
+        .get("memory.limit_in_bytes")
+        .or(seen.get("memory.max"))
+        .expect("a memory limit");
+    assert_eq!(memory, "67108864");
+    assert_eq!(seen.get("pids.max").map(String::as_str), Some("50"));
+    // Inside, /sys/fs/cgroup shows the container's own cgroup as the root, read-only.
+    let script = "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null; \
+                  grep -c ':/$' /proc/self/cgroup >/dev/null && echo own-root; \
+                  (echo 1 > /sys/fs/cgroup/memory.max || echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes) \
+                  2>/dev/null || echo read-only";
+    let out = run_ok(&store, &["--memory", "64m", "busybox", "sh", "-c", script]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["67108864", "own-root", "read-only"],
+        "{out}"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
 fn exit_codes_follow_docker() {
     let Some((_g, store)) = setup("exit_codes_follow_docker") else {
         return;
@@ -742,6 +798,33 @@ fn a_tty_is_a_real_pseudo_terminal() {
         .unwrap();
     assert_eq!(status.code(), Some(3));
     assert!(out.contains("from-42"), "{out}");
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn the_terminal_gets_the_callers_window_size() {
+    let Some((_g, store)) = setup("the_terminal_gets_the_callers_window_size") else {
+        return;
+    };
+    if !common::have_or_skip("script", "the_terminal_gets_the_callers_window_size") {
+        return;
+    }
+    // `script` gives strata a terminal of its own, 45 rows by 123 columns.
+    let line = format!(
+        "stty cols 123 rows 45; {} --root {} run --rm -t busybox stty size",
+        strata_bin().display(),
+        store.root().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("45 123"),
+        "{:?}",
+        text(&out.stdout)
+    );
     assert_nothing_left(&store);
 }
 

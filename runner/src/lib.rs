@@ -44,7 +44,7 @@ mod sys;
 pub mod user;
 mod userns;
 
-pub use attach::Attach;
+pub use attach::{Attach, caller_terminal_size};
 pub use caps::{DEFAULT_CAPABILITIES, default_capability_mask};
 pub use channel::Exit;
 pub use child::{Child, ExitStatus};

@@ -28,6 +28,7 @@ use pathrs::Root;
 use rustix::fs::{CWD, FileType, Mode, OFlags};
 use rustix::mount::MountAttrFlags;
 
+use crate::cgroup::Layout;
 use crate::error::{Error, IoContext, Result, SysContext, pathrs_io};
 use crate::spec::{BindMount, Rootfs, Spec};
 use crate::sys;
@@ -103,6 +104,7 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
     fs.mount_proc()?;
     fs.mount_dev(in_userns)?;
     fs.mount_sys()?;
+    fs.mount_cgroups()?;
     for m in &spec.mounts {
         fs.bind(m)?;
     }
@@ -328,6 +330,58 @@ impl Builder<'_> {
         sys::attach_mount(sysfs.as_fd(), target.as_fd()).sys("mount /sys")
     }
 
+    /// The host's cgroup hierarchies at /sys/fs/cgroup, read-only, as seen from the
+    /// container's cgroup namespace (its own cgroup is their root), as docker mounts them.
+    fn mount_cgroups(&mut self) -> Result<()> {
+        let Some(target) = self.existing("/sys/fs/cgroup")? else {
+            return Ok(());
+        };
+        let attrs = sys::DATA_ONLY | MountAttrFlags::MOUNT_ATTR_RDONLY;
+        let path = Path::new("/sys/fs/cgroup");
+        let (hierarchies, unified) = match Layout::detect() {
+            Ok(Layout::V2(_)) => {
+                let fs = sys::new_mount("cgroup2", &[], attrs).at("mount", path)?;
+                return sys::attach_mount(fs.as_fd(), target.as_fd()).at("mount", path);
+            }
+            Ok(Layout::V1 {
+                hierarchies,
+                unified,
+            }) => (hierarchies, unified),
+            Err(_) => return Ok(()), // no cgroups on this host
+        };
+        let dir =
+            sys::new_mount("tmpfs", &[("mode", Some("755"))], sys::DATA_ONLY).at("mount", path)?;
+        sys::attach_mount(dir.as_fd(), target.as_fd()).at("mount", path)?;
+        let mount_one = |name: String, fstype: &str, options: &[(&str, Option<&str>)]| {
+            let sub = path.join(&name);
+            rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755))
+                .at("create", &sub)?;
+            let fs = sys::new_mount(fstype, options, attrs).at("mount", &sub)?;
+            sys::attach_mount_at(fs.as_fd(), dir.as_fd(), &name).at("mount", &sub)
+        };
+        for (mount_point, options) in &hierarchies {
+            // The hierarchy's own options: its controllers, `name=…`, `xattr`.
+            let options: Vec<(&str, Option<&str>)> = options
+                .iter()
+                .filter(|o| *o != "rw" && *o != "ro")
+                .map(|o| match o.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (o.as_str(), None),
+                })
+                .collect();
+            // A hierarchy that cannot be seen from here is left out, not fatal.
+            if let Err(e) = mount_one(file_name(mount_point), "cgroup", &options) {
+                tracing::debug!("{e}");
+            }
+        }
+        if let Some(u) = &unified
+            && let Err(e) = mount_one(file_name(u), "cgroup2", &[])
+        {
+            tracing::debug!("{e}");
+        }
+        sys::set_mount_attrs(dir.as_fd(), libc::MOUNT_ATTR_RDONLY, false).at("mount", path)
+    }
+
     fn bind(&mut self, m: &BindMount) -> Result<()> {
         let source = rustix::fs::open(&m.source, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
             .at("open bind mount source", &m.source)?;
@@ -436,6 +490,13 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// The last component of `path`, as a string.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The content of the sandbox's own `/etc/NAME`.

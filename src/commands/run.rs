@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use layerfs::layer::commit::ensure_extracted;
 use layerfs::mount::UnionSpec;
 use layerfs::store::Store;
-use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec, TtySize};
+use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec};
 
 use super::Context;
 use crate::cli::{NetworkMode, RunArgs, StorageDriver};
@@ -94,7 +94,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         pids: args.pids_limit,
     };
     if args.tty {
-        spec.tty = Some(TtySize::default()); // the real size is sent once it runs
+        // The caller's terminal size from the start (later changes follow it).
+        spec.tty = Some(runner::caller_terminal_size().unwrap_or_default());
     }
     if spec.args.is_empty() {
         bail!(
