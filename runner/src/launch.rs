@@ -311,12 +311,12 @@ fn spawn_helper(
     cmd.spawn().at("start the setup helper", helper)
 }
 
-/// Removes `path`, a container's writable layer or directory, whatever container user owns
-/// what is in it: directly as root; as root of a user namespace mapped like the containers'
+/// Removes `path` (a container's writable layer, or anything in it), whatever container user
+/// owns what is in it: directly as root; as root of a user namespace mapped like the containers'
 /// (in a fresh setup helper, started from `helper`) when strata is unprivileged.
 pub fn remove_container_tree(path: &Path, helper: &Path) -> Result<()> {
     if rustix::process::geteuid().is_root() {
-        return Ok(layerfs::store::remove_tree(path)?);
+        return remove_any(path);
     }
     let (ours, theirs) = Channel::pair()?;
     let mut process = spawn_helper(helper, &theirs, None)?;
@@ -355,8 +355,18 @@ fn remove_in_userns(channel: &Channel, path: &Path) -> Result<()> {
         Some((Message::Go, _)) => {}
         _ => return Err(Error::Setup("no id maps for the removal".into())),
     }
-    layerfs::store::remove_tree(path)?;
+    remove_any(path)?;
     channel.send(&Message::Removed, None)
+}
+
+/// Removes `path`, a directory tree or anything else (nothing when it does not exist).
+fn remove_any(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => Ok(layerfs::store::remove_tree(path)?),
+        Ok(_) => std::fs::remove_file(path).at("remove", path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
 }
 
 /// The three descriptors the command gets, and the reading ends of its pipes.

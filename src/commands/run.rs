@@ -1,8 +1,9 @@
 //! `run`: a command in a new container of an image.
 //!
 //! The image's layers (extracted if needed) become the lower layers of an overlay whose upper
-//! and work dirs live in `ROOT/containers/run-<pid>-<id>/`; the runner mounts it over that directory, inside the container's
-//! own mount namespace. strata keeps no stopped containers: the directory goes when the
+//! and work dirs live in a reusable container directory, `ROOT/containers/slot-<n>/`; the
+//! runner mounts it over that directory, inside the container's own mount namespace.
+//! strata keeps no stopped containers: what the container wrote goes when the
 //! command ends (`--rm` is accepted for docker compatibility). Exit codes are docker's: the
 //! command's own, 128+N when signal N killed it, 125 for strata's own errors, 126 when the
 //! command cannot be executed, 127 when it does not exist.
@@ -20,9 +21,8 @@ use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec};
 use super::Context;
 use crate::cli::{NetworkMode, RunArgs, StorageDriver};
 
-/// The name prefix of a `strata run` container directory: `run-<pid>-<id>`, so a later run
-/// can tell that the strata that made it is gone.
-const DIR_PREFIX: &str = "run-";
+/// The name prefix of the reusable container directories: `slot-<n>`.
+const SLOT_PREFIX: &str = "slot-";
 
 /// How long a container gets between its stop signal and SIGKILL (docker's default).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,7 +36,6 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     // Shared: `prune` waits until this container is done with its layers.
     let _content = store.lock_content()?;
-    remove_stale_containers(&store);
     let image = store.resolve_image(&args.image)?;
     let lowers = ensure_extracted(
         &store,
@@ -47,7 +46,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = &image.config.config;
 
     let id = runner::new_container_id();
-    let container = ContainerDir::create(&store, &id)?;
+    let container = Slot::acquire(&store)?;
     let mut spec = Spec::new(
         Rootfs::Union {
             layers: UnionSpec {
@@ -136,7 +135,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let printer = ctx.printer;
     let status = child.wait_attached(&attach, &mut |bytes| printer.out_bytes(bytes))?;
     drop(child);
-    container.remove()?;
+    container.release()?;
     if status.oom_killed {
         let limit = args.memory.as_deref().unwrap_or("?");
         let what = if status.exit == runner::Exit::Signal(libc::SIGKILL) {
@@ -152,63 +151,74 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
 }
 
-/// `ROOT/containers/run-<pid>-<id>/{upper,work}`, removed when dropped. Every directory made
-/// here costs a block (and a discard when freed): there are as few as overlayfs needs.
-struct ContainerDir {
+/// A container directory, `ROOT/containers/slot-<n>/{upper,work}`, held (`flock`) by one
+/// run at a time and reused: the run leaves it empty, and the next one empties it first in
+/// case a killed strata could not. Reusing it instead of making and removing directories
+/// each time matters: on ext4 without a journal every freed directory block is a
+/// synchronous discard, and every new inode a scan past the recently deleted ones.
+struct Slot {
     path: PathBuf,
+    /// Open while the slot is held; closing it releases the lock.
+    lock: Option<std::fs::File>,
 }
 
-impl ContainerDir {
-    fn create(store: &Store, id: &str) -> anyhow::Result<ContainerDir> {
-        let name = format!("{DIR_PREFIX}{}-{id}", std::process::id());
-        let dir = ContainerDir {
-            path: store.containers_dir().join(name),
-        };
-        std::fs::create_dir(&dir.path)
-            .with_context(|| format!("creating {}", dir.path.display()))?;
-        for sub in ["upper", "work"] {
-            let p = dir.path.join(sub);
-            std::fs::create_dir(&p).with_context(|| format!("creating {}", p.display()))?;
+impl Slot {
+    /// The first slot no other run holds (a new one when all are held).
+    fn acquire(store: &Store) -> anyhow::Result<Slot> {
+        for n in 0.. {
+            let path = store.containers_dir().join(format!("{SLOT_PREFIX}{n}"));
+            for sub in ["upper", "work"] {
+                let dir = path.join(sub);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let lock = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    let slot = Slot {
+                        path,
+                        lock: Some(lock),
+                    };
+                    slot.empty()?;
+                    return Ok(slot);
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => continue,
+                Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+            }
         }
-        Ok(dir)
+        unreachable!("a slot is free or made")
     }
 
-    /// Removes it now, reporting a failure (dropping removes it quietly).
-    fn remove(self) -> anyhow::Result<()> {
-        remove_container_dir(&self.path)
-            .with_context(|| format!("removing the container directory {}", self.path.display()))
+    /// Removes what a container left in the slot.
+    fn empty(&self) -> anyhow::Result<()> {
+        for sub in ["upper", "work"] {
+            let dir = self.path.join(sub);
+            let entries =
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            for entry in entries {
+                let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+                runner::remove_container_tree(&entry.path(), Path::new("/proc/self/exe"))
+                    .with_context(|| {
+                        format!("emptying the container directory {}", dir.display())
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the slot now, reporting a failure, and releases it.
+    fn release(mut self) -> anyhow::Result<()> {
+        let result = self.empty();
+        self.lock = None;
+        result
     }
 }
 
-impl Drop for ContainerDir {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let _ = remove_container_dir(&self.path);
-    }
-}
-
-/// Removes a container directory, with the files of every container user in it (through a
-/// user namespace when strata is unprivileged).
-fn remove_container_dir(path: &Path) -> runner::Result<()> {
-    runner::remove_container_tree(path, Path::new("/proc/self/exe"))
-}
-
-/// Removes the directories of containers whose `strata run` was killed before it could.
-fn remove_stale_containers(store: &Store) {
-    let Ok(entries) = std::fs::read_dir(store.containers_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .and_then(|n| n.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue; // not a run container (strata mount's)
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = remove_container_dir(&e.path());
+        if self.lock.is_some() {
+            let _ = self.empty();
         }
     }
 }
