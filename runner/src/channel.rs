@@ -32,7 +32,8 @@ pub(crate) enum Message {
     Removed,
     /// helper → caller: the init exists (its pidfd attached) and waits for [`Message::Go`].
     Born { pid: i32 },
-    /// caller → init: the cgroup is joined and the id maps are written: set up and start.
+    /// caller → init: the cgroup is joined and the id maps are written: set up and start
+    /// (only when there was any of that to do: `init::needs_go`).
     Go,
     /// init → caller: the pseudo-terminal master (attached) of the command's terminal.
     Terminal,

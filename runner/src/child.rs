@@ -115,16 +115,18 @@ impl Child {
         self.overlay_work = Some(work);
     }
 
-    /// Joins the init to its cgroup and user namespace maps, lets it go on, and waits until
-    /// the command was executed (or setting up failed).
-    pub(crate) fn start(&mut self, in_userns: bool) -> Result<()> {
+    /// Joins the init to its cgroup and user namespace maps, lets it go on (when it waits
+    /// for that: `go`), and waits until the command was executed (or setting up failed).
+    pub(crate) fn start(&mut self, in_userns: bool, go: bool) -> Result<()> {
         if let Some(cgroup) = &self.cgroup {
             cgroup.add(self.pid)?;
         }
         if in_userns {
             userns::write_id_maps(self.pid)?;
         }
-        self.channel.send(&Message::Go, None)?;
+        if go {
+            self.channel.send(&Message::Go, None)?;
+        }
         loop {
             match self.channel.recv()? {
                 Some((Message::Terminal, Some(master))) => self.terminal = Some(File::from(master)),

@@ -148,7 +148,7 @@ impl Command {
         if let crate::spec::Rootfs::Union { layers, .. } = &self.spec.rootfs {
             child.set_overlay_work(layers.work.clone());
         }
-        child.start(in_userns)?;
+        child.start(in_userns, init::needs_go(&self.spec, in_userns))?;
         Ok(child)
     }
 }
