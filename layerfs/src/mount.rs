@@ -49,6 +49,9 @@ fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
     }
+    // Every union strata mounts is short-lived scratch (a build step, a container, a mount
+    // until `umount`): no fsync per copied-up file. A committed layer is synced as a whole.
+    rustix::mount::fsconfig_set_flag(&fs, "volatile")?;
     rustix::mount::fsconfig_create(&fs)?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     rustix::mount::move_mount(
@@ -99,6 +102,7 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         data.push_str(",userxattr");
     }
+    data.push_str(",volatile");
     let data = std::ffi::CString::new(data).map_err(|_| {
         Error::Unsupported(format!(
             "{}: a layer path holds a NUL byte",
