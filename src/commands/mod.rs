@@ -78,6 +78,6 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Mount(a) => mount::mount(ctx, &a),
         Command::Umount(a) => mount::umount(ctx, &a),
         Command::Prune(a) => maintenance::prune(ctx, &a),
-        Command::Fsck => maintenance::fsck(ctx),
+        Command::Fsck(a) => maintenance::fsck(ctx, &a),
     }
 }
