@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod printer;
+mod progress;
 
 use std::process::ExitCode;
 

@@ -21,7 +21,10 @@ pub enum Challenge {
 impl Challenge {
     /// Parses the first challenge of a `WWW-Authenticate` value that strata can answer.
     pub fn parse(header: &str) -> Option<Challenge> {
-        let (scheme, rest) = header.trim().split_once(char::is_whitespace).unwrap_or((header.trim(), ""));
+        let (scheme, rest) = header
+            .trim()
+            .split_once(char::is_whitespace)
+            .unwrap_or((header.trim(), ""));
         let params = parse_params(rest);
         if scheme.eq_ignore_ascii_case("basic") {
             return Some(Challenge::Basic);
@@ -43,7 +46,8 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
     let mut chars = s.chars().peekable();
     loop {
         while chars.next_if(|c| c.is_whitespace() || *c == ',').is_some() {}
-        let key: String = std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && *c != ',')).collect();
         if key.is_empty() {
             break;
         }
@@ -90,7 +94,10 @@ mod tests {
 
     #[test]
     fn basic_and_case_and_unquoted_values() {
-        assert_eq!(Challenge::parse(r#"basic realm="Registry Realm""#), Some(Challenge::Basic));
+        assert_eq!(
+            Challenge::parse(r#"basic realm="Registry Realm""#),
+            Some(Challenge::Basic)
+        );
         assert_eq!(
             Challenge::parse("BEARER Realm=http://127.0.0.1:1/token , Service=reg"),
             Some(Challenge::Bearer {

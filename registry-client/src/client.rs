@@ -51,7 +51,9 @@ impl RetryPolicy {
     /// The wait before try `attempt + 1` (attempt counts from 1), with a little jitter so
     /// concurrent transfers do not retry in lockstep.
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+        let exp = self
+            .base_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16));
         let jitter = Duration::from_millis(u64::from(std::process::id() ^ attempt) % 50);
         exp.min(self.max_delay) + jitter
     }
@@ -106,7 +108,9 @@ pub fn is_loopback(host: &str) -> bool {
         _ => host,
     };
     let h = h.trim_start_matches('[').trim_end_matches(']');
-    h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// An error and its causes, on one line.
@@ -217,7 +221,9 @@ impl<'r> Client<'r> {
     /// `GET /v2/`: learns how to authenticate.
     async fn ping(&self) -> Result<()> {
         let url = self.url("/v2/");
-        let resp = self.send_once_with_retries(Method::GET, &url, "GET /v2/").await?;
+        let resp = self
+            .send_once_with_retries(Method::GET, &url, "GET /v2/")
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let mut auth = self.auth.lock().await;
             auth.challenge = challenge_of(&resp);
@@ -238,7 +244,12 @@ impl<'r> Client<'r> {
 
     /// A request without credentials, retried on transient failures (the ping). A registry
     /// that cannot be connected to at all is given up on quickly.
-    async fn send_once_with_retries(&self, method: Method, url: &str, what: &str) -> Result<Response> {
+    async fn send_once_with_retries(
+        &self,
+        method: Method,
+        url: &str,
+        what: &str,
+    ) -> Result<Response> {
         let attempts = self.retry.attempts.min(3);
         self.with_retries(what, true, attempts, &self.registry, || async {
             Ok(self.http.request(method.clone(), url).send().await)
@@ -331,10 +342,18 @@ impl<'r> Client<'r> {
         let mut reauthenticated = false;
         loop {
             let resp = self
-                .with_retries(&what, idempotent, self.retry.attempts, &self.registry, || async {
-                    let request = self.authorize(build(self.http.request(method.clone(), url))).await?;
-                    Ok(request.send().await)
-                })
+                .with_retries(
+                    &what,
+                    idempotent,
+                    self.retry.attempts,
+                    &self.registry,
+                    || async {
+                        let request = self
+                            .authorize(build(self.http.request(method.clone(), url)))
+                            .await?;
+                        Ok(request.send().await)
+                    },
+                )
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -351,7 +370,10 @@ impl<'r> Client<'r> {
 
     fn unauthorized(&self, detail: &str) -> Error {
         let hint = if self.credential.is_none() {
-            format!("; no credentials for {}: run strata login {}", self.registry, self.registry)
+            format!(
+                "; no credentials for {}: run strata login {}",
+                self.registry, self.registry
+            )
         } else {
             String::new()
         };
@@ -371,16 +393,22 @@ impl<'r> Client<'r> {
                 None => request,
             }),
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let fresh = auth.token.as_ref().is_some_and(|(_, expires)| Instant::now() < *expires);
+                let fresh = auth
+                    .token
+                    .as_ref()
+                    .is_some_and(|(_, expires)| Instant::now() < *expires);
                 if !fresh {
                     auth.token = Some(self.fetch_token(&realm, service.as_deref(), None).await?);
                 }
                 let (token, _) = auth.token.as_ref().expect("just fetched");
-                let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::Protocol {
-                    registry: self.registry.clone(),
-                    what: "the token".into(),
-                    reason: "it is not a valid header value".into(),
-                })?;
+                let mut value =
+                    HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+                        Error::Protocol {
+                            registry: self.registry.clone(),
+                            what: "the token".into(),
+                            reason: "it is not a valid header value".into(),
+                        }
+                    })?;
                 value.set_sensitive(true);
                 Ok(request.header(AUTHORIZATION, value))
             }
@@ -399,15 +427,27 @@ impl<'r> Client<'r> {
         auth.challenge = Some(challenge.clone());
         match challenge {
             Challenge::Basic => Ok(!had_challenge && self.credential.is_some()),
-            Challenge::Bearer { realm, service, scope } => {
-                auth.token = Some(self.fetch_token(&realm, service.as_deref(), scope.as_deref()).await?);
+            Challenge::Bearer {
+                realm,
+                service,
+                scope,
+            } => {
+                auth.token = Some(
+                    self.fetch_token(&realm, service.as_deref(), scope.as_deref())
+                        .await?,
+                );
                 Ok(true)
             }
         }
     }
 
     /// Asks the token server at `realm` for a token for every scope of this transfer.
-    async fn fetch_token(&self, realm: &str, service: Option<&str>, extra_scope: Option<&str>) -> Result<(String, Instant)> {
+    async fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        extra_scope: Option<&str>,
+    ) -> Result<(String, Instant)> {
         let mut scopes = self.scopes.clone();
         if let Some(s) = extra_scope {
             if !scopes.iter().any(|x| x == s) {
@@ -473,7 +513,10 @@ impl<'r> Client<'r> {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let detail = error_detail(resp).await;
             let who = match &self.credential {
-                Some(c) => format!("the token server refused the credentials of {}: {detail}", c.username()),
+                Some(c) => format!(
+                    "the token server refused the credentials of {}: {detail}",
+                    c.username()
+                ),
                 None => format!("the token server refused anonymous access: {detail}"),
             };
             return Err(self.unauthorized(&who));
@@ -487,11 +530,13 @@ impl<'r> Client<'r> {
                 detail,
             });
         }
-        let body = read_limited(resp, 1 << 20).await.map_err(|reason| Error::Protocol {
-            registry: self.registry.clone(),
-            what: "the token response".into(),
-            reason,
-        })?;
+        let body = read_limited(resp, 1 << 20)
+            .await
+            .map_err(|reason| Error::Protocol {
+                registry: self.registry.clone(),
+                what: "the token response".into(),
+                reason,
+            })?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Protocol {
             registry: self.registry.clone(),
             what: "the token response".into(),
@@ -506,10 +551,15 @@ impl<'r> Client<'r> {
                 what: "the token response".into(),
                 reason: "it has no token".into(),
             })?;
-        let lifetime = parsed.expires_in.map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        let lifetime = parsed
+            .expires_in
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
         // Ask again a little before it runs out, so a long transfer never sends a stale one.
         let margin = (lifetime / 10).min(Duration::from_secs(30));
-        tracing::debug!("got a token for {} scopes, valid {lifetime:?}", scopes.len());
+        tracing::debug!(
+            "got a token for {} scopes, valid {lifetime:?}",
+            scopes.len()
+        );
         Ok((token, Instant::now() + lifetime - margin))
     }
 
@@ -607,7 +657,11 @@ pub(crate) async fn error_detail(resp: Response) -> String {
             .errors
             .iter()
             .map(|e| match (e.code.is_empty(), e.message.is_empty()) {
-                (false, false) => format!("{}: {}", e.code.to_ascii_lowercase().replace('_', " "), e.message),
+                (false, false) => format!(
+                    "{}: {}",
+                    e.code.to_ascii_lowercase().replace('_', " "),
+                    e.message
+                ),
                 (false, true) => e.code.to_ascii_lowercase().replace('_', " "),
                 _ => e.message.clone(),
             })
@@ -631,10 +685,23 @@ mod tests {
 
     #[test]
     fn loopback_hosts_use_plain_http() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000", "127.1.2.3:80", "[::1]:5000", "::1"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1",
+            "127.0.0.1:5000",
+            "127.1.2.3:80",
+            "[::1]:5000",
+            "::1",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["registry-1.docker.io", "10.0.0.1:5000", "quay.io", "localhost.example.com"] {
+        for h in [
+            "registry-1.docker.io",
+            "10.0.0.1:5000",
+            "quay.io",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }
@@ -647,7 +714,9 @@ mod tests {
             max_delay: Duration::from_secs(1),
         };
         let ms = |a| p.delay(a).as_millis() / 50 * 50;
-        assert!(p.delay(1) >= Duration::from_millis(100) && p.delay(1) < Duration::from_millis(150));
+        assert!(
+            p.delay(1) >= Duration::from_millis(100) && p.delay(1) < Duration::from_millis(150)
+        );
         assert!(ms(2) >= 200 && ms(3) >= 400);
         assert!(p.delay(9) < Duration::from_millis(1050));
     }

@@ -113,7 +113,11 @@ pub struct CredentialStore {
 impl CredentialStore {
     /// The files the environment points at.
     pub fn from_env() -> Self {
-        let env_path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env_path = |name: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         let mut auth_files = Vec::new();
         auth_files.extend(env_path("REGISTRY_AUTH_FILE"));
         auth_files.extend(env_path("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
@@ -174,7 +178,11 @@ impl CredentialStore {
                 format!("docker-credential-{helper}")
             }
             None => {
-                let field = if credential.identity_token { "identitytoken" } else { "auth" };
+                let field = if credential.identity_token {
+                    "identitytoken"
+                } else {
+                    "auth"
+                };
                 let value = if credential.identity_token {
                     credential.secret.clone()
                 } else {
@@ -254,7 +262,11 @@ fn write_config(path: &Path, config: &Value) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| io_err("create directory for", e))?;
         let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
     }
-    let tmp = dir.join(format!(".{}.strata-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.strata-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
     let mut bytes = serde_json::to_vec_pretty(config).expect("JSON values serialize");
     bytes.push(b'\n');
     let written = fs::OpenOptions::new()
@@ -311,17 +323,35 @@ fn auths_entry(config: &Value, key: &str, path: &Path) -> Result<Option<Credenti
         path: path.to_owned(),
         reason: format!("the entry for {key}: {reason}"),
     };
-    if let Some(token) = entry.get("identitytoken").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        let user = entry.get("username").and_then(Value::as_str).unwrap_or(IDENTITY_TOKEN_USER);
+    if let Some(token) = entry
+        .get("identitytoken")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+    {
+        let user = entry
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or(IDENTITY_TOKEN_USER);
         return Ok(Some(Credential::identity_token(user, token)));
     }
-    if let Some(auth) = entry.get("auth").and_then(Value::as_str).filter(|a| !a.is_empty()) {
-        let decoded = BASE64.decode(auth.trim()).map_err(|_| bad("\"auth\" is not base64"))?;
+    if let Some(auth) = entry
+        .get("auth")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+    {
+        let decoded = BASE64
+            .decode(auth.trim())
+            .map_err(|_| bad("\"auth\" is not base64"))?;
         let decoded = String::from_utf8(decoded).map_err(|_| bad("\"auth\" is not UTF-8"))?;
-        let (user, pass) = decoded.split_once(':').ok_or_else(|| bad("\"auth\" is not user:password"))?;
+        let (user, pass) = decoded
+            .split_once(':')
+            .ok_or_else(|| bad("\"auth\" is not user:password"))?;
         return Ok(Some(Credential::new(user, pass)));
     }
-    match (entry.get("username").and_then(Value::as_str), entry.get("password").and_then(Value::as_str)) {
+    match (
+        entry.get("username").and_then(Value::as_str),
+        entry.get("password").and_then(Value::as_str),
+    ) {
         (Some(u), Some(p)) => Ok(Some(Credential::new(u, p))),
         _ => Ok(None),
     }
@@ -329,7 +359,12 @@ fn auths_entry(config: &Value, key: &str, path: &Path) -> Result<Option<Credenti
 
 /// Runs `docker-credential-HELPER ACTION` with `input` on stdin; returns its exit status
 /// success and stdout.
-fn run_helper(helper: &str, action: &'static str, key: &str, input: &[u8]) -> Result<(bool, String)> {
+fn run_helper(
+    helper: &str,
+    action: &'static str,
+    key: &str,
+    input: &[u8],
+) -> Result<(bool, String)> {
     let program = format!("docker-credential-{helper}");
     let err = |reason: String| Error::CredentialHelper {
         helper: helper.to_owned(),
@@ -345,9 +380,13 @@ fn run_helper(helper: &str, action: &'static str, key: &str, input: &[u8]) -> Re
         .spawn()
         .map_err(|e| err(format!("cannot run {program}: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(input).map_err(|e| err(format!("writing to {program}: {e}")))?;
+        stdin
+            .write_all(input)
+            .map_err(|e| err(format!("writing to {program}: {e}")))?;
     }
-    let out = child.wait_with_output().map_err(|e| err(format!("waiting for {program}: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(format!("waiting for {program}: {e}")))?;
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     Ok((out.status.success(), stdout))
 }
@@ -371,8 +410,14 @@ fn helper_get(helper: &str, key: &str) -> Result<Option<Credential>> {
         registry: key.to_owned(),
         reason: "its output is not the JSON object {\"Username\", \"Secret\"}".into(),
     })?;
-    let user = parsed.get("Username").and_then(Value::as_str).unwrap_or_default();
-    let secret = parsed.get("Secret").and_then(Value::as_str).unwrap_or_default();
+    let user = parsed
+        .get("Username")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let secret = parsed
+        .get("Secret")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if secret.is_empty() {
         return Ok(None);
     }
@@ -384,8 +429,13 @@ fn helper_get(helper: &str, key: &str) -> Result<Option<Credential>> {
 }
 
 fn helper_store(helper: &str, key: &str, credential: &Credential) -> Result<()> {
-    let user = if credential.identity_token { IDENTITY_TOKEN_USER } else { &credential.username };
-    let input = json!({ "ServerURL": server_url(key), "Username": user, "Secret": credential.secret });
+    let user = if credential.identity_token {
+        IDENTITY_TOKEN_USER
+    } else {
+        &credential.username
+    };
+    let input =
+        json!({ "ServerURL": server_url(key), "Username": user, "Secret": credential.secret });
     let (ok, _) = run_helper(helper, "store", key, input.to_string().as_bytes())?;
     if !ok {
         return Err(Error::CredentialHelper {
@@ -428,19 +478,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker/config.json");
         fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, r#"{"auths":{"other.io":{"auth":"eDp5"}},"psFormat":"table"}"#).unwrap();
+        fs::write(
+            &path,
+            r#"{"auths":{"other.io":{"auth":"eDp5"}},"psFormat":"table"}"#,
+        )
+        .unwrap();
         let store = CredentialStore::with_docker_config(&path);
-        store.save("127.0.0.1:5000", &Credential::new("alice", "s3cret:with:colons")).unwrap();
+        store
+            .save(
+                "127.0.0.1:5000",
+                &Credential::new("alice", "s3cret:with:colons"),
+            )
+            .unwrap();
         let got = store.get("http://127.0.0.1:5000/").unwrap().unwrap();
         assert_eq!(got, Credential::new("alice", "s3cret:with:colons"));
         let file: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         assert_eq!(file["psFormat"], "table");
         assert_eq!(file["auths"]["other.io"]["auth"], "eDp5");
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(store.remove("127.0.0.1:5000").unwrap());
         assert!(store.get("127.0.0.1:5000").unwrap().is_none());
         assert!(!store.remove("127.0.0.1:5000").unwrap());
-        assert_eq!(store.get("other.io").unwrap().unwrap(), Credential::new("x", "y"));
+        assert_eq!(
+            store.get("other.io").unwrap().unwrap(),
+            Credential::new("x", "y")
+        );
     }
 
     #[test]
@@ -459,10 +524,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         fs::write(&path, r#"{"auths":{"r.io":{"auth":"!!!"}}}"#).unwrap();
-        let e = CredentialStore::with_docker_config(&path).get("r.io").unwrap_err().to_string();
-        assert!(e.contains(&path.display().to_string()) && e.contains("base64"), "{e}");
+        let e = CredentialStore::with_docker_config(&path)
+            .get("r.io")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("base64"),
+            "{e}"
+        );
         fs::write(&path, "[1]").unwrap();
-        let e = CredentialStore::with_docker_config(&path).get("r.io").unwrap_err().to_string();
+        let e = CredentialStore::with_docker_config(&path)
+            .get("r.io")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a JSON object"), "{e}");
     }
 

@@ -38,7 +38,9 @@ pub enum Error {
         reason: String,
     },
     /// Content that does not hash to the digest it was announced with: nothing was stored.
-    #[error("{what}: content does not match its digest {expected} (got {actual}); nothing was stored")]
+    #[error(
+        "{what}: content does not match its digest {expected} (got {actual}); nothing was stored"
+    )]
     DigestMismatch {
         what: String,
         expected: Digest,

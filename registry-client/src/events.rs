@@ -39,11 +39,24 @@ pub enum Event {
         resumed_at: u64,
     },
     /// Bytes of a blob moved so far.
-    BlobProgress { digest: Digest, done: u64, total: u64 },
+    BlobProgress {
+        digest: Digest,
+        done: u64,
+        total: u64,
+    },
     /// A blob that did not need to move.
-    BlobSkipped { digest: Digest, kind: BlobKind, size: u64, why: Skipped },
+    BlobSkipped {
+        digest: Digest,
+        kind: BlobKind,
+        size: u64,
+        why: Skipped,
+    },
     /// A blob is done (pulled: verified, stored and extracted; pushed: accepted).
-    BlobDone { digest: Digest, kind: BlobKind, size: u64 },
+    BlobDone {
+        digest: Digest,
+        kind: BlobKind,
+        size: u64,
+    },
     /// A request failed in a way that may pass: it is tried again after `delay`.
     Retrying {
         what: String,

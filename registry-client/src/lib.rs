@@ -63,11 +63,18 @@ pub fn parse_registry(input: &str) -> Result<String> {
 
 /// Checks `credential` against `registry` (a `parse_registry` host): the registry, or its token
 /// server, must accept it. Nothing is stored.
-pub async fn login_async(registry: &str, credential: Credential, opts: &ConnectOptions) -> Result<()> {
+pub async fn login_async(
+    registry: &str,
+    credential: Credential,
+    opts: &ConnectOptions,
+) -> Result<()> {
     let probe = Reference::parse(&format!("{registry}/strata-login"))?;
-    let client = client::Client::connect(&probe, Vec::new(), opts, Some(credential), &Silent).await?;
+    let client =
+        client::Client::connect(&probe, Vec::new(), opts, Some(credential), &Silent).await?;
     let url = client.url("/v2/");
-    let resp = client.send(reqwest::Method::GET, &url, true, |rb| rb).await?;
+    let resp = client
+        .send(reqwest::Method::GET, &url, true, |rb| rb)
+        .await?;
     if !resp.status().is_success() {
         return Err(client.status_error("GET /v2/", resp).await);
     }

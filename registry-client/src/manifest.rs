@@ -42,7 +42,8 @@ struct Probe {
 /// the store's descriptor) or else the document's own `mediaType` says. Returns the media type
 /// too.
 pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<(String, Manifest), String> {
-    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| format!("not a JSON manifest: {e}"))?;
+    let probe: Probe =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a JSON manifest: {e}"))?;
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_owned())
         .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain");
@@ -57,10 +58,12 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<(String, Manife
         return Err("Docker schema 1 manifests are deprecated and not supported: push the image again with a current tool".into());
     }
     let manifest = match media_type.as_str() {
-        OCI_INDEX | DOCKER_LIST => Manifest::Index(serde_json::from_slice(bytes).map_err(|e| format!("malformed index: {e}"))?),
-        OCI_MANIFEST | DOCKER_MANIFEST => {
-            Manifest::Image(serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?)
-        }
+        OCI_INDEX | DOCKER_LIST => Manifest::Index(
+            serde_json::from_slice(bytes).map_err(|e| format!("malformed index: {e}"))?,
+        ),
+        OCI_MANIFEST | DOCKER_MANIFEST => Manifest::Image(
+            serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?,
+        ),
         other => return Err(format!("unsupported manifest media type {other}")),
     };
     Ok((media_type, manifest))
@@ -89,10 +92,16 @@ mod tests {
         let image = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":1,"digest":"{D}"}},"layers":[]}}"#
         );
-        let (mt, m) = parse(image.as_bytes(), Some(&format!("{DOCKER_MANIFEST}; charset=utf-8"))).unwrap();
+        let (mt, m) = parse(
+            image.as_bytes(),
+            Some(&format!("{DOCKER_MANIFEST}; charset=utf-8")),
+        )
+        .unwrap();
         assert_eq!(mt, DOCKER_MANIFEST);
         assert!(matches!(m, Manifest::Image(_)));
-        let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{D}"}}]}}"#);
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{D}"}}]}}"#
+        );
         let (mt, m) = parse(index.as_bytes(), Some("application/json")).unwrap();
         assert_eq!(mt, OCI_INDEX);
         assert!(matches!(m, Manifest::Index(_)));
@@ -103,6 +112,10 @@ mod tests {
         let e = parse(br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#, None).unwrap_err();
         assert!(e.contains("schema 1"), "{e}");
         assert!(parse(b"<html>", None).unwrap_err().contains("not a JSON"));
-        assert!(parse(b"{}", Some("application/x-foo")).unwrap_err().contains("unsupported"));
+        assert!(
+            parse(b"{}", Some("application/x-foo"))
+                .unwrap_err()
+                .contains("unsupported")
+        );
     }
 }

@@ -30,7 +30,11 @@ impl Platform {
     /// Parses `OS/ARCH[/VARIANT]`.
     pub fn parse(s: &str) -> Result<Self> {
         let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        };
         match parts[..] {
             [os, arch] if ok(os) && ok(arch) => Ok(Platform {
                 os: os.to_ascii_lowercase(),
@@ -51,10 +55,17 @@ impl Platform {
     pub fn matches(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
         let have = variant
             .filter(|v| !v.is_empty())
-            .or(if architecture == "arm64" { Some("v8") } else { None });
+            .or(if architecture == "arm64" {
+                Some("v8")
+            } else {
+                None
+            });
         self.os == os
             && self.architecture == architecture
-            && self.variant.as_deref().is_none_or(|want| have == Some(want))
+            && self
+                .variant
+                .as_deref()
+                .is_none_or(|want| have == Some(want))
     }
 }
 
@@ -81,10 +92,18 @@ fn describe(d: &Descriptor) -> Option<String> {
 
 /// Picks the manifest for `wanted` from an index's entries. Attestation manifests
 /// (`unknown/unknown`) never match. On no match, the error lists what the index has.
-pub fn select<'a>(manifests: &'a [Descriptor], wanted: &Platform, reference: &str) -> Result<&'a Descriptor> {
+pub fn select<'a>(
+    manifests: &'a [Descriptor],
+    wanted: &Platform,
+    reference: &str,
+) -> Result<&'a Descriptor> {
     let candidates = manifests.iter().filter(|d| {
         d.platform().as_ref().is_some_and(|p| {
-            wanted.matches(&p.os().to_string(), &p.architecture().to_string(), p.variant().as_deref())
+            wanted.matches(
+                &p.os().to_string(),
+                &p.architecture().to_string(),
+                p.variant().as_deref(),
+            )
         })
     });
     // An exact variant beats a default one (an index may list arm64 and arm64/v8 both).
@@ -102,8 +121,16 @@ pub fn select<'a>(manifests: &'a [Descriptor], wanted: &Platform, reference: &st
         reference: reference.to_owned(),
         wanted: wanted.to_string(),
         available: {
-            let list: Vec<String> = manifests.iter().filter_map(describe).filter(|p| p != "unknown/unknown").collect();
-            if list.is_empty() { "no platforms".to_owned() } else { list.join(", ") }
+            let list: Vec<String> = manifests
+                .iter()
+                .filter_map(describe)
+                .filter(|p| p != "unknown/unknown")
+                .collect();
+            if list.is_empty() {
+                "no platforms".to_owned()
+            } else {
+                list.join(", ")
+            }
         },
     })
 }
@@ -152,7 +179,10 @@ mod tests {
     #[test]
     fn no_match_lists_what_there_is() {
         let e = pick("linux/s390x").unwrap_err().to_string();
-        assert!(e.contains("linux/s390x") && e.contains("linux/arm/v7") && !e.contains("unknown"), "{e}");
+        assert!(
+            e.contains("linux/s390x") && e.contains("linux/arm/v7") && !e.contains("unknown"),
+            "{e}"
+        );
         assert!(pick("windows/amd64").is_err());
     }
 
@@ -161,6 +191,9 @@ mod tests {
         for bad in ["", "linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(Platform::parse("Linux/AMD64").unwrap().to_string(), "linux/amd64");
+        assert_eq!(
+            Platform::parse("Linux/AMD64").unwrap().to_string(),
+            "linux/amd64"
+        );
     }
 }

@@ -74,24 +74,47 @@ pub struct Pulled {
 }
 
 /// Pulls `reference` into `store`; see the module doc.
-pub async fn pull_async(store: &Store, reference: &Reference, opts: &PullOptions, reporter: &dyn Reporter) -> Result<Pulled> {
+pub async fn pull_async(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pulled> {
     let repo = reference.repository();
     let scopes = vec![format!("repository:{repo}:pull")];
     let client = Client::connect(reference, scopes, &opts.connect, None, reporter).await?;
     let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
-    let (mut media_type, mut bytes, mut digest) =
-        fetch_manifest(&client, repo, &reference.tag_or_digest(), reference.digest()).await?;
+    let (mut media_type, mut bytes, mut digest) = fetch_manifest(
+        &client,
+        repo,
+        &reference.tag_or_digest(),
+        reference.digest(),
+    )
+    .await?;
     let mut from_index = false;
-    let image = match manifest::parse(&bytes, Some(&media_type)).map_err(|r| client.protocol(format!("manifest of {reference}"), r))? {
+    let image = match manifest::parse(&bytes, Some(&media_type))
+        .map_err(|r| client.protocol(format!("manifest of {reference}"), r))?
+    {
         (_, Manifest::Image(m)) => m,
         (_, Manifest::Index(index)) => {
             let chosen = select(index.manifests(), &wanted, &reference.familiar())?;
             from_index = true;
-            (media_type, bytes, digest) = fetch_manifest(&client, repo, chosen.digest().as_ref(), Some(chosen.digest())).await?;
-            match manifest::parse(&bytes, Some(&media_type)).map_err(|r| client.protocol(format!("manifest {}", chosen.digest()), r))? {
+            (media_type, bytes, digest) = fetch_manifest(
+                &client,
+                repo,
+                chosen.digest().as_ref(),
+                Some(chosen.digest()),
+            )
+            .await?;
+            match manifest::parse(&bytes, Some(&media_type))
+                .map_err(|r| client.protocol(format!("manifest {}", chosen.digest()), r))?
+            {
                 (_, Manifest::Image(m)) => m,
                 (_, Manifest::Index(_)) => {
-                    return Err(client.protocol(format!("manifest {}", chosen.digest()), "an index inside an index"));
+                    return Err(client.protocol(
+                        format!("manifest {}", chosen.digest()),
+                        "an index inside an index",
+                    ));
                 }
             }
         }
@@ -108,13 +131,21 @@ pub async fn pull_async(store: &Store, reference: &Reference, opts: &PullOptions
 
     let _content = store.lock_content()?;
     let config_bytes = fetch_config(&client, store, repo, image.config()).await?;
-    let config: ImageConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| client.protocol(format!("image config {}", image.config().digest()), e.to_string()))?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+        client.protocol(
+            format!("image config {}", image.config().digest()),
+            e.to_string(),
+        )
+    })?;
     let diff_ids = &config.rootfs.diff_ids;
     if diff_ids.len() != image.layers().len() {
         return Err(client.protocol(
             format!("image {reference}"),
-            format!("its manifest lists {} layers but its config {} diff ids", image.layers().len(), diff_ids.len()),
+            format!(
+                "its manifest lists {} layers but its config {} diff ids",
+                image.layers().len(),
+                diff_ids.len()
+            ),
         ));
     }
     let platform = match &config.variant {
@@ -156,7 +187,11 @@ pub async fn pull_async(store: &Store, reference: &Reference, opts: &PullOptions
     // Last: the manifest itself, exactly as received, and the name.
     let stored = store.put_blob(&bytes)?;
     debug_assert_eq!(stored, digest);
-    let descriptor = Descriptor::new(MediaType::from(media_type.as_str()), bytes.len() as u64, digest);
+    let descriptor = Descriptor::new(
+        MediaType::from(media_type.as_str()),
+        bytes.len() as u64,
+        digest,
+    );
     store.tag(reference, &descriptor)?;
     Ok(Pulled {
         reference: reference.clone(),
@@ -169,7 +204,12 @@ pub async fn pull_async(store: &Store, reference: &Reference, opts: &PullOptions
 }
 
 /// Blocking [`pull_async`], on a runtime of its own (not to be called from async code).
-pub fn pull(store: &Store, reference: &Reference, opts: &PullOptions, reporter: &dyn Reporter) -> Result<Pulled> {
+pub fn pull(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pulled> {
     crate::runtime()?.block_on(pull_async(store, reference, opts, reporter))
 }
 
@@ -182,7 +222,11 @@ async fn fetch_manifest(
     expected: Option<&Digest>,
 ) -> Result<(String, Vec<u8>, Digest)> {
     let url = client.url(&format!("/v2/{repo}/manifests/{tag_or_digest}"));
-    let resp = client.send(Method::GET, &url, true, |rb| rb.header(ACCEPT, manifest::ACCEPT)).await?;
+    let resp = client
+        .send(Method::GET, &url, true, |rb| {
+            rb.header(ACCEPT, manifest::ACCEPT)
+        })
+        .await?;
     let what = format!("manifest {repo}:{tag_or_digest}");
     if !resp.status().is_success() {
         return Err(client.status_error(&what, resp).await);
@@ -198,7 +242,9 @@ async fn fetch_manifest(
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_sha256);
-    let bytes = read_limited(resp, MAX_MANIFEST_SIZE).await.map_err(|r| client.protocol(&what, r))?;
+    let bytes = read_limited(resp, MAX_MANIFEST_SIZE)
+        .await
+        .map_err(|r| client.protocol(&what, r))?;
     let actual = digest_of(&bytes);
     if let Some(expected) = expected.or(announced.as_ref()) {
         if &actual != expected {
@@ -209,12 +255,18 @@ async fn fetch_manifest(
             });
         }
     }
-    let (media_type, _) = manifest::parse(&bytes, Some(&content_type)).map_err(|r| client.protocol(&what, r))?;
+    let (media_type, _) =
+        manifest::parse(&bytes, Some(&content_type)).map_err(|r| client.protocol(&what, r))?;
     Ok((media_type, bytes, actual))
 }
 
 /// The config blob, from the store or else the registry (then stored, verified).
-async fn fetch_config(client: &Client<'_>, store: &Store, repo: &str, desc: &Descriptor) -> Result<Vec<u8>> {
+async fn fetch_config(
+    client: &Client<'_>,
+    store: &Store,
+    repo: &str,
+    desc: &Descriptor,
+) -> Result<Vec<u8>> {
     if store.has_blob(desc.digest()) {
         return Ok(store.read_blob(desc.digest())?);
     }
@@ -224,7 +276,9 @@ async fn fetch_config(client: &Client<'_>, store: &Store, repo: &str, desc: &Des
     if !resp.status().is_success() {
         return Err(client.status_error(&what, resp).await);
     }
-    let bytes = read_limited(resp, MAX_CONFIG_SIZE).await.map_err(|r| client.protocol(&what, r))?;
+    let bytes = read_limited(resp, MAX_CONFIG_SIZE)
+        .await
+        .map_err(|r| client.protocol(&what, r))?;
     let actual = digest_of(&bytes);
     if &actual != desc.digest() {
         return Err(Error::DigestMismatch {
@@ -267,7 +321,12 @@ async fn pull_layer(
     let have_layer = store.layer_record(&chain).is_some();
     if store.has_blob(&digest) {
         if have_layer {
-            reporter.report(Event::BlobSkipped { digest, kind: BlobKind::Layer, size, why: Skipped::AlreadyExists });
+            reporter.report(Event::BlobSkipped {
+                digest,
+                kind: BlobKind::Layer,
+                size,
+                why: Skipped::AlreadyExists,
+            });
             return Ok(0);
         }
         let (store, diff_id, d) = (store.clone(), diff_id.clone(), digest.clone());
@@ -278,7 +337,11 @@ async fn pull_layer(
         .await
         .expect("extraction does not panic")
         .map_err(|e| Error::from(e).for_layer(&digest))?;
-        reporter.report(Event::BlobDone { digest, kind: BlobKind::Layer, size });
+        reporter.report(Event::BlobDone {
+            digest,
+            kind: BlobKind::Layer,
+            size,
+        });
         return Ok(0);
     }
 
@@ -287,15 +350,33 @@ async fn pull_layer(
         writer.restart()?;
     }
     let resumed_at = writer.len();
-    let replay = if resumed_at > 0 { Some(writer.replay()?) } else { None };
-    reporter.report(Event::BlobStarted { digest: digest.clone(), kind: BlobKind::Layer, size, resumed_at });
+    let replay = if resumed_at > 0 {
+        Some(writer.replay()?)
+    } else {
+        None
+    };
+    reporter.report(Event::BlobStarted {
+        digest: digest.clone(),
+        kind: BlobKind::Layer,
+        size,
+        resumed_at,
+    });
     let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
     let extraction = {
         let (store, diff_id, d) = (store.clone(), diff_id.clone(), digest.clone());
         tokio::task::spawn_blocking(move || {
-            let network = ChannelReader { rx, chunk: Bytes::new() };
+            let network = ChannelReader {
+                rx,
+                chunk: Bytes::new(),
+            };
             match replay {
-                Some(earlier) => extract_stream(&store, earlier.chain(network), &diff_id, parent.as_ref(), &d),
+                Some(earlier) => extract_stream(
+                    &store,
+                    earlier.chain(network),
+                    &diff_id,
+                    parent.as_ref(),
+                    &d,
+                ),
                 None => extract_stream(&store, network, &diff_id, parent.as_ref(), &d),
             }
         })
@@ -304,7 +385,10 @@ async fn pull_layer(
     // The blob becomes visible (verified) before the extraction sees the end of the stream, so
     // a blob that does not match its digest never leaves an extracted layer behind.
     let outcome = match downloaded {
-        Ok(n) => match tokio::task::spawn_blocking(move || writer.commit()).await.expect("commit does not panic") {
+        Ok(n) => match tokio::task::spawn_blocking(move || writer.commit())
+            .await
+            .expect("commit does not panic")
+        {
             Ok(_) => Ok(n),
             Err(e) => Err(Stop::Failed(e.into())),
         },
@@ -327,9 +411,15 @@ async fn pull_layer(
     match (outcome, extracted) {
         (Err(Stop::Failed(e)), _) => Err(e.for_layer(&digest)),
         (_, Err(e)) => Err(Error::from(e).for_layer(&digest)),
-        (Err(Stop::ExtractionGone), Ok(_)) => Err(client.protocol(format!("layer {digest}"), "the extraction ended early")),
+        (Err(Stop::ExtractionGone), Ok(_)) => {
+            Err(client.protocol(format!("layer {digest}"), "the extraction ended early"))
+        }
         (Ok(n), Ok(_)) => {
-            reporter.report(Event::BlobDone { digest, kind: BlobKind::Layer, size });
+            reporter.report(Event::BlobDone {
+                digest,
+                kind: BlobKind::Layer,
+                size,
+            });
             Ok(n)
         }
     }
@@ -358,7 +448,11 @@ async fn download(
         }
         let resp = client
             .send(Method::GET, &url, true, |rb| {
-                if offset > 0 { rb.header(RANGE, format!("bytes={offset}-")) } else { rb }
+                if offset > 0 {
+                    rb.header(RANGE, format!("bytes={offset}-"))
+                } else {
+                    rb
+                }
             })
             .await
             .map_err(Stop::Failed)?;
@@ -382,7 +476,13 @@ async fn download(
                     }
                 }
             }
-            _ => return Err(Stop::Failed(client.status_error(&format!("blob {digest} of {repo}"), resp).await)),
+            _ => {
+                return Err(Stop::Failed(
+                    client
+                        .status_error(&format!("blob {digest} of {repo}"), resp)
+                        .await,
+                ));
+            }
         };
         let mut resp = resp;
         let dropped = loop {
@@ -403,11 +503,19 @@ async fn download(
                         )));
                     }
                     writer.write_all(&chunk).map_err(|source| {
-                        Stop::Failed(Error::Io { op: "write blob to", path: tmp_dir.to_owned(), source })
+                        Stop::Failed(Error::Io {
+                            op: "write blob to",
+                            path: tmp_dir.to_owned(),
+                            source,
+                        })
                     })?;
                     downloaded += chunk.len() as u64;
                     failures = 0;
-                    reporter.report(Event::BlobProgress { digest: digest.clone(), done: writer.len(), total: size });
+                    reporter.report(Event::BlobProgress {
+                        digest: digest.clone(),
+                        done: writer.len(),
+                        total: size,
+                    });
                     tx.send(Ok(chunk)).await.map_err(|_| Stop::ExtractionGone)?;
                 }
                 Ok(None) if writer.len() == size => return Ok(downloaded),

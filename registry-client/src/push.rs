@@ -137,9 +137,19 @@ pub async fn push_async(
     .try_collect()
     .await?;
 
-    let (last, children) = plan.manifests.split_last().expect("a plan has its top manifest");
+    let (last, children) = plan
+        .manifests
+        .split_last()
+        .expect("a plan has its top manifest");
     for (desc, bytes) in children {
-        put_manifest(&client, dest.repository(), desc.digest().as_ref(), desc, bytes).await?;
+        put_manifest(
+            &client,
+            dest.repository(),
+            desc.digest().as_ref(),
+            desc,
+            bytes,
+        )
+        .await?;
     }
     if let Some(d) = dest.digest() {
         if d != last.0.digest() {
@@ -150,7 +160,9 @@ pub async fn push_async(
             });
         }
     }
-    let target = dest.tag().map_or_else(|| last.0.digest().to_string(), str::to_owned);
+    let target = dest
+        .tag()
+        .map_or_else(|| last.0.digest().to_string(), str::to_owned);
     put_manifest(&client, dest.repository(), &target, &last.0, &last.1).await?;
     Ok(Pushed {
         reference: dest,
@@ -161,7 +173,13 @@ pub async fn push_async(
 }
 
 /// Blocking [`push_async`], on a runtime of its own (not to be called from async code).
-pub fn push(store: &Store, image: &str, destination: Option<&Reference>, opts: &PushOptions, reporter: &dyn Reporter) -> Result<Pushed> {
+pub fn push(
+    store: &Store,
+    image: &str,
+    destination: Option<&Reference>,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
     crate::runtime()?.block_on(push_async(store, image, destination, opts, reporter))
 }
 
@@ -169,33 +187,64 @@ pub fn push(store: &Store, image: &str, destination: Option<&Reference>, opts: &
 fn find_local(store: &Store, image: &str) -> Result<(Option<Reference>, Descriptor)> {
     if let Ok(name) = Reference::parse(image) {
         if name.digest().is_none() {
-            if let Some(r) = store.records()?.into_iter().find(|r| r.name.as_ref() == Some(&name)) {
+            if let Some(r) = store
+                .records()?
+                .into_iter()
+                .find(|r| r.name.as_ref() == Some(&name))
+            {
                 return Ok((Some(name), r.manifest));
             }
         }
     }
     let found = store.resolve_image(image)?;
-    let size = store.open_blob(&found.manifest_digest)?.metadata().map(|m| m.len()).unwrap_or(0);
-    let desc = Descriptor::new(found.manifest_media_type.clone(), size, found.manifest_digest.clone());
-    let name = Reference::parse(image).ok().filter(|r| found.names.contains(r)).or_else(|| found.names.first().cloned());
+    let size = store
+        .open_blob(&found.manifest_digest)?
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let desc = Descriptor::new(
+        found.manifest_media_type.clone(),
+        size,
+        found.manifest_digest.clone(),
+    );
+    let name = Reference::parse(image)
+        .ok()
+        .filter(|r| found.names.contains(r))
+        .or_else(|| found.names.first().cloned());
     Ok((name, desc))
 }
 
 /// Walks the manifest (and an index's children) in the store: what blobs and manifests to push.
 fn plan(store: &Store, top: &Descriptor) -> Result<Plan> {
-    let mut plan = Plan { blobs: Vec::new(), manifests: Vec::new() };
+    let mut plan = Plan {
+        blobs: Vec::new(),
+        manifests: Vec::new(),
+    };
     let mut seen = HashSet::new();
     add_manifest(store, top, &mut plan, &mut seen, 0)?;
     Ok(plan)
 }
 
-fn add_manifest(store: &Store, desc: &Descriptor, plan: &mut Plan, seen: &mut HashSet<Digest>, depth: u32) -> Result<()> {
+fn add_manifest(
+    store: &Store,
+    desc: &Descriptor,
+    plan: &mut Plan,
+    seen: &mut HashSet<Digest>,
+    depth: u32,
+) -> Result<()> {
     let bytes = store.read_blob(desc.digest())?;
-    let (_, parsed) = manifest::parse(&bytes, Some(&desc.media_type().to_string()))
-        .map_err(|reason| layerfs::Error::Unsupported(format!("manifest {} in the store: {reason}", desc.digest())))?;
+    let (_, parsed) =
+        manifest::parse(&bytes, Some(&desc.media_type().to_string())).map_err(|reason| {
+            layerfs::Error::Unsupported(format!(
+                "manifest {} in the store: {reason}",
+                desc.digest()
+            ))
+        })?;
     match parsed {
         Manifest::Image(m) => {
-            for (d, kind) in std::iter::once((m.config(), BlobKind::Config)).chain(m.layers().iter().map(|l| (l, BlobKind::Layer))) {
+            for (d, kind) in std::iter::once((m.config(), BlobKind::Config))
+                .chain(m.layers().iter().map(|l| (l, BlobKind::Layer)))
+            {
                 if !store.has_blob(d.digest()) {
                     return Err(layerfs::Error::BlobNotFound(d.digest().clone()).into());
                 }
@@ -210,7 +259,10 @@ fn add_manifest(store: &Store, desc: &Descriptor, plan: &mut Plan, seen: &mut Ha
             }
         }
         Manifest::Index(_) => {
-            return Err(Error::Unsupported(format!("manifest {}: an index inside an index", desc.digest())));
+            return Err(Error::Unsupported(format!(
+                "manifest {}: an index inside an index",
+                desc.digest()
+            )));
         }
     }
     plan.manifests.push((desc.clone(), bytes));
@@ -223,16 +275,22 @@ fn mount_sources(store: &Store, dest: &Reference, plan: &Plan) -> Result<HashMap
     let wanted: HashSet<&Digest> = plan.blobs.iter().map(|(d, _)| d.digest()).collect();
     let mut out = HashMap::new();
     for record in store.records()? {
-        let Some(name) = record.name.filter(|n| n.registry() == dest.registry() && n.repository() != dest.repository()) else {
+        let Some(name) = record
+            .name
+            .filter(|n| n.registry() == dest.registry() && n.repository() != dest.repository())
+        else {
             continue;
         };
         let Ok(bytes) = store.read_blob(record.manifest.digest()) else {
             continue;
         };
-        if let Ok((_, Manifest::Image(m))) = manifest::parse(&bytes, Some(&record.manifest.media_type().to_string())) {
+        if let Ok((_, Manifest::Image(m))) =
+            manifest::parse(&bytes, Some(&record.manifest.media_type().to_string()))
+        {
             for d in std::iter::once(m.config()).chain(m.layers()) {
                 if wanted.contains(d.digest()) {
-                    out.entry(d.digest().clone()).or_insert_with(|| name.repository().to_owned());
+                    out.entry(d.digest().clone())
+                        .or_insert_with(|| name.repository().to_owned());
                 }
             }
         }
@@ -256,16 +314,31 @@ async fn push_blob(
     let repo = dest.repository();
     let (digest, size) = (desc.digest().clone(), desc.size());
     let head = client
-        .send(Method::HEAD, &client.url(&format!("/v2/{repo}/blobs/{digest}")), true, |rb| rb)
+        .send(
+            Method::HEAD,
+            &client.url(&format!("/v2/{repo}/blobs/{digest}")),
+            true,
+            |rb| rb,
+        )
         .await
         .map_err(|e| e.for_layer(&digest))?;
     match head.status() {
         s if s.is_success() => {
-            reporter.report(Event::BlobSkipped { digest, kind, size, why: Skipped::AlreadyExists });
+            reporter.report(Event::BlobSkipped {
+                digest,
+                kind,
+                size,
+                why: Skipped::AlreadyExists,
+            });
             return Ok(0);
         }
         StatusCode::NOT_FOUND => {}
-        _ => return Err(client.status_error(&format!("HEAD blob {digest}"), head).await.for_layer(&digest)),
+        _ => {
+            return Err(client
+                .status_error(&format!("HEAD blob {digest}"), head)
+                .await
+                .for_layer(&digest));
+        }
     }
     let retry = client.retry();
     let mut attempt = 0;
@@ -280,7 +353,12 @@ async fn push_blob(
             }
             Ok(None) => {
                 let from = mount_from.unwrap_or_default().to_owned();
-                reporter.report(Event::BlobSkipped { digest, kind, size, why: Skipped::Mounted { from } });
+                reporter.report(Event::BlobSkipped {
+                    digest,
+                    kind,
+                    size,
+                    why: Skipped::Mounted { from },
+                });
                 return Ok(0);
             }
             Err(e) if attempt < retry.attempts && worth_retrying(&e) => {
@@ -332,7 +410,12 @@ async fn upload_once(
         return Ok(None);
     };
     let mut location = loc;
-    client.reporter().report(Event::BlobStarted { digest: digest.clone(), kind, size, resumed_at: 0 });
+    client.reporter().report(Event::BlobStarted {
+        digest: digest.clone(),
+        kind,
+        size,
+        resumed_at: 0,
+    });
     loop {
         let current = if size <= opts.monolithic_limit {
             Style::Monolithic
@@ -347,7 +430,11 @@ async fn upload_once(
         match attempt {
             Ok(()) => return Ok(Some(size)),
             Err(Refused(why)) if current != Style::Monolithic => {
-                let next = if current == Style::Streamed { Style::Chunked } else { Style::Monolithic };
+                let next = if current == Style::Streamed {
+                    Style::Chunked
+                } else {
+                    Style::Monolithic
+                };
                 style.fetch_max(next as u8, Ordering::Relaxed);
                 client.reporter().report(Event::Warning(format!(
                     "registry {} refused a {} upload ({why}); using {} uploads",
@@ -358,9 +445,16 @@ async fn upload_once(
                 // The refused session may hold part of the blob: start a clean one.
                 location = start_upload(client, &format!("/v2/{repo}/blobs/uploads/"), digest)
                     .await?
-                    .ok_or_else(|| client.protocol(format!("upload of {digest}"), "a plain upload was answered as a mount"))?;
+                    .ok_or_else(|| {
+                        client.protocol(
+                            format!("upload of {digest}"),
+                            "a plain upload was answered as a mount",
+                        )
+                    })?;
             }
-            Err(Refused(why)) => return Err(client.protocol(format!("upload of blob {digest}"), why)),
+            Err(Refused(why)) => {
+                return Err(client.protocol(format!("upload of blob {digest}"), why));
+            }
             Err(Failed(e)) => return Err(e),
         }
     }
@@ -392,12 +486,16 @@ impl From<Error> for UploadError {
 /// `POST` to start an upload (or mount). `Ok(None)`: the mount worked.
 async fn start_upload(client: &Client<'_>, path: &str, digest: &Digest) -> Result<Option<String>> {
     let resp = client
-        .send(Method::POST, &client.url(path), true, |rb| rb.header(CONTENT_LENGTH, 0))
+        .send(Method::POST, &client.url(path), true, |rb| {
+            rb.header(CONTENT_LENGTH, 0)
+        })
         .await?;
     match resp.status() {
         StatusCode::CREATED if path.contains("mount=") => Ok(None),
         StatusCode::ACCEPTED => Ok(Some(location_of(client, &resp, digest)?)),
-        _ => Err(client.status_error(&format!("POST upload of blob {digest}"), resp).await),
+        _ => Err(client
+            .status_error(&format!("POST upload of blob {digest}"), resp)
+            .await),
     }
 }
 
@@ -406,7 +504,12 @@ fn location_of(client: &Client<'_>, resp: &Response, digest: &Digest) -> Result<
         .headers()
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| client.protocol(format!("upload of blob {digest}"), "the answer has no Location"))?;
+        .ok_or_else(|| {
+            client.protocol(
+                format!("upload of blob {digest}"),
+                "the answer has no Location",
+            )
+        })?;
     Ok(client.url(loc))
 }
 
@@ -417,19 +520,27 @@ fn with_digest(location: &str, digest: &Digest) -> String {
 }
 
 /// A request body streaming `len` bytes of the blob from `offset`, counting them in `sent`.
-fn blob_body(store: &Store, digest: &Digest, offset: u64, len: u64, sent: Arc<AtomicU64>) -> Result<Body> {
+fn blob_body(
+    store: &Store,
+    digest: &Digest,
+    offset: u64,
+    len: u64,
+    sent: Arc<AtomicU64>,
+) -> Result<Body> {
     let mut file = store.open_blob(digest)?;
-    file.seek(SeekFrom::Start(offset)).map_err(|source| Error::Io {
-        op: "seek in",
-        path: store.blob_path(digest),
-        source,
-    })?;
+    file.seek(SeekFrom::Start(offset))
+        .map_err(|source| Error::Io {
+            op: "seek in",
+            path: store.blob_path(digest),
+            source,
+        })?;
     let reader = tokio::fs::File::from_std(file).take(len);
-    let stream = tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10).inspect(move |chunk| {
-        if let Ok(c) = chunk {
-            sent.fetch_add(c.len() as u64, Ordering::Relaxed);
-        }
-    });
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(reader, 256 << 10).inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                sent.fetch_add(c.len() as u64, Ordering::Relaxed);
+            }
+        });
     Ok(Body::wrap_stream(stream))
 }
 
@@ -456,55 +567,96 @@ async fn with_progress<T>(
 }
 
 /// What a 4xx answer to an upload request means: refused style, or a real error.
-async fn judge(client: &Client<'_>, what: &str, resp: Response, ok: StatusCode) -> Result<Response, UploadError> {
+async fn judge(
+    client: &Client<'_>,
+    what: &str,
+    resp: Response,
+    ok: StatusCode,
+) -> Result<Response, UploadError> {
     let status = resp.status();
     if status == ok || (ok == StatusCode::ACCEPTED && status == StatusCode::NO_CONTENT) {
         return Ok(resp);
     }
     let e = client.status_error(what, resp).await;
-    if status.is_client_error() && status != StatusCode::NOT_FOUND && status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN {
+    if status.is_client_error()
+        && status != StatusCode::NOT_FOUND
+        && status != StatusCode::UNAUTHORIZED
+        && status != StatusCode::FORBIDDEN
+    {
         return Err(Refused(format!("{status}")));
     }
     Err(Failed(e))
 }
 
-async fn put_whole(client: &Client<'_>, store: &Store, location: &str, desc: &Descriptor) -> Result<(), UploadError> {
+async fn put_whole(
+    client: &Client<'_>,
+    store: &Store,
+    location: &str,
+    desc: &Descriptor,
+) -> Result<(), UploadError> {
     let (digest, size) = (desc.digest(), desc.size());
     let url = with_digest(location, digest);
     store.open_blob(digest).map_err(Error::from)?;
     let sent = Arc::new(AtomicU64::new(0));
     let send = client.send(Method::PUT, &url, false, |rb| {
         let body = blob_body(store, digest, 0, size, sent.clone());
-        let rb = rb.header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, size);
+        let rb = rb
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size);
         match body {
             Ok(b) => rb.body(b),
             Err(_) => rb.body(Body::from(Vec::new())),
         }
     });
     let resp = with_progress(client, digest, 0, size, &sent, send).await?;
-    let resp = judge(client, &format!("PUT blob {digest}"), resp, StatusCode::CREATED).await?;
+    let resp = judge(
+        client,
+        &format!("PUT blob {digest}"),
+        resp,
+        StatusCode::CREATED,
+    )
+    .await?;
     check_digest(client, &resp, digest)?;
     Ok(())
 }
 
-async fn patch_streamed(client: &Client<'_>, store: &Store, location: &str, desc: &Descriptor) -> Result<(), UploadError> {
+async fn patch_streamed(
+    client: &Client<'_>,
+    store: &Store,
+    location: &str,
+    desc: &Descriptor,
+) -> Result<(), UploadError> {
     let (digest, size) = (desc.digest(), desc.size());
     store.open_blob(digest).map_err(Error::from)?;
     let sent = Arc::new(AtomicU64::new(0));
     let send = client.send(Method::PATCH, location, false, |rb| {
-        let rb = rb.header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_LENGTH, size);
+        let rb = rb
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size);
         match blob_body(store, digest, 0, size, sent.clone()) {
             Ok(b) => rb.body(b),
             Err(_) => rb.body(Body::from(Vec::new())),
         }
     });
     let resp = with_progress(client, digest, 0, size, &sent, send).await?;
-    let resp = judge(client, &format!("PATCH blob {digest}"), resp, StatusCode::ACCEPTED).await?;
+    let resp = judge(
+        client,
+        &format!("PATCH blob {digest}"),
+        resp,
+        StatusCode::ACCEPTED,
+    )
+    .await?;
     let next = location_of(client, &resp, digest)?;
     finish(client, &next, digest).await
 }
 
-async fn patch_chunks(client: &Client<'_>, store: &Store, location: &str, desc: &Descriptor, chunk_size: u64) -> Result<(), UploadError> {
+async fn patch_chunks(
+    client: &Client<'_>,
+    store: &Store,
+    location: &str,
+    desc: &Descriptor,
+    chunk_size: u64,
+) -> Result<(), UploadError> {
     let (digest, size) = (desc.digest(), desc.size());
     store.open_blob(digest).map_err(Error::from)?;
     let mut location = location.to_owned();
@@ -523,7 +675,13 @@ async fn patch_chunks(client: &Client<'_>, store: &Store, location: &str, desc: 
             }
         });
         let resp = with_progress(client, digest, offset, size, &sent, send).await?;
-        let resp = judge(client, &format!("PATCH blob {digest} at {offset}"), resp, StatusCode::ACCEPTED).await?;
+        let resp = judge(
+            client,
+            &format!("PATCH blob {digest} at {offset}"),
+            resp,
+            StatusCode::ACCEPTED,
+        )
+        .await?;
         location = location_of(client, &resp, digest)?;
         offset += len;
     }
@@ -533,30 +691,57 @@ async fn patch_chunks(client: &Client<'_>, store: &Store, location: &str, desc: 
 /// `PUT ?digest=` closing an upload whose bytes were sent with `PATCH`.
 async fn finish(client: &Client<'_>, location: &str, digest: &Digest) -> Result<(), UploadError> {
     let url = with_digest(location, digest);
-    let resp = client.send(Method::PUT, &url, false, |rb| rb.header(CONTENT_LENGTH, 0)).await?;
-    let resp = judge(client, &format!("PUT blob {digest}"), resp, StatusCode::CREATED).await?;
+    let resp = client
+        .send(Method::PUT, &url, false, |rb| rb.header(CONTENT_LENGTH, 0))
+        .await?;
+    let resp = judge(
+        client,
+        &format!("PUT blob {digest}"),
+        resp,
+        StatusCode::CREATED,
+    )
+    .await?;
     check_digest(client, &resp, digest)?;
     Ok(())
 }
 
 fn check_digest(client: &Client<'_>, resp: &Response, digest: &Digest) -> Result<()> {
-    if let Some(d) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(parse_sha256) {
+    if let Some(d) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_sha256)
+    {
         if &d != digest {
-            return Err(client.protocol(format!("blob {digest}"), format!("the registry stored it as {d}")));
+            return Err(client.protocol(
+                format!("blob {digest}"),
+                format!("the registry stored it as {d}"),
+            ));
         }
     }
     Ok(())
 }
 
 /// `PUT` a manifest, exactly as stored, under `target` (a tag or its digest).
-async fn put_manifest(client: &Client<'_>, repo: &str, target: &str, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+async fn put_manifest(
+    client: &Client<'_>,
+    repo: &str,
+    target: &str,
+    desc: &Descriptor,
+    bytes: &[u8],
+) -> Result<()> {
     let url = client.url(&format!("/v2/{repo}/manifests/{target}"));
     let media_type = desc.media_type().to_string();
     let resp = client
-        .send(Method::PUT, &url, true, |rb| rb.header(CONTENT_TYPE, media_type.as_str()).body(bytes.to_vec()))
+        .send(Method::PUT, &url, true, |rb| {
+            rb.header(CONTENT_TYPE, media_type.as_str())
+                .body(bytes.to_vec())
+        })
         .await?;
     if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
-        return Err(client.status_error(&format!("PUT manifest {repo}:{target}"), resp).await);
+        return Err(client
+            .status_error(&format!("PUT manifest {repo}:{target}"), resp)
+            .await);
     }
     check_digest(client, &resp, desc.digest())?;
     client.reporter().report(Event::BlobDone {
