@@ -231,14 +231,8 @@ mod tests {
     fn unknown_fields_and_docker_fields_survive_a_round_trip() {
         let src = r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Healthcheck":{"Test":["CMD","true"],"Interval":5000000000},"OnBuild":["RUN x"],"Shell":["/bin/sh","-c"],"Domainname":"x"},"rootfs":{"type":"layers","diff_ids":[]},"container":"abc"}"#;
         let c: ImageConfig = serde_json::from_str(src).unwrap();
-        assert_eq!(
-            c.config.healthcheck.as_ref().unwrap().interval,
-            5_000_000_000
-        );
-        assert_eq!(
-            c.config.on_build.as_deref(),
-            Some(&["RUN x".to_owned()][..])
-        );
+        assert_eq!(c.config.healthcheck.as_ref().unwrap().interval, 5_000_000_000);
+        assert_eq!(c.config.on_build.as_deref(), Some(&["RUN x".to_owned()][..]));
         let back: serde_json::Value = serde_json::from_slice(&c.to_json()).unwrap();
         let orig: serde_json::Value = serde_json::from_str(src).unwrap();
         assert_eq!(back, orig);

@@ -51,35 +51,21 @@ fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result
     }
     rustix::mount::fsconfig_create(&fs)?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-    rustix::mount::move_mount(
-        &mnt,
-        "",
-        CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
+    rustix::mount::move_mount(&mnt, "", CWD, target, MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH)
 }
 
 /// Features off: the layer dirs must stay plain overlay format that the diff understands, and
 /// usable as lower dirs of later mounts.
 fn overlay_options() -> [(&'static str, &'static str); 3] {
-    [
-        ("index", "off"),
-        ("redirect_dir", "off"),
-        ("metacopy", "off"),
-    ]
+    [("index", "off"), ("redirect_dir", "off"), ("metacopy", "off")]
 }
 
 fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
     // Each lower is passed as /proc/self/fd/N: short, whatever the store's path.
     let mut fds: Vec<OwnedFd> = Vec::with_capacity(spec.lowers.len());
     for lower in &spec.lowers {
-        let fd = rustix::fs::open(
-            lower,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .at("open layer", lower)?;
+        let fd = rustix::fs::open(lower, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .at("open layer", lower)?;
         fds.push(fd);
     }
     let lowers: Vec<String> = fds
@@ -100,19 +86,10 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
         data.push_str(",userxattr");
     }
     let data = std::ffi::CString::new(data).map_err(|_| {
-        Error::Unsupported(format!(
-            "{}: a layer path holds a NUL byte",
-            target.display()
-        ))
+        Error::Unsupported(format!("{}: a layer path holds a NUL byte", target.display()))
     })?;
-    rustix::mount::mount(
-        "strata",
-        target,
-        "overlay",
-        MountFlags::empty(),
-        data.as_c_str(),
-    )
-    .at("mount overlay on", target)
+    rustix::mount::mount("strata", target, "overlay", MountFlags::empty(), data.as_c_str())
+        .at("mount overlay on", target)
 }
 
 /// Unmounts `target`; a busy mount is detached (it goes once its last user does).
@@ -143,10 +120,7 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len() + 0
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;

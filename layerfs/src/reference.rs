@@ -285,17 +285,11 @@ mod tests {
         assert_eq!(full("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(full("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(full("user/app"), "docker.io/user/app:latest");
-        assert_eq!(
-            full("index.docker.io/user/app"),
-            "docker.io/user/app:latest"
-        );
+        assert_eq!(full("index.docker.io/user/app"), "docker.io/user/app:latest");
         assert_eq!(full("localhost/app"), "localhost/app:latest");
         assert_eq!(full("localhost:5000/a/b:v1"), "localhost:5000/a/b:v1");
         assert_eq!(full("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
-        assert_eq!(
-            full("quay.io/org/app_x.y-z:1.0"),
-            "quay.io/org/app_x.y-z:1.0"
-        );
+        assert_eq!(full("quay.io/org/app_x.y-z:1.0"), "quay.io/org/app_x.y-z:1.0");
         assert_eq!(full("[::1]:5000/app"), "[::1]:5000/app:latest");
     }
 
@@ -313,14 +307,8 @@ mod tests {
 
     #[test]
     fn familiar_form_drops_the_defaults() {
-        assert_eq!(
-            Reference::parse("busybox").unwrap().familiar(),
-            "busybox:latest"
-        );
-        assert_eq!(
-            Reference::parse("user/app:1").unwrap().familiar(),
-            "user/app:1"
-        );
+        assert_eq!(Reference::parse("busybox").unwrap().familiar(), "busybox:latest");
+        assert_eq!(Reference::parse("user/app:1").unwrap().familiar(), "user/app:1");
         assert_eq!(
             Reference::parse("localhost:5000/app").unwrap().familiar(),
             "localhost:5000/app:latest"
@@ -329,14 +317,8 @@ mod tests {
 
     #[test]
     fn api_host_of_docker_hub() {
-        assert_eq!(
-            Reference::parse("busybox").unwrap().api_host(),
-            "registry-1.docker.io"
-        );
-        assert_eq!(
-            Reference::parse("localhost:5000/a").unwrap().api_host(),
-            "localhost:5000"
-        );
+        assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
+        assert_eq!(Reference::parse("localhost:5000/a").unwrap().api_host(), "localhost:5000");
     }
 
     #[test]

@@ -238,10 +238,7 @@ impl Store {
 
     /// Where the blob `digest` lives.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_ref())
-            .join(digest.digest())
+        self.root.join("blobs").join(digest.algorithm().as_ref()).join(digest.digest())
     }
 
     /// Whether the store holds the blob `digest`.
@@ -328,10 +325,7 @@ impl Store {
         }
         Ok(BlobWriter {
             blobs: self.root.join("blobs/sha256"),
-            out: Some(HashingWriter::resume(
-                BufWriter::with_capacity(1 << 20, file),
-                hasher,
-            )),
+            out: Some(HashingWriter::resume(BufWriter::with_capacity(1 << 20, file), hasher)),
             tmp,
             keep_partial: true,
             expected: Some(digest.clone()),
@@ -434,10 +428,7 @@ impl Store {
     pub fn add_untagged(&self, manifest: &Descriptor) -> Result<()> {
         let manifest = strip_annotations(manifest);
         self.update_records(|records| {
-            if !records
-                .iter()
-                .any(|r| r.manifest.digest() == manifest.digest())
-            {
+            if !records.iter().any(|r| r.manifest.digest() == manifest.digest()) {
                 records.push(ImageRecord {
                     name: None,
                     manifest,
@@ -479,11 +470,10 @@ impl Store {
     pub fn image_for_manifest(&self, manifest: &Descriptor) -> Result<Image> {
         let digest = manifest.digest().clone();
         let bytes = self.read_blob(&digest)?;
-        let parsed: ImageManifest =
-            serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-                what: format!("manifest {digest}"),
-                source,
-            })?;
+        let parsed: ImageManifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            what: format!("manifest {digest}"),
+            source,
+        })?;
         let config_bytes = self.read_blob(parsed.config().digest())?;
         let config: ImageConfig =
             serde_json::from_slice(&config_bytes).map_err(|source| Error::Json {
@@ -532,8 +522,7 @@ impl Store {
                     continue;
                 }
                 if let Ok(img) = self.image_for_manifest(&r.manifest) {
-                    if img.id().digest().starts_with(hex) && ids.insert(r.manifest.digest().clone())
-                    {
+                    if img.id().digest().starts_with(hex) && ids.insert(r.manifest.digest().clone()) {
                         found.push(r);
                     }
                 }
@@ -702,9 +691,7 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     fn out(&mut self) -> &mut HashingWriter<BufWriter<File>> {
-        self.out
-            .as_mut()
-            .expect("a blob writer is used only until commit")
+        self.out.as_mut().expect("a blob writer is used only until commit")
     }
 
     /// Bytes written so far (for a resumed download: the offset to ask for).
@@ -720,10 +707,7 @@ impl BlobWriter {
     /// Discards what was written (a resumed download whose server ignored `Range`).
     pub fn restart(&mut self) -> Result<()> {
         let tmp = self.tmp.clone();
-        let out = self
-            .out
-            .take()
-            .expect("a blob writer is used only until commit");
+        let out = self.out.take().expect("a blob writer is used only until commit");
         let (buf, _, _) = out.finish();
         let mut file = buf
             .into_inner()
@@ -738,7 +722,7 @@ impl BlobWriter {
     /// earlier attempt kept to whoever consumes the whole stream, such as an extraction).
     pub fn replay(&mut self) -> Result<io::Take<File>> {
         let len = self.len();
-        self.out().flush().at("write", &self.tmp.clone())?;
+        self.out().flush().at("write", &self.tmp)?;
         let file = File::open(&self.tmp).at("open", &self.tmp)?;
         Ok(file.take(len))
     }

@@ -37,10 +37,7 @@ impl Compression {
         };
         match name {
             "gzip" => Some(Compression::Gzip {
-                level: level
-                    .map_or(Ok(1), u32::try_from)
-                    .ok()
-                    .filter(|l| *l <= 9)?,
+                level: level.map_or(Ok(1), u32::try_from).ok().filter(|l| *l <= 9)?,
             }),
             "zstd" => Some(Compression::Zstd {
                 level: level.unwrap_or(3),
@@ -166,28 +163,16 @@ mod tests {
             enc.write_all(&data).unwrap();
             let blob = enc.finish().unwrap();
             let mut out = Vec::new();
-            decompress(&blob[..])
-                .unwrap()
-                .read_to_end(&mut out)
-                .unwrap();
+            decompress(&blob[..]).unwrap().read_to_end(&mut out).unwrap();
             assert_eq!(out, data, "{c:?}");
         }
     }
 
     #[test]
     fn parse_names_and_levels() {
-        assert_eq!(
-            Compression::parse("gzip"),
-            Some(Compression::Gzip { level: 1 })
-        );
-        assert_eq!(
-            Compression::parse("gzip:9"),
-            Some(Compression::Gzip { level: 9 })
-        );
-        assert_eq!(
-            Compression::parse("zstd:19"),
-            Some(Compression::Zstd { level: 19 })
-        );
+        assert_eq!(Compression::parse("gzip"), Some(Compression::Gzip { level: 1 }));
+        assert_eq!(Compression::parse("gzip:9"), Some(Compression::Gzip { level: 9 }));
+        assert_eq!(Compression::parse("zstd:19"), Some(Compression::Zstd { level: 19 }));
         assert_eq!(Compression::parse("none"), Some(Compression::None));
         assert_eq!(Compression::parse("gzip:10"), None);
         assert_eq!(Compression::parse("lz4"), None);

@@ -37,11 +37,7 @@ pub fn write_layer<W: Write>(dir: &Path, tar: &mut TarWriter<W>) -> Result<DiffS
 
 /// Writes a tar of what changed from the plain tree `old` to the plain tree `new`: new and
 /// changed entries (with their parent directories), and a whiteout for each removed one.
-pub fn write_changes<W: Write>(
-    old: &Path,
-    new: &Path,
-    tar: &mut TarWriter<W>,
-) -> Result<DiffStats> {
+pub fn write_changes<W: Write>(old: &Path, new: &Path, tar: &mut TarWriter<W>) -> Result<DiffStats> {
     let mut w = Walker::new(tar);
     let mut pending = Vec::new();
     w.compare_dirs(old, new, Path::new(""), &mut pending)?;
@@ -88,9 +84,7 @@ impl<'a, W: Write> Walker<'a, W> {
             let md = fs::symlink_metadata(&path).at("stat", &path)?;
             let xattrs = read_xattrs(&path)?;
             if is_whiteout_device(&md)
-                || (md.is_file()
-                    && md.len() == 0
-                    && xattrs.iter().any(|(k, _)| super::is_whiteout_xattr(k)))
+                || (md.is_file() && md.len() == 0 && xattrs.iter().any(|(k, _)| super::is_whiteout_xattr(k)))
             {
                 self.whiteout(&rel)?;
                 continue;
@@ -275,12 +269,7 @@ impl<'a, W: Write> Walker<'a, W> {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
                 .open(path)
-                .or_else(|_| {
-                    File::options()
-                        .read(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(path)
-                })
+                .or_else(|_| File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path))
                 .at("open", path)?;
             self.tar.append(&meta, Some(&mut f)).at("archive", path)
         } else {
@@ -295,8 +284,7 @@ fn same_inode_metadata(a: &Metadata, b: &Metadata) -> bool {
         && a.uid() == b.uid()
         && a.gid() == b.gid()
         && a.rdev() == b.rdev()
-        && (a.is_dir()
-            || (a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()))
+        && (a.is_dir() || (a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()))
 }
 
 /// All xattrs of `path` (not following a final symlink), sorted by name.
