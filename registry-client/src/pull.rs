@@ -296,13 +296,8 @@ async fn fetch_config(
     Ok(bytes)
 }
 
-/// Why a download stopped before the whole blob was in.
-enum Stop {
-    /// The transfer failed (after its retries).
-    Failed(Error),
-    /// The extraction stopped reading: its own error says why.
-    ExtractionGone,
-}
+/// Why a download stopped before the whole blob was in: the transfer failed (after its retries).
+struct Stop(Error);
 
 /// Makes sure the store has the blob and the extracted layer of `layer`; returns the bytes
 /// downloaded.
@@ -390,11 +385,11 @@ async fn pull_layer(
             .expect("commit does not panic")
         {
             Ok(_) => Ok(n),
-            Err(e) => Err(Stop::Failed(e.into())),
+            Err(e) => Err(Stop(e.into())),
         },
         Err(stop) => {
-            // Keep what came in for a later pull only when the network was the problem.
-            if !matches!(stop, Stop::Failed(Error::Unreachable { .. })) {
+            // What came in is kept for a later pull, unless the registry broke the protocol.
+            if matches!(stop, Stop(Error::Protocol { .. })) {
                 writer.discard();
             }
             Err(stop)
@@ -409,11 +404,8 @@ async fn pull_layer(
     }
     let extracted = extraction.await.expect("extraction does not panic");
     match (outcome, extracted) {
-        (Err(Stop::Failed(e)), _) => Err(e.for_layer(&digest)),
+        (Err(Stop(e)), _) => Err(e.for_layer(&digest)),
         (_, Err(e)) => Err(Error::from(e).for_layer(&digest)),
-        (Err(Stop::ExtractionGone), Ok(_)) => {
-            Err(client.protocol(format!("layer {digest}"), "the extraction ended early"))
-        }
         (Ok(n), Ok(_)) => {
             reporter.report(Event::BlobDone {
                 digest,
@@ -441,6 +433,7 @@ async fn download(
     let reporter = client.reporter();
     let mut downloaded = 0u64;
     let mut failures = 0u32;
+    let mut extraction_gone = false;
     loop {
         let offset = writer.len();
         if offset == size {
@@ -455,7 +448,7 @@ async fn download(
                 }
             })
             .await
-            .map_err(Stop::Failed)?;
+            .map_err(Stop)?;
         let mut skip = match resp.status().as_u16() {
             200 => offset,
             206 => {
@@ -469,7 +462,7 @@ async fn download(
                 match start {
                     Some(s) if s <= offset => offset - s,
                     _ => {
-                        return Err(Stop::Failed(client.protocol(
+                        return Err(Stop(client.protocol(
                             format!("blob {digest}"),
                             format!("asked to resume at byte {offset}, the registry answered with another range"),
                         )));
@@ -477,7 +470,7 @@ async fn download(
                 }
             }
             _ => {
-                return Err(Stop::Failed(
+                return Err(Stop(
                     client
                         .status_error(&format!("blob {digest} of {repo}"), resp)
                         .await,
@@ -497,13 +490,13 @@ async fn download(
                         continue;
                     }
                     if writer.len() + chunk.len() as u64 > size {
-                        return Err(Stop::Failed(client.protocol(
+                        return Err(Stop(client.protocol(
                             format!("blob {digest}"),
                             format!("the registry sent more than the {size} bytes the manifest announced"),
                         )));
                     }
                     writer.write_all(&chunk).map_err(|source| {
-                        Stop::Failed(Error::Io {
+                        Stop(Error::Io {
                             op: "write blob to",
                             path: tmp_dir.to_owned(),
                             source,
@@ -516,7 +509,11 @@ async fn download(
                         done: writer.len(),
                         total: size,
                     });
-                    tx.send(Ok(chunk)).await.map_err(|_| Stop::ExtractionGone)?;
+                    // An extraction that stopped (a bad tar) says why once the blob is in: a blob
+                    // that was damaged on the way is a digest mismatch, not a bad tar.
+                    if !extraction_gone && tx.send(Ok(chunk)).await.is_err() {
+                        extraction_gone = true;
+                    }
                 }
                 Ok(None) if writer.len() == size => return Ok(downloaded),
                 Ok(None) => break format!("the body ended at byte {} of {size}", writer.len()),
@@ -525,7 +522,7 @@ async fn download(
         };
         failures += 1;
         if failures >= retry.attempts {
-            return Err(Stop::Failed(client.unreachable(format!(
+            return Err(Stop(client.unreachable(format!(
                 "blob {digest}: the connection dropped at byte {} of {size}, {failures} times in a row: {dropped}",
                 writer.len()
             ))));

@@ -1,0 +1,1068 @@
+//! strata pull/push/login/logout against the real CNCF distribution registry: anonymous, with
+//! htpasswd basic auth and with bearer tokens; interop with skopeo both ways; faults injected
+//! by a loopback proxy (dropped connections, 500, 429, corrupted blobs, a slow registry).
+
+mod common;
+#[path = "registry/layout.rs"]
+mod layout;
+#[path = "registry/proxy.rs"]
+mod proxy;
+#[path = "registry/server.rs"]
+mod server;
+#[path = "registry/token.rs"]
+mod token;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestStore, have_or_skip, is_root_or_skip};
+use layerfs::digest::digest_of;
+use layerfs::store::Store;
+use proxy::{Fault, FaultProxy, Rule};
+use serde_json::Value;
+use server::{RegistryAuth, TestRegistry};
+use token::TokenServer;
+
+/// Whether the tools these tests drive are here; prints why not.
+fn tools_or_skip(test: &str) -> bool {
+    ["docker-registry", "skopeo", "htpasswd", "openssl"]
+        .iter()
+        .all(|t| have_or_skip(t, test))
+}
+
+/// `strata --root STORE ARGS…` with a docker config of the test's own and no other credential
+/// file, so the host's credentials never leak in.
+fn strata(store: &TestStore, args: &[&str]) -> Command {
+    let mut c = store.cmd(args);
+    c.env("DOCKER_CONFIG", store.path("docker"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .env_remove("XDG_RUNTIME_DIR");
+    c
+}
+
+fn run(mut c: Command) -> Output {
+    c.output().expect("spawn strata")
+}
+
+fn ok(store: &TestStore, args: &[&str]) -> String {
+    let out = run(strata(store, args));
+    assert!(
+        out.status.success(),
+        "strata {} failed:\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(store: &TestStore, args: &[&str]) -> String {
+    let out = run(strata(store, args));
+    assert!(
+        !out.status.success(),
+        "strata {} should have failed:\nstdout: {}\nstderr: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `strata login` with the password on stdin; returns the output.
+fn login(store: &TestStore, registry: &str, user: &str, password: &str) -> Output {
+    let mut c = strata(store, &["login", "-u", user, "--password-stdin", registry]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The manifest digest skopeo sees on the registry.
+fn skopeo_digest(reference: &str) -> String {
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "skopeo inspect --raw: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    digest_of(&raw.stdout).to_string()
+}
+
+/// The store is whole: `strata fsck` passes once it exists; until then (and always) every blob
+/// hashes to its name, nothing is left half-written under tmp and every layer dir is recorded.
+fn assert_store_whole(store: &TestStore) {
+    let out = run(strata(store, &["fsck"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.contains("not available yet") {
+        assert!(out.status.success(), "strata fsck failed: {stderr}");
+    }
+    let root = store.root();
+    for entry in std::fs::read_dir(root.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let actual = digest_of(&std::fs::read(&path).unwrap());
+        assert_eq!(
+            actual.digest(),
+            name,
+            "blob {} does not match its name",
+            path.display()
+        );
+    }
+    let tmp: Vec<_> = std::fs::read_dir(root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(tmp.is_empty(), "left under tmp: {tmp:?}");
+    let s = Store::open(&root).unwrap();
+    for entry in std::fs::read_dir(root.join("layers")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let chain = layerfs::digest::parse_sha256(&format!("sha256:{name}")).unwrap();
+        assert!(
+            s.layer_record(&chain).is_some(),
+            "layer dir {name} has no record"
+        );
+    }
+}
+
+/// Runs `cmd` in the image's root filesystem: its extracted layers under an overlay mount, then
+/// chroot (until `strata run` lands, this checks the pulled layers the way it will).
+fn run_in_image(store: &TestStore, image: &str, cmd: &[&str]) -> String {
+    let s = Store::open(store.root()).unwrap();
+    let img = s.resolve_image(image).unwrap();
+    let lowers = img.chain_ids().iter().map(|c| s.layer_dir(c)).collect();
+    let scratch = store.path("run");
+    let (upper, work, mnt) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("mnt"),
+    );
+    for d in [&upper, &work, &mnt] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let spec = layerfs::mount::UnionSpec {
+        lowers,
+        upper,
+        work,
+    };
+    layerfs::mount::mount_overlay(&spec, &mnt).unwrap();
+    let out = Command::new("chroot").arg(&mnt).args(cmd).output();
+    layerfs::mount::unmount(&mnt).unwrap();
+    std::fs::remove_dir_all(&scratch).unwrap();
+    let out = out.unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} in {image}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A layout of one image of `layers` layers of `size` incompressible bytes each.
+fn noisy_layout(dir: &Path, tag: &str, layers: usize, size: usize) -> String {
+    let image = layout::Image {
+        architecture: layerfs::config::host_architecture(),
+        variant: None,
+        layers: (0..layers)
+            .map(|i| {
+                vec![(
+                    format!("data/layer{i}.bin"),
+                    layout::noise(size, i as u64 + 1),
+                )]
+            })
+            .collect(),
+    };
+    layout::write_layout(dir, tag, &[image])
+}
+
+/// Pushes a layout to the registry with skopeo; returns the manifest digest.
+fn skopeo_push(dir: &Path, tag: &str, dest: &str, all: bool) {
+    let src = format!("oci:{}:{tag}", dir.display());
+    let dst = format!("docker://{dest}");
+    let mut args = vec!["copy", "--dest-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.extend([src.as_str(), dst.as_str()]);
+    skopeo(&args);
+}
+
+#[test]
+fn anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image() {
+    if !tools_or_skip("anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    let dest = format!("{}/strata/busybox:v1", registry.host);
+    let out = ok(&a, &["push", "busybox", &dest]);
+    let local = ok(&a, &["inspect", "--format", "digest", "busybox"])
+        .trim()
+        .to_owned();
+    assert_eq!(out.trim(), format!("{dest}@{local}"));
+    assert_eq!(
+        skopeo_digest(&dest),
+        local,
+        "the registry has the store's manifest, byte for byte"
+    );
+    let inspect: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Digest"], local.as_str());
+    assert_eq!(
+        inspect["Architecture"],
+        layerfs::config::host_architecture()
+    );
+    let oci = a.path("skopeo-oci");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{dest}"),
+        &format!("oci:{}:v1", oci.display()),
+    ]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], local.as_str());
+
+    // Pushing again uploads nothing.
+    let again = json_lines(&ok(&a, &["push", "--progress", "json", "busybox", &dest]));
+    assert!(
+        again
+            .iter()
+            .filter(|e| e["event"] == "skip")
+            .all(|e| e["reason"] == "exists")
+    );
+    assert_eq!(again.last().unwrap()["bytes"], 0);
+
+    let b = TestStore::new();
+    let pulled = ok(&b, &["pull", &dest]);
+    assert_eq!(pulled.trim(), dest);
+    assert_eq!(
+        ok(&b, &["inspect", "--format", "digest", &dest]).trim(),
+        local
+    );
+    assert_eq!(
+        ok(&b, &["inspect", "--format", "id", &dest]),
+        ok(&a, &["inspect", "--format", "id", "busybox"])
+    );
+    assert_store_whole(&b);
+    if is_root_or_skip("running the pulled image") {
+        assert_eq!(
+            run_in_image(&b, &dest, &["/bin/sh", "-c", "echo pulled-and-running"]).trim(),
+            "pulled-and-running"
+        );
+    }
+    // A second pull finds everything in the store.
+    let events = json_lines(&ok(&b, &["pull", "--progress", "json", &dest]));
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["manifest"], local.as_str());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "skip" && e["reason"] == "exists")
+    );
+    assert!(!events.iter().any(|e| e["event"] == "start"));
+}
+
+#[test]
+fn an_image_pushed_by_skopeo_from_the_store_is_pulled_and_runs() {
+    if !tools_or_skip("an_image_pushed_by_skopeo_from_the_store_is_pulled_and_runs") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    let dest = format!("{}/skopeo/busybox:latest", registry.host);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!(
+            "oci:{}:docker.io/library/busybox:latest",
+            a.root().display()
+        ),
+        &format!("docker://{dest}"),
+    ]);
+    let b = TestStore::new();
+    ok(&b, &["pull", &dest]);
+    assert_eq!(
+        ok(&b, &["inspect", "--format", "digest", &dest]).trim(),
+        skopeo_digest(&dest)
+    );
+    assert_store_whole(&b);
+    if is_root_or_skip("running the pulled image") {
+        assert!(run_in_image(&b, &dest, &["/bin/busybox", "ls", "/bin"]).contains("busybox"));
+    }
+}
+
+#[test]
+fn multi_layer_images_pull_concurrently_through_a_slow_registry() {
+    if !tools_or_skip("multi_layer_images_pull_concurrently_through_a_slow_registry") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let digest = noisy_layout(dir.path(), "v1", 6, 256 << 10);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/multi/layers:v1", registry.host),
+        false,
+    );
+    // Every blob trickles in: 16 KiB every 20 ms, about 0.3 s a layer.
+    let slow = Fault::Slow {
+        chunk: 16 << 10,
+        pause: Duration::from_millis(20),
+    };
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new("GET", "/blobs/sha256:", 0, slow)],
+    );
+    let s = TestStore::new();
+    let reference = format!("{}/multi/layers:v1", proxy.host);
+    ok(&s, &["pull", &reference]);
+    assert_eq!(
+        ok(&s, &["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    let in_flight = proxy.max_blob_gets_in_flight();
+    assert!(
+        (2..=4).contains(&in_flight),
+        "layers in flight at once: {in_flight} (want 2 to 4)"
+    );
+    let st = Store::open(s.root()).unwrap();
+    let img = st.resolve_image(&reference).unwrap();
+    for (i, chain) in img.chain_ids().iter().enumerate() {
+        let file = st.layer_dir(chain).join(format!("data/layer{i}.bin"));
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            layout::noise(256 << 10, i as u64 + 1),
+            "{}",
+            file.display()
+        );
+    }
+    assert_store_whole(&s);
+}
+
+#[test]
+fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
+    if !tools_or_skip("a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let image = |arch: &'static str, variant| layout::Image {
+        architecture: arch,
+        variant,
+        layers: vec![vec![(
+            "platform".to_owned(),
+            format!("{arch}\n").into_bytes(),
+        )]],
+    };
+    layout::write_layout(
+        dir.path(),
+        "multi",
+        &[
+            image("amd64", None),
+            image("arm64", Some("v8")),
+            image("s390x", None),
+        ],
+    );
+    let reference = format!("{}/multi/platform:v1", registry.host);
+    skopeo_push(dir.path(), "multi", &reference, true);
+    let platform_of = |s: &TestStore| -> (String, String) {
+        let config: Value = serde_json::from_str(&ok(s, &["inspect", &reference])).unwrap();
+        let st = Store::open(s.root()).unwrap();
+        let img = st.resolve_image(&reference).unwrap();
+        let file = st.layer_dir(&img.chain_ids()[0]).join("platform");
+        (
+            config["architecture"].as_str().unwrap().to_owned(),
+            std::fs::read_to_string(file).unwrap().trim().to_owned(),
+        )
+    };
+    let arm = TestStore::new();
+    ok(&arm, &["pull", "--platform", "linux/arm64", &reference]);
+    assert_eq!(platform_of(&arm), ("arm64".to_owned(), "arm64".to_owned()));
+    let host = TestStore::new();
+    ok(&host, &["pull", &reference]);
+    let arch = layerfs::config::host_architecture();
+    if ["amd64", "arm64", "s390x"].contains(&arch) {
+        assert_eq!(platform_of(&host), (arch.to_owned(), arch.to_owned()));
+    }
+    let none = TestStore::new();
+    let err = fails(&none, &["pull", "--platform", "linux/riscv64", &reference]);
+    assert!(
+        err.contains("linux/riscv64")
+            && err.contains("linux/arm64/v8")
+            && err.contains("linux/s390x"),
+        "{err}"
+    );
+    let err = fails(&none, &["pull", "--platform", "linux", &reference]);
+    assert!(err.contains("invalid platform"), "{err}");
+    assert_store_whole(&arm);
+}
+
+#[test]
+fn basic_auth_login_push_pull_logout_and_wrong_credentials() {
+    if !tools_or_skip("basic_auth_login_push_pull_logout_and_wrong_credentials") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Basic {
+        user: "alice",
+        password: "correct horse",
+    });
+    let host = registry.host.as_str();
+    let s = TestStore::with_busybox();
+    let dest = format!("{host}/private/busybox:v1");
+
+    let err = fails(&s, &["push", "busybox", &dest]);
+    assert!(
+        err.contains("unauthorized") && err.contains(host) && err.contains("strata login"),
+        "{err}"
+    );
+
+    let wrong = login(&s, host, "alice", "battery staple");
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("unauthorized") && err.contains(host), "{err}");
+    assert!(
+        !s.path("docker/config.json").exists(),
+        "a refused login stores nothing"
+    );
+
+    let good = login(&s, host, "alice", "correct horse");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&good.stdout).trim(),
+        "Login Succeeded"
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(s.path("docker/config.json")).unwrap()).unwrap();
+    assert!(config["auths"][host]["auth"].is_string(), "{config}");
+
+    // Nothing secret in the output, even at the most verbose log level.
+    let out = run(strata(
+        &s,
+        &["--log-level", "trace", "push", "busybox", &dest],
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let everything = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b64 = config["auths"][host]["auth"].as_str().unwrap();
+    assert!(
+        !everything.contains("correct horse") && !everything.contains(b64),
+        "a secret was printed"
+    );
+
+    let other = TestStore::new();
+    std::fs::create_dir_all(other.path("docker")).unwrap();
+    std::fs::copy(
+        s.path("docker/config.json"),
+        other.path("docker/config.json"),
+    )
+    .unwrap();
+    ok(&other, &["pull", &dest]);
+    assert_eq!(
+        ok(&other, &["inspect", "--format", "digest", &dest]),
+        ok(&s, &["inspect", "--format", "digest", "busybox"])
+    );
+    assert_store_whole(&other);
+
+    assert!(ok(&other, &["logout", host]).contains("Removed"));
+    assert!(ok(&other, &["logout", host]).contains("Not logged in"));
+    let err = fails(&other, &["pull", &dest]);
+    assert!(err.contains("unauthorized") && err.contains(host), "{err}");
+}
+
+#[test]
+fn bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens() {
+    if !tools_or_skip("bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens") {
+        return;
+    }
+    let tokens = TokenServer::start("bob", "t0ken-pass");
+    let registry = TestRegistry::start(RegistryAuth::Token(&tokens));
+    let host = registry.host.as_str();
+    let s = TestStore::with_busybox();
+    let first = format!("{host}/team/base:v1");
+
+    let err = fails(&s, &["push", "busybox", &first]);
+    assert!(err.contains("unauthorized") && err.contains(host), "{err}");
+    let wrong = login(&s, host, "bob", "nope");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("unauthorized") && err.contains(host),
+        "{err}"
+    );
+    let good = login(&s, host, "bob", "t0ken-pass");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    ok(&s, &["push", "busybox", &first]);
+    // Another repository of the same registry: the blobs are mounted, not uploaded, with one
+    // token for both repositories.
+    let second = format!("{host}/team/app:v2");
+    ok(&s, &["tag", "busybox", &first]);
+    let events = json_lines(&ok(&s, &["push", "--progress", "json", &first, &second]));
+    let mounted: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "skip" && e["reason"] == "mounted")
+        .collect();
+    assert_eq!(mounted.len(), 2, "config and layer mounted: {events:?}");
+    assert!(mounted.iter().all(|e| e["from"] == "team/base"));
+    assert_eq!(events.last().unwrap()["bytes"], 0);
+    let last_scopes = tokens.scopes().last().unwrap().clone();
+    assert!(
+        last_scopes.contains(&"repository:team/app:pull,push".to_owned())
+            && last_scopes.contains(&"repository:team/base:pull".to_owned()),
+        "{last_scopes:?}"
+    );
+    assert_eq!(
+        skopeo_digest_with_creds(&second, "bob:t0ken-pass"),
+        ok(&s, &["inspect", "--format", "digest", "busybox"]).trim()
+    );
+
+    // A token the registry finds expired is replaced, mid-transfer, and the pull goes on.
+    tokens.issue_expired(1);
+    let before = tokens.issued();
+    let b = TestStore::new();
+    std::fs::create_dir_all(b.path("docker")).unwrap();
+    std::fs::copy(s.path("docker/config.json"), b.path("docker/config.json")).unwrap();
+    ok(&b, &["pull", &second]);
+    assert!(tokens.issued() >= before + 2, "a fresh token was fetched");
+    assert_store_whole(&b);
+}
+
+fn skopeo_digest_with_creds(reference: &str, creds: &str) -> String {
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            creds,
+            &format!("docker://{reference}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    digest_of(&raw.stdout).to_string()
+}
+
+#[test]
+fn credential_helpers_store_and_supply_credentials() {
+    if !tools_or_skip("credential_helpers_store_and_supply_credentials") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Basic {
+        user: "carol",
+        password: "helper-secret",
+    });
+    let host = registry.host.as_str();
+    let s = TestStore::with_busybox();
+    // A helper speaking docker's protocol, keeping one credential in a file.
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vault = s.path("vault.json");
+    let helper = bin.join("docker-credential-strata-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nvault={}\ncase \"$1\" in\n  store) cat > \"$vault\" ;;\n  get) read url; if [ -s \"$vault\" ]; then cat \"$vault\"; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  erase) read url; rm -f \"$vault\" ;;\nesac\n",
+            vault.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(s.path("docker")).unwrap();
+    std::fs::write(
+        s.path("docker/config.json"),
+        r#"{"credsStore":"strata-test"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let mut c = strata(&s, &["login", "-u", "carol", "--password-stdin", host]);
+    c.env("PATH", &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"helper-secret\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(s.path("docker/config.json")).unwrap();
+    assert!(
+        !config.contains("helper-secret") && !config.contains("\"auth\""),
+        "the helper keeps the secret: {config}"
+    );
+    let kept: Value = serde_json::from_slice(&std::fs::read(&vault).unwrap()).unwrap();
+    assert_eq!(
+        (kept["Username"].as_str(), kept["Secret"].as_str()),
+        (Some("carol"), Some("helper-secret"))
+    );
+
+    let mut push = strata(
+        &s,
+        &["push", "busybox", &format!("{host}/helped/busybox:v1")],
+    );
+    push.env("PATH", &path);
+    let out = run(push);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut logout = strata(&s, &["logout", host]);
+    logout.env("PATH", &path);
+    assert!(run(logout).status.success());
+    assert!(!vault.exists(), "logout erased the helper's credential");
+}
+
+#[test]
+fn a_connection_dropped_mid_blob_resumes_with_range() {
+    if !tools_or_skip("a_connection_dropped_mid_blob_resumes_with_range") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let digest = noisy_layout(dir.path(), "v1", 1, 2 << 20);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/faults/drop:v1", registry.host),
+        false,
+    );
+    let layer = layer_digest(dir.path(), &digest);
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new(
+            "GET",
+            format!("/blobs/{layer}"),
+            2,
+            Fault::DropAfter(700_000),
+        )],
+    );
+    let s = TestStore::new();
+    let reference = format!("{}/faults/drop:v1", proxy.host);
+    let events = json_lines(&ok(&s, &["pull", "--progress", "json", &reference]));
+    assert_eq!(proxy.fired(), vec![2]);
+    let ranges: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(&layer))
+        .collect();
+    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    assert!(
+        ranges[1].ends_with("Range: bytes=700000-") && ranges[2].ends_with("Range: bytes=1400000-"),
+        "{ranges:?}"
+    );
+    assert_eq!(events.iter().filter(|e| e["event"] == "retry").count(), 2);
+    assert_eq!(
+        ok(&s, &["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    assert_store_whole(&s);
+}
+
+#[test]
+fn an_interrupted_pull_resumes_in_the_next_one() {
+    if !tools_or_skip("an_interrupted_pull_resumes_in_the_next_one") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let digest = noisy_layout(dir.path(), "v1", 1, 2 << 20);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/faults/resume:v1", registry.host),
+        false,
+    );
+    let layer = layer_digest(dir.path(), &digest);
+    // The download is cut after 500,000 bytes and the registry then fails until this pull
+    // gives up, keeping what came.
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![
+            Rule::new(
+                "GET",
+                format!("/blobs/{layer}"),
+                1,
+                Fault::DropAfter(500_000),
+            ),
+            Rule::new(
+                "GET",
+                format!("/blobs/{layer}"),
+                0,
+                Fault::Status {
+                    code: 503,
+                    retry_after: None,
+                },
+            ),
+        ],
+    );
+    let s = TestStore::new();
+    let err = fails(&s, &["pull", &format!("{}/faults/resume:v1", proxy.host)]);
+    assert!(err.contains("503") && err.contains(&layer), "{err}");
+    let st = Store::open(s.root()).unwrap();
+    assert!(st.records().unwrap().is_empty(), "nothing is tagged");
+    assert!(!st.has_blob(&layerfs::digest::parse_sha256(&layer).unwrap()));
+    drop(proxy);
+    let proxy = FaultProxy::start(&registry.host, vec![]);
+    let reference = format!("{}/faults/resume:v1", proxy.host);
+    ok(&s, &["pull", &reference]);
+    let gets: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(&layer))
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert!(
+        gets[0].ends_with("Range: bytes=500000-"),
+        "the next pull resumed: {gets:?}"
+    );
+    assert_eq!(
+        ok(&s, &["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    assert_store_whole(&s);
+}
+
+/// The first layer's digest of the manifest `manifest` in the layout at `dir`.
+fn layer_digest(dir: &Path, manifest: &str) -> String {
+    let m: Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.join("blobs/sha256")
+                .join(manifest.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    m["layers"][0]["digest"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn server_errors_and_429_are_tried_again() {
+    if !tools_or_skip("server_errors_and_429_are_tried_again") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![
+            Rule::new(
+                "GET",
+                "/manifests/",
+                2,
+                Fault::Status {
+                    code: 500,
+                    retry_after: None,
+                },
+            ),
+            Rule::new(
+                "GET",
+                "/blobs/sha256:",
+                1,
+                Fault::Status {
+                    code: 429,
+                    retry_after: Some(1),
+                },
+            ),
+            Rule::new(
+                "POST",
+                "/blobs/uploads/",
+                1,
+                Fault::Status {
+                    code: 503,
+                    retry_after: None,
+                },
+            ),
+            Rule::new(
+                "PUT",
+                "/manifests/",
+                1,
+                Fault::Status {
+                    code: 502,
+                    retry_after: None,
+                },
+            ),
+        ],
+    );
+    let dest = format!("{}/faults/retry:v1", proxy.host);
+    let push = json_lines(&ok(&a, &["push", "--progress", "json", "busybox", &dest]));
+    assert!(
+        push.iter().filter(|e| e["event"] == "retry").count() >= 2,
+        "{push:?}"
+    );
+    let b = TestStore::new();
+    let started = Instant::now();
+    let events = json_lines(&ok(&b, &["pull", "--progress", "json", &dest]));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    let retries: Vec<_> = events.iter().filter(|e| e["event"] == "retry").collect();
+    assert_eq!(retries.len(), 3, "{events:?}");
+    assert!(
+        retries
+            .iter()
+            .any(|e| e["delay_ms"] == 1000 && e["reason"].as_str().unwrap().contains("429"))
+    );
+    assert_eq!(proxy.fired(), vec![2, 1, 1, 1]);
+    assert_eq!(
+        ok(&b, &["inspect", "--format", "digest", &dest]),
+        ok(&a, &["inspect", "--format", "digest", "busybox"])
+    );
+    assert_store_whole(&b);
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
+    if !tools_or_skip("a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    ok(
+        &a,
+        &[
+            "push",
+            "busybox",
+            &format!("{}/faults/corrupt:v1", registry.host),
+        ],
+    );
+    let layer = Store::open(a.root())
+        .unwrap()
+        .resolve_image("busybox")
+        .unwrap()
+        .manifest
+        .layers()[0]
+        .digest()
+        .to_string();
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new(
+            "GET",
+            format!("/blobs/{layer}"),
+            0,
+            Fault::Corrupt,
+        )],
+    );
+    let s = TestStore::new();
+    let err = fails(&s, &["pull", &format!("{}/faults/corrupt:v1", proxy.host)]);
+    assert!(
+        err.contains(&layer) && err.contains("does not match its digest"),
+        "{err}"
+    );
+    let st = Store::open(s.root()).unwrap();
+    assert!(
+        !st.has_blob(&layerfs::digest::parse_sha256(&layer).unwrap()),
+        "the bad blob is not stored"
+    );
+    assert!(st.records().unwrap().is_empty(), "nothing is tagged");
+    assert_eq!(
+        std::fs::read_dir(s.root().join("layers")).unwrap().count(),
+        0,
+        "no layer was installed"
+    );
+    assert_store_whole(&s);
+}
+
+#[test]
+fn push_falls_back_when_the_registry_refuses_an_upload_style() {
+    if !tools_or_skip("push_falls_back_when_the_registry_refuses_an_upload_style") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    // No streamed PATCH (without Content-Range), then no PATCH at all.
+    let mut streamed = Rule::new(
+        "PATCH",
+        "/blobs/uploads/",
+        0,
+        Fault::Status {
+            code: 416,
+            retry_after: None,
+        },
+    );
+    streamed.without_header = Some("content-range");
+    let proxy = FaultProxy::start(&registry.host, vec![streamed]);
+    let dest = format!("{}/styles/chunked:v1", proxy.host);
+    let out = run(strata(
+        &a,
+        &["push", "--progress", "plain", "busybox", &dest],
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using chunked uploads"));
+    assert!(proxy.log().iter().any(|l| l.starts_with("PATCH")));
+    let local = ok(&a, &["inspect", "--format", "digest", "busybox"])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        skopeo_digest(&format!("{}/styles/chunked:v1", registry.host)),
+        local
+    );
+
+    let no_patch = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new(
+            "PATCH",
+            "/blobs/uploads/",
+            0,
+            Fault::Status {
+                code: 405,
+                retry_after: None,
+            },
+        )],
+    );
+    let dest = format!("{}/styles/monolithic:v1", no_patch.host);
+    let out = run(strata(
+        &a,
+        &["push", "--progress", "plain", "busybox", &dest],
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using monolithic uploads"));
+    assert_eq!(
+        skopeo_digest(&format!("{}/styles/monolithic:v1", registry.host)),
+        local
+    );
+}
+
+#[test]
+fn clear_errors_for_bad_references_unknown_images_and_unreachable_registries() {
+    if !tools_or_skip("clear_errors_for_bad_references_unknown_images_and_unreachable_registries") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let err = fails(&s, &["pull", "Not/Valid:ref"]);
+    assert!(err.contains("invalid image reference"), "{err}");
+    let port = server::free_port();
+    let started = Instant::now();
+    let err = fails(&s, &["pull", &format!("127.0.0.1:{port}/nothing/here:v1")]);
+    assert!(
+        err.contains(&format!("cannot reach 127.0.0.1:{port}")) && err.contains("nothing/here"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up quickly"
+    );
+    let err = fails(
+        &s,
+        &[
+            "push",
+            "no-such-local-image",
+            &format!("127.0.0.1:{port}/x:v1"),
+        ],
+    );
+    assert!(err.contains("no-such-local-image"), "{err}");
+
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let err = fails(&s, &["pull", &format!("{}/absent/image:v9", registry.host)]);
+    assert!(
+        err.contains("not found") && err.contains("absent/image"),
+        "{err}"
+    );
+    ok(
+        &s,
+        &[
+            "push",
+            "busybox",
+            &format!("{}/single/platform:v1", registry.host),
+        ],
+    );
+    let err = fails(
+        &s,
+        &[
+            "pull",
+            "--platform",
+            "linux/mips64le",
+            &format!("{}/single/platform:v1", registry.host),
+        ],
+    );
+    assert!(err.contains("linux/mips64le"), "{err}");
+    assert_store_whole(&s);
+}
