@@ -449,10 +449,10 @@ impl<'r> Client<'r> {
         extra_scope: Option<&str>,
     ) -> Result<(String, Instant)> {
         let mut scopes = self.scopes.clone();
-        if let Some(s) = extra_scope {
-            if !scopes.iter().any(|x| x == s) {
-                scopes.push(s.to_owned());
-            }
+        if let Some(s) = extra_scope
+            && !scopes.iter().any(|x| x == s)
+        {
+            scopes.push(s.to_owned());
         }
         let bad_realm = |reason: String| Error::Protocol {
             registry: self.registry.clone(),

@@ -150,11 +150,11 @@ impl CredentialStore {
             let Some(config) = read_config(path)? else {
                 continue;
             };
-            if let Some(helper) = helper_for(&config, &key) {
-                if let Some(c) = helper_get(&helper, &key)? {
-                    tracing::debug!("credentials for {key} from docker-credential-{helper}");
-                    return Ok(Some(c));
-                }
+            if let Some(helper) = helper_for(&config, &key)
+                && let Some(c) = helper_get(&helper, &key)?
+            {
+                tracing::debug!("credentials for {key} from docker-credential-{helper}");
+                return Ok(Some(c));
             }
             if let Some(c) = auths_entry(&config, &key, path)? {
                 tracing::debug!("credentials for {key} from {}", path.display());

@@ -22,8 +22,8 @@ pub const MAX_MANIFEST_SIZE: usize = 4 << 20;
 /// A parsed manifest.
 #[derive(Debug)]
 pub enum Manifest {
-    Image(ImageManifest),
-    Index(ImageIndex),
+    Image(Box<ImageManifest>),
+    Index(Box<ImageIndex>),
 }
 
 #[derive(Deserialize)]
@@ -47,6 +47,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<(String, Manife
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_owned())
         .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain");
+    if probe.schema_version == Some(1)
+        || header
+            .as_deref()
+            .is_some_and(|h| DOCKER_SCHEMA1.contains(&h))
+    {
+        return Err("Docker schema 1 manifests are deprecated and not supported: push the image again with a current tool".into());
+    }
     let media_type = match (header, probe.media_type) {
         (Some(h), _) => h,
         (None, Some(m)) => m,
@@ -54,16 +61,13 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<(String, Manife
         (None, None) if probe.config.is_some() => OCI_MANIFEST.to_owned(),
         (None, None) => return Err("it has no media type".into()),
     };
-    if DOCKER_SCHEMA1.contains(&media_type.as_str()) || probe.schema_version == Some(1) {
-        return Err("Docker schema 1 manifests are deprecated and not supported: push the image again with a current tool".into());
-    }
     let manifest = match media_type.as_str() {
-        OCI_INDEX | DOCKER_LIST => Manifest::Index(
+        OCI_INDEX | DOCKER_LIST => Manifest::Index(Box::new(
             serde_json::from_slice(bytes).map_err(|e| format!("malformed index: {e}"))?,
-        ),
-        OCI_MANIFEST | DOCKER_MANIFEST => Manifest::Image(
+        )),
+        OCI_MANIFEST | DOCKER_MANIFEST => Manifest::Image(Box::new(
             serde_json::from_slice(bytes).map_err(|e| format!("malformed manifest: {e}"))?,
-        ),
+        )),
         other => return Err(format!("unsupported manifest media type {other}")),
     };
     Ok((media_type, manifest))

@@ -120,7 +120,7 @@ pub async fn pull_async(
         }
     };
     for layer in image.layers() {
-        if !manifest::is_supported_layer(&layer.media_type().to_string()) {
+        if !manifest::is_supported_layer(layer.media_type().as_ref()) {
             return Err(Error::Unsupported(format!(
                 "layer {} of {reference} has media type {}, which strata cannot extract",
                 layer.digest(),
@@ -246,14 +246,14 @@ async fn fetch_manifest(
         .await
         .map_err(|r| client.protocol(&what, r))?;
     let actual = digest_of(&bytes);
-    if let Some(expected) = expected.or(announced.as_ref()) {
-        if &actual != expected {
-            return Err(Error::DigestMismatch {
-                what: format!("{what} from registry {}", client.registry()),
-                expected: expected.clone(),
-                actual,
-            });
-        }
+    if let Some(expected) = expected.or(announced.as_ref())
+        && &actual != expected
+    {
+        return Err(Error::DigestMismatch {
+            what: format!("{what} from registry {}", client.registry()),
+            expected: expected.clone(),
+            actual,
+        });
     }
     let (media_type, _) =
         manifest::parse(&bytes, Some(&content_type)).map_err(|r| client.protocol(&what, r))?;

@@ -151,14 +151,14 @@ pub async fn push_async(
         )
         .await?;
     }
-    if let Some(d) = dest.digest() {
-        if d != last.0.digest() {
-            return Err(Error::DigestMismatch {
-                what: format!("pushing {image} to {dest}"),
-                expected: d.clone(),
-                actual: last.0.digest().clone(),
-            });
-        }
+    if let Some(d) = dest.digest()
+        && d != last.0.digest()
+    {
+        return Err(Error::DigestMismatch {
+            what: format!("pushing {image} to {dest}"),
+            expected: d.clone(),
+            actual: last.0.digest().clone(),
+        });
     }
     let target = dest
         .tag()
@@ -185,16 +185,14 @@ pub fn push(
 
 /// The local image's manifest descriptor, and the name it was asked for by (if it was).
 fn find_local(store: &Store, image: &str) -> Result<(Option<Reference>, Descriptor)> {
-    if let Ok(name) = Reference::parse(image) {
-        if name.digest().is_none() {
-            if let Some(r) = store
-                .records()?
-                .into_iter()
-                .find(|r| r.name.as_ref() == Some(&name))
-            {
-                return Ok((Some(name), r.manifest));
-            }
-        }
+    if let Ok(name) = Reference::parse(image)
+        && name.digest().is_none()
+        && let Some(r) = store
+            .records()?
+            .into_iter()
+            .find(|r| r.name.as_ref() == Some(&name))
+    {
+        return Ok((Some(name), r.manifest));
     }
     let found = store.resolve_image(image)?;
     let size = store
@@ -234,7 +232,7 @@ fn add_manifest(
 ) -> Result<()> {
     let bytes = store.read_blob(desc.digest())?;
     let (_, parsed) =
-        manifest::parse(&bytes, Some(&desc.media_type().to_string())).map_err(|reason| {
+        manifest::parse(&bytes, Some(desc.media_type().as_ref())).map_err(|reason| {
             layerfs::Error::Unsupported(format!(
                 "manifest {} in the store: {reason}",
                 desc.digest()
@@ -285,7 +283,7 @@ fn mount_sources(store: &Store, dest: &Reference, plan: &Plan) -> Result<HashMap
             continue;
         };
         if let Ok((_, Manifest::Image(m))) =
-            manifest::parse(&bytes, Some(&record.manifest.media_type().to_string()))
+            manifest::parse(&bytes, Some(record.manifest.media_type().as_ref()))
         {
             for d in std::iter::once(m.config()).chain(m.layers()) {
                 if wanted.contains(d.digest()) {
@@ -711,13 +709,12 @@ fn check_digest(client: &Client<'_>, resp: &Response, digest: &Digest) -> Result
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_sha256)
+        && &d != digest
     {
-        if &d != digest {
-            return Err(client.protocol(
-                format!("blob {digest}"),
-                format!("the registry stored it as {d}"),
-            ));
-        }
+        return Err(client.protocol(
+            format!("blob {digest}"),
+            format!("the registry stored it as {d}"),
+        ));
     }
     Ok(())
 }

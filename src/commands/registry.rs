@@ -37,13 +37,18 @@ fn rate(bytes: u64, progress: &TransferProgress) -> String {
 }
 
 pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
-    let reference = Reference::parse(&args.reference)?;
-    let platform = args.platform.as_deref().map(Platform::parse).transpose()?;
+    let PullArgs {
+        registry,
+        platform,
+        reference,
+    } = args;
+    let reference = Reference::parse(&reference)?;
+    let platform = platform.as_deref().map(Platform::parse).transpose()?;
     let store = ctx.store()?;
-    let progress = TransferProgress::new(args.registry.progress, ctx.printer);
+    let progress = TransferProgress::new(registry.progress, ctx.printer);
     let opts = PullOptions {
         platform,
-        connect: connect_options(&args.registry),
+        connect: connect_options(&registry),
         ..PullOptions::default()
     };
     let pulled = registry_client::pull(&store, &reference, &opts, &progress)
@@ -67,29 +72,30 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
             "bytes": pulled.downloaded,
         }),
     );
-    if args.registry.progress != crate::cli::ProgressMode::Json {
+    if registry.progress != crate::cli::ProgressMode::Json {
         ctx.printer.out(pulled.reference);
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
-    let destination = args
-        .destination
-        .as_deref()
-        .map(Reference::parse)
-        .transpose()?;
+    let PushArgs {
+        registry,
+        image,
+        destination,
+    } = args;
+    let destination = destination.as_deref().map(Reference::parse).transpose()?;
     let store = ctx.store()?;
-    let progress = TransferProgress::new(args.registry.progress, ctx.printer);
+    let progress = TransferProgress::new(registry.progress, ctx.printer);
     let opts = PushOptions {
-        connect: connect_options(&args.registry),
+        connect: connect_options(&registry),
         ..PushOptions::default()
     };
     let shown = destination
         .as_ref()
-        .map_or_else(|| args.image.clone(), Reference::familiar);
-    let pushed = registry_client::push(&store, &args.image, destination.as_ref(), &opts, &progress)
-        .with_context(|| format!("pushing {} to {shown}", args.image))?;
+        .map_or_else(|| image.clone(), Reference::familiar);
+    let pushed = registry_client::push(&store, &image, destination.as_ref(), &opts, &progress)
+        .with_context(|| format!("pushing {image} to {shown}"))?;
     let line = format!(
         "pushed {}@{} ({} blobs): {} uploaded",
         pushed.reference.familiar(),
@@ -106,7 +112,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             "bytes": pushed.uploaded,
         }),
     );
-    if args.registry.progress != crate::cli::ProgressMode::Json {
+    if registry.progress != crate::cli::ProgressMode::Json {
         ctx.printer
             .out(format!("{}@{}", pushed.reference, pushed.digest));
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::token::TokenServer;
 
 /// How the registry authenticates.
+#[derive(Clone, Copy)]
 pub enum RegistryAuth<'a> {
     Anonymous,
     /// htpasswd with a bcrypt hash of `password`.

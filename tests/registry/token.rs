@@ -199,10 +199,10 @@ fn serve(shared: &Shared, mut conn: TcpStream) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("authorization") {
-                authorization = Some(v.trim().to_owned());
-            }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("authorization")
+        {
+            authorization = Some(v.trim().to_owned());
         }
     }
     let target = request_line.split(' ').nth(1).unwrap_or("/");
@@ -210,9 +210,8 @@ fn serve(shared: &Shared, mut conn: TcpStream) {
     let mut scopes = Vec::new();
     for pair in query.split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "scope" => scopes.push(percent_decode(v)),
-            _ => {}
+        if k == "scope" {
+            scopes.push(percent_decode(v));
         }
     }
     shared.scopes.lock().unwrap().push(scopes.clone());
