@@ -91,6 +91,9 @@ pub(crate) struct Client<'r> {
     http: reqwest::Client,
     /// The registry as users name it (`docker.io`, `127.0.0.1:5000`), for messages.
     registry: String,
+    /// The host the API is spoken to (`registry-1.docker.io` for `docker.io`): what
+    /// "cannot reach" names.
+    host: String,
     /// `https://host` or `http://host`.
     base: String,
     credential: Option<Credential>,
@@ -128,8 +131,10 @@ pub(crate) fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// Whether a failed request may pass if tried again: not when the name does not resolve.
 fn transient(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+    (e.is_connect() || e.is_timeout() || e.is_request() || e.is_body())
+        && !describe_error(e).contains("dns error")
 }
 
 #[derive(Deserialize)]
@@ -195,6 +200,7 @@ impl<'r> Client<'r> {
         let mut client = Client {
             http,
             registry: reference.registry().to_owned(),
+            host: host.to_owned(),
             base: String::new(),
             credential,
             scopes,
@@ -251,7 +257,7 @@ impl<'r> Client<'r> {
         what: &str,
     ) -> Result<Response> {
         let attempts = self.retry.attempts.min(3);
-        self.with_retries(what, true, attempts, &self.registry, || async {
+        self.with_retries(what, true, attempts, &self.host, || async {
             Ok(self.http.request(method.clone(), url).send().await)
         })
         .await
@@ -346,7 +352,7 @@ impl<'r> Client<'r> {
                     &what,
                     idempotent,
                     self.retry.attempts,
-                    &self.registry,
+                    &self.host,
                     || async {
                         let request = self
                             .authorize(build(self.http.request(method.clone(), url)))
@@ -594,7 +600,7 @@ impl<'r> Client<'r> {
     /// A connection error that ended a transfer.
     pub fn unreachable(&self, detail: String) -> Error {
         Error::Unreachable {
-            registry: self.registry.clone(),
+            registry: self.host.clone(),
             detail,
         }
     }
