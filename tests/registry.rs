@@ -5,6 +5,8 @@
 mod common;
 #[path = "registry/layout.rs"]
 mod layout;
+#[path = "registry/listener.rs"]
+mod listener;
 #[path = "registry/proxy.rs"]
 mod proxy;
 #[path = "registry/server.rs"]
@@ -31,47 +33,9 @@ fn tools_or_skip(test: &str) -> bool {
         .all(|t| have_or_skip(t, test))
 }
 
-/// `strata --root STORE ARGS…` with a docker config of the test's own and no other credential
-/// file, so the host's credentials never leak in.
-fn strata(store: &TestStore, args: &[&str]) -> Command {
-    let mut c = store.cmd(args);
-    c.env("DOCKER_CONFIG", store.path("docker"))
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env_remove("XDG_RUNTIME_DIR");
-    c
-}
-
-fn run(mut c: Command) -> Output {
-    c.output().expect("spawn strata")
-}
-
-fn ok(store: &TestStore, args: &[&str]) -> String {
-    let out = run(strata(store, args));
-    assert!(
-        out.status.success(),
-        "strata {} failed:\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn fails(store: &TestStore, args: &[&str]) -> String {
-    let out = run(strata(store, args));
-    assert!(
-        !out.status.success(),
-        "strata {} should have failed:\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `strata login` with the password on stdin; returns the output.
 fn login(store: &TestStore, registry: &str, user: &str, password: &str) -> Output {
-    let mut c = strata(store, &["login", "-u", user, "--password-stdin", registry]);
+    let mut c = store.cmd(&["login", "-u", user, "--password-stdin", registry]);
     c.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -108,29 +72,21 @@ fn skopeo(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// The manifest digest skopeo sees on the registry.
-fn skopeo_digest(reference: &str) -> String {
-    let raw = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "skopeo inspect --raw: {}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    digest_of(&raw.stdout).to_string()
+/// The manifest digest skopeo sees on the registry (logging in with `creds`, `user:password`).
+fn skopeo_digest(reference: &str, creds: Option<&str>) -> String {
+    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+    if let Some(c) = creds {
+        args.extend(["--creds", c]);
+    }
+    let image = format!("docker://{reference}");
+    args.push(&image);
+    digest_of(skopeo(&args).as_bytes()).to_string()
 }
 
 /// The store is whole: `strata fsck` passes once it exists; until then (and always) every blob
 /// hashes to its name, nothing is left half-written under tmp and every layer dir is recorded.
 fn assert_store_whole(store: &TestStore) {
-    let out = run(strata(store, &["fsck"]));
+    let out = store.output(&["fsck"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !stderr.contains("not available yet") {
         assert!(out.status.success(), "strata fsck failed: {stderr}");
@@ -196,8 +152,16 @@ fn run_in_image(store: &TestStore, image: &str, cmd: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// A layout of one image of `layers` layers of `size` incompressible bytes each.
-fn noisy_layout(dir: &Path, tag: &str, layers: usize, size: usize) -> String {
+/// An anonymous registry holding `repo:v1`, an image of `layers` layers of `size`
+/// incompressible bytes each (pushed by skopeo). Returns the registry, the manifest digest and
+/// the first layer's digest.
+fn registry_with_noisy_image(
+    repo: &str,
+    layers: usize,
+    size: usize,
+) -> (TestRegistry, String, String) {
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
     let image = layout::Image {
         architecture: layerfs::config::host_architecture(),
         variant: None,
@@ -210,7 +174,22 @@ fn noisy_layout(dir: &Path, tag: &str, layers: usize, size: usize) -> String {
             })
             .collect(),
     };
-    layout::write_layout(dir, tag, &[image])
+    let digest = layout::write_layout(dir.path(), "v1", &[image]);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/{repo}:v1", registry.host),
+        false,
+    );
+    let manifest = std::fs::read(
+        dir.path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    (registry, digest, layer)
 }
 
 /// Pushes a layout to the registry with skopeo; returns the manifest digest.
@@ -233,13 +212,14 @@ fn anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image() {
     let registry = TestRegistry::start(RegistryAuth::Anonymous);
     let a = TestStore::with_busybox();
     let dest = format!("{}/strata/busybox:v1", registry.host);
-    let out = ok(&a, &["push", "busybox", &dest]);
-    let local = ok(&a, &["inspect", "--format", "digest", "busybox"])
+    let out = a.ok(&["push", "busybox", &dest]);
+    let local = a
+        .ok(&["inspect", "--format", "digest", "busybox"])
         .trim()
         .to_owned();
     assert_eq!(out.trim(), format!("{dest}@{local}"));
     assert_eq!(
-        skopeo_digest(&dest),
+        skopeo_digest(&dest, None),
         local,
         "the registry has the store's manifest, byte for byte"
     );
@@ -266,7 +246,7 @@ fn anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image() {
     assert_eq!(index["manifests"][0]["digest"], local.as_str());
 
     // Pushing again uploads nothing.
-    let again = json_lines(&ok(&a, &["push", "--progress", "json", "busybox", &dest]));
+    let again = json_lines(&a.ok(&["push", "--progress", "json", "busybox", &dest]));
     assert!(
         again
             .iter()
@@ -276,15 +256,15 @@ fn anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image() {
     assert_eq!(again.last().unwrap()["bytes"], 0);
 
     let b = TestStore::new();
-    let pulled = ok(&b, &["pull", &dest]);
+    let pulled = b.ok(&["pull", &dest]);
     assert_eq!(pulled.trim(), dest);
     assert_eq!(
-        ok(&b, &["inspect", "--format", "digest", &dest]).trim(),
+        b.ok(&["inspect", "--format", "digest", &dest]).trim(),
         local
     );
     assert_eq!(
-        ok(&b, &["inspect", "--format", "id", &dest]),
-        ok(&a, &["inspect", "--format", "id", "busybox"])
+        b.ok(&["inspect", "--format", "id", &dest]),
+        a.ok(&["inspect", "--format", "id", "busybox"])
     );
     assert_store_whole(&b);
     if is_root_or_skip("running the pulled image") {
@@ -294,7 +274,7 @@ fn anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image() {
         );
     }
     // A second pull finds everything in the store.
-    let events = json_lines(&ok(&b, &["pull", "--progress", "json", &dest]));
+    let events = json_lines(&b.ok(&["pull", "--progress", "json", &dest]));
     let summary = events.last().unwrap();
     assert_eq!(summary["event"], "summary");
     assert_eq!(summary["manifest"], local.as_str());
@@ -324,10 +304,10 @@ fn an_image_pushed_by_skopeo_from_the_store_is_pulled_and_runs() {
         &format!("docker://{dest}"),
     ]);
     let b = TestStore::new();
-    ok(&b, &["pull", &dest]);
+    b.ok(&["pull", &dest]);
     assert_eq!(
-        ok(&b, &["inspect", "--format", "digest", &dest]).trim(),
-        skopeo_digest(&dest)
+        b.ok(&["inspect", "--format", "digest", &dest]).trim(),
+        skopeo_digest(&dest, None)
     );
     assert_store_whole(&b);
     if is_root_or_skip("running the pulled image") {
@@ -340,15 +320,7 @@ fn multi_layer_images_pull_concurrently_through_a_slow_registry() {
     if !tools_or_skip("multi_layer_images_pull_concurrently_through_a_slow_registry") {
         return;
     }
-    let registry = TestRegistry::start(RegistryAuth::Anonymous);
-    let dir = tempfile::tempdir().unwrap();
-    let digest = noisy_layout(dir.path(), "v1", 6, 256 << 10);
-    skopeo_push(
-        dir.path(),
-        "v1",
-        &format!("{}/multi/layers:v1", registry.host),
-        false,
-    );
+    let (registry, digest, _) = registry_with_noisy_image("multi/layers", 6, 256 << 10);
     // Every blob trickles in: 16 KiB every 20 ms, about 0.3 s a layer.
     let slow = Fault::Slow {
         chunk: 16 << 10,
@@ -360,9 +332,9 @@ fn multi_layer_images_pull_concurrently_through_a_slow_registry() {
     );
     let s = TestStore::new();
     let reference = format!("{}/multi/layers:v1", proxy.host);
-    ok(&s, &["pull", &reference]);
+    s.ok(&["pull", &reference]);
     assert_eq!(
-        ok(&s, &["inspect", "--format", "digest", &reference]).trim(),
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
         digest
     );
     let in_flight = proxy.max_blob_gets_in_flight();
@@ -411,7 +383,7 @@ fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
     let reference = format!("{}/multi/platform:v1", registry.host);
     skopeo_push(dir.path(), "multi", &reference, true);
     let platform_of = |s: &TestStore| -> (String, String) {
-        let config: Value = serde_json::from_str(&ok(s, &["inspect", &reference])).unwrap();
+        let config: Value = serde_json::from_str(&s.ok(&["inspect", &reference])).unwrap();
         let st = Store::open(s.root()).unwrap();
         let img = st.resolve_image(&reference).unwrap();
         let file = st.layer_dir(&img.chain_ids()[0]).join("platform");
@@ -421,23 +393,23 @@ fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
         )
     };
     let arm = TestStore::new();
-    ok(&arm, &["pull", "--platform", "linux/arm64", &reference]);
+    arm.ok(&["pull", "--platform", "linux/arm64", &reference]);
     assert_eq!(platform_of(&arm), ("arm64".to_owned(), "arm64".to_owned()));
     let host = TestStore::new();
-    ok(&host, &["pull", &reference]);
+    host.ok(&["pull", &reference]);
     let arch = layerfs::config::host_architecture();
     if ["amd64", "arm64", "s390x"].contains(&arch) {
         assert_eq!(platform_of(&host), (arch.to_owned(), arch.to_owned()));
     }
     let none = TestStore::new();
-    let err = fails(&none, &["pull", "--platform", "linux/riscv64", &reference]);
+    let err = none.fails(&["pull", "--platform", "linux/riscv64", &reference]);
     assert!(
         err.contains("linux/riscv64")
             && err.contains("linux/arm64/v8")
             && err.contains("linux/s390x"),
         "{err}"
     );
-    let err = fails(&none, &["pull", "--platform", "linux", &reference]);
+    let err = none.fails(&["pull", "--platform", "linux", &reference]);
     assert!(err.contains("invalid platform"), "{err}");
     assert_store_whole(&arm);
 }
@@ -455,7 +427,7 @@ fn basic_auth_login_push_pull_logout_and_wrong_credentials() {
     let s = TestStore::with_busybox();
     let dest = format!("{host}/private/busybox:v1");
 
-    let err = fails(&s, &["push", "busybox", &dest]);
+    let err = s.fails(&["push", "busybox", &dest]);
     assert!(
         err.contains("unauthorized") && err.contains(host) && err.contains("strata login"),
         "{err}"
@@ -485,10 +457,7 @@ fn basic_auth_login_push_pull_logout_and_wrong_credentials() {
     assert!(config["auths"][host]["auth"].is_string(), "{config}");
 
     // Nothing secret in the output, even at the most verbose log level.
-    let out = run(strata(
-        &s,
-        &["--log-level", "trace", "push", "busybox", &dest],
-    ));
+    let out = s.output(&["--log-level", "trace", "push", "busybox", &dest]);
     assert!(
         out.status.success(),
         "{}",
@@ -512,16 +481,16 @@ fn basic_auth_login_push_pull_logout_and_wrong_credentials() {
         other.path("docker/config.json"),
     )
     .unwrap();
-    ok(&other, &["pull", &dest]);
+    other.ok(&["pull", &dest]);
     assert_eq!(
-        ok(&other, &["inspect", "--format", "digest", &dest]),
-        ok(&s, &["inspect", "--format", "digest", "busybox"])
+        other.ok(&["inspect", "--format", "digest", &dest]),
+        s.ok(&["inspect", "--format", "digest", "busybox"])
     );
     assert_store_whole(&other);
 
-    assert!(ok(&other, &["logout", host]).contains("Removed"));
-    assert!(ok(&other, &["logout", host]).contains("Not logged in"));
-    let err = fails(&other, &["pull", &dest]);
+    assert!(other.ok(&["logout", host]).contains("Removed"));
+    assert!(other.ok(&["logout", host]).contains("Not logged in"));
+    let err = other.fails(&["pull", &dest]);
     assert!(err.contains("unauthorized") && err.contains(host), "{err}");
 }
 
@@ -536,7 +505,7 @@ fn bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens() {
     let s = TestStore::with_busybox();
     let first = format!("{host}/team/base:v1");
 
-    let err = fails(&s, &["push", "busybox", &first]);
+    let err = s.fails(&["push", "busybox", &first]);
     assert!(err.contains("unauthorized") && err.contains(host), "{err}");
     let wrong = login(&s, host, "bob", "nope");
     let err = String::from_utf8_lossy(&wrong.stderr);
@@ -551,12 +520,12 @@ fn bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens() {
         String::from_utf8_lossy(&good.stderr)
     );
 
-    ok(&s, &["push", "busybox", &first]);
+    s.ok(&["push", "busybox", &first]);
     // Another repository of the same registry: the blobs are mounted, not uploaded, with one
     // token for both repositories.
     let second = format!("{host}/team/app:v2");
-    ok(&s, &["tag", "busybox", &first]);
-    let events = json_lines(&ok(&s, &["push", "--progress", "json", &first, &second]));
+    s.ok(&["tag", "busybox", &first]);
+    let events = json_lines(&s.ok(&["push", "--progress", "json", &first, &second]));
     let mounted: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "skip" && e["reason"] == "mounted")
@@ -571,8 +540,8 @@ fn bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens() {
         "{last_scopes:?}"
     );
     assert_eq!(
-        skopeo_digest_with_creds(&second, "bob:t0ken-pass"),
-        ok(&s, &["inspect", "--format", "digest", "busybox"]).trim()
+        skopeo_digest(&second, Some("bob:t0ken-pass")),
+        s.ok(&["inspect", "--format", "digest", "busybox"]).trim()
     );
 
     // A token the registry finds expired is replaced, mid-transfer, and the pull goes on.
@@ -581,29 +550,9 @@ fn bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens() {
     let b = TestStore::new();
     std::fs::create_dir_all(b.path("docker")).unwrap();
     std::fs::copy(s.path("docker/config.json"), b.path("docker/config.json")).unwrap();
-    ok(&b, &["pull", &second]);
+    b.ok(&["pull", &second]);
     assert!(tokens.issued() >= before + 2, "a fresh token was fetched");
     assert_store_whole(&b);
-}
-
-fn skopeo_digest_with_creds(reference: &str, creds: &str) -> String {
-    let raw = Command::new("skopeo")
-        .args([
-            "inspect",
-            "--raw",
-            "--tls-verify=false",
-            "--creds",
-            creds,
-            &format!("docker://{reference}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "skopeo inspect: {}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    digest_of(&raw.stdout).to_string()
 }
 
 #[test]
@@ -644,7 +593,7 @@ fn credential_helpers_store_and_supply_credentials() {
         std::env::var("PATH").unwrap_or_default()
     );
 
-    let mut c = strata(&s, &["login", "-u", "carol", "--password-stdin", host]);
+    let mut c = s.cmd(&["login", "-u", "carol", "--password-stdin", host]);
     c.env("PATH", &path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -674,21 +623,18 @@ fn credential_helpers_store_and_supply_credentials() {
         (Some("carol"), Some("helper-secret"))
     );
 
-    let mut push = strata(
-        &s,
-        &["push", "busybox", &format!("{host}/helped/busybox:v1")],
-    );
+    let mut push = s.cmd(&["push", "busybox", &format!("{host}/helped/busybox:v1")]);
     push.env("PATH", &path);
-    let out = run(push);
+    let out = push.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut logout = strata(&s, &["logout", host]);
+    let mut logout = s.cmd(&["logout", host]);
     logout.env("PATH", &path);
-    assert!(run(logout).status.success());
+    assert!(logout.output().unwrap().status.success());
     assert!(!vault.exists(), "logout erased the helper's credential");
 }
 
@@ -697,16 +643,7 @@ fn a_connection_dropped_mid_blob_resumes_with_range() {
     if !tools_or_skip("a_connection_dropped_mid_blob_resumes_with_range") {
         return;
     }
-    let registry = TestRegistry::start(RegistryAuth::Anonymous);
-    let dir = tempfile::tempdir().unwrap();
-    let digest = noisy_layout(dir.path(), "v1", 1, 2 << 20);
-    skopeo_push(
-        dir.path(),
-        "v1",
-        &format!("{}/faults/drop:v1", registry.host),
-        false,
-    );
-    let layer = layer_digest(dir.path(), &digest);
+    let (registry, digest, layer) = registry_with_noisy_image("faults/drop", 1, 2 << 20);
     let proxy = FaultProxy::start(
         &registry.host,
         vec![Rule::new(
@@ -718,7 +655,7 @@ fn a_connection_dropped_mid_blob_resumes_with_range() {
     );
     let s = TestStore::new();
     let reference = format!("{}/faults/drop:v1", proxy.host);
-    let events = json_lines(&ok(&s, &["pull", "--progress", "json", &reference]));
+    let events = json_lines(&s.ok(&["pull", "--progress", "json", &reference]));
     assert_eq!(proxy.fired(), vec![2]);
     let ranges: Vec<_> = proxy
         .log()
@@ -732,7 +669,7 @@ fn a_connection_dropped_mid_blob_resumes_with_range() {
     );
     assert_eq!(events.iter().filter(|e| e["event"] == "retry").count(), 2);
     assert_eq!(
-        ok(&s, &["inspect", "--format", "digest", &reference]).trim(),
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
         digest
     );
     assert_store_whole(&s);
@@ -743,16 +680,7 @@ fn an_interrupted_pull_resumes_in_the_next_one() {
     if !tools_or_skip("an_interrupted_pull_resumes_in_the_next_one") {
         return;
     }
-    let registry = TestRegistry::start(RegistryAuth::Anonymous);
-    let dir = tempfile::tempdir().unwrap();
-    let digest = noisy_layout(dir.path(), "v1", 1, 2 << 20);
-    skopeo_push(
-        dir.path(),
-        "v1",
-        &format!("{}/faults/resume:v1", registry.host),
-        false,
-    );
-    let layer = layer_digest(dir.path(), &digest);
+    let (registry, digest, layer) = registry_with_noisy_image("faults/resume", 1, 2 << 20);
     // The download is cut after 500,000 bytes and the registry then fails until this pull
     // gives up, keeping what came.
     let proxy = FaultProxy::start(
@@ -776,7 +704,7 @@ fn an_interrupted_pull_resumes_in_the_next_one() {
         ],
     );
     let s = TestStore::new();
-    let err = fails(&s, &["pull", &format!("{}/faults/resume:v1", proxy.host)]);
+    let err = s.fails(&["pull", &format!("{}/faults/resume:v1", proxy.host)]);
     assert!(err.contains("503") && err.contains(&layer), "{err}");
     let st = Store::open(s.root()).unwrap();
     assert!(st.records().unwrap().is_empty(), "nothing is tagged");
@@ -784,7 +712,7 @@ fn an_interrupted_pull_resumes_in_the_next_one() {
     drop(proxy);
     let proxy = FaultProxy::start(&registry.host, vec![]);
     let reference = format!("{}/faults/resume:v1", proxy.host);
-    ok(&s, &["pull", &reference]);
+    s.ok(&["pull", &reference]);
     let gets: Vec<_> = proxy
         .log()
         .into_iter()
@@ -796,23 +724,10 @@ fn an_interrupted_pull_resumes_in_the_next_one() {
         "the next pull resumed: {gets:?}"
     );
     assert_eq!(
-        ok(&s, &["inspect", "--format", "digest", &reference]).trim(),
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
         digest
     );
     assert_store_whole(&s);
-}
-
-/// The first layer's digest of the manifest `manifest` in the layout at `dir`.
-fn layer_digest(dir: &Path, manifest: &str) -> String {
-    let m: Value = serde_json::from_slice(
-        &std::fs::read(
-            dir.join("blobs/sha256")
-                .join(manifest.trim_start_matches("sha256:")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    m["layers"][0]["digest"].as_str().unwrap().to_owned()
 }
 
 #[test]
@@ -864,14 +779,14 @@ fn server_errors_and_429_are_tried_again() {
         ],
     );
     let dest = format!("{}/faults/retry:v1", proxy.host);
-    let push = json_lines(&ok(&a, &["push", "--progress", "json", "busybox", &dest]));
+    let push = json_lines(&a.ok(&["push", "--progress", "json", "busybox", &dest]));
     assert!(
         push.iter().filter(|e| e["event"] == "retry").count() >= 2,
         "{push:?}"
     );
     let b = TestStore::new();
     let started = Instant::now();
-    let events = json_lines(&ok(&b, &["pull", "--progress", "json", &dest]));
+    let events = json_lines(&b.ok(&["pull", "--progress", "json", &dest]));
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After was honoured"
@@ -885,8 +800,8 @@ fn server_errors_and_429_are_tried_again() {
     );
     assert_eq!(proxy.fired(), vec![2, 1, 1, 1]);
     assert_eq!(
-        ok(&b, &["inspect", "--format", "digest", &dest]),
-        ok(&a, &["inspect", "--format", "digest", "busybox"])
+        b.ok(&["inspect", "--format", "digest", &dest]),
+        a.ok(&["inspect", "--format", "digest", "busybox"])
     );
     assert_store_whole(&b);
 }
@@ -898,14 +813,11 @@ fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
     }
     let registry = TestRegistry::start(RegistryAuth::Anonymous);
     let a = TestStore::with_busybox();
-    ok(
-        &a,
-        &[
-            "push",
-            "busybox",
-            &format!("{}/faults/corrupt:v1", registry.host),
-        ],
-    );
+    a.ok(&[
+        "push",
+        "busybox",
+        &format!("{}/faults/corrupt:v1", registry.host),
+    ]);
     let layer = Store::open(a.root())
         .unwrap()
         .resolve_image("busybox")
@@ -924,7 +836,7 @@ fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
         )],
     );
     let s = TestStore::new();
-    let err = fails(&s, &["pull", &format!("{}/faults/corrupt:v1", proxy.host)]);
+    let err = s.fails(&["pull", &format!("{}/faults/corrupt:v1", proxy.host)]);
     assert!(
         err.contains(&layer) && err.contains("does not match its digest"),
         "{err}"
@@ -963,10 +875,7 @@ fn push_falls_back_when_the_registry_refuses_an_upload_style() {
     streamed.without_header = Some("content-range");
     let proxy = FaultProxy::start(&registry.host, vec![streamed]);
     let dest = format!("{}/styles/chunked:v1", proxy.host);
-    let out = run(strata(
-        &a,
-        &["push", "--progress", "plain", "busybox", &dest],
-    ));
+    let out = a.output(&["push", "--progress", "plain", "busybox", &dest]);
     assert!(
         out.status.success(),
         "{}",
@@ -974,11 +883,12 @@ fn push_falls_back_when_the_registry_refuses_an_upload_style() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("using chunked uploads"));
     assert!(proxy.log().iter().any(|l| l.starts_with("PATCH")));
-    let local = ok(&a, &["inspect", "--format", "digest", "busybox"])
+    let local = a
+        .ok(&["inspect", "--format", "digest", "busybox"])
         .trim()
         .to_owned();
     assert_eq!(
-        skopeo_digest(&format!("{}/styles/chunked:v1", registry.host)),
+        skopeo_digest(&format!("{}/styles/chunked:v1", registry.host), None),
         local
     );
 
@@ -995,10 +905,7 @@ fn push_falls_back_when_the_registry_refuses_an_upload_style() {
         )],
     );
     let dest = format!("{}/styles/monolithic:v1", no_patch.host);
-    let out = run(strata(
-        &a,
-        &["push", "--progress", "plain", "busybox", &dest],
-    ));
+    let out = a.output(&["push", "--progress", "plain", "busybox", &dest]);
     assert!(
         out.status.success(),
         "{}",
@@ -1006,7 +913,7 @@ fn push_falls_back_when_the_registry_refuses_an_upload_style() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("using monolithic uploads"));
     assert_eq!(
-        skopeo_digest(&format!("{}/styles/monolithic:v1", registry.host)),
+        skopeo_digest(&format!("{}/styles/monolithic:v1", registry.host), None),
         local
     );
 }
@@ -1017,11 +924,11 @@ fn clear_errors_for_bad_references_unknown_images_and_unreachable_registries() {
         return;
     }
     let s = TestStore::with_busybox();
-    let err = fails(&s, &["pull", "Not/Valid:ref"]);
+    let err = s.fails(&["pull", "Not/Valid:ref"]);
     assert!(err.contains("invalid image reference"), "{err}");
     let port = server::free_port();
     let started = Instant::now();
-    let err = fails(&s, &["pull", &format!("127.0.0.1:{port}/nothing/here:v1")]);
+    let err = s.fails(&["pull", &format!("127.0.0.1:{port}/nothing/here:v1")]);
     assert!(
         err.contains(&format!("cannot reach 127.0.0.1:{port}")) && err.contains("nothing/here"),
         "{err}"
@@ -1030,39 +937,30 @@ fn clear_errors_for_bad_references_unknown_images_and_unreachable_registries() {
         started.elapsed() < Duration::from_secs(10),
         "gave up quickly"
     );
-    let err = fails(
-        &s,
-        &[
-            "push",
-            "no-such-local-image",
-            &format!("127.0.0.1:{port}/x:v1"),
-        ],
-    );
+    let err = s.fails(&[
+        "push",
+        "no-such-local-image",
+        &format!("127.0.0.1:{port}/x:v1"),
+    ]);
     assert!(err.contains("no-such-local-image"), "{err}");
 
     let registry = TestRegistry::start(RegistryAuth::Anonymous);
-    let err = fails(&s, &["pull", &format!("{}/absent/image:v9", registry.host)]);
+    let err = s.fails(&["pull", &format!("{}/absent/image:v9", registry.host)]);
     assert!(
         err.contains("not found") && err.contains("absent/image"),
         "{err}"
     );
-    ok(
-        &s,
-        &[
-            "push",
-            "busybox",
-            &format!("{}/single/platform:v1", registry.host),
-        ],
-    );
-    let err = fails(
-        &s,
-        &[
-            "pull",
-            "--platform",
-            "linux/mips64le",
-            &format!("{}/single/platform:v1", registry.host),
-        ],
-    );
+    s.ok(&[
+        "push",
+        "busybox",
+        &format!("{}/single/platform:v1", registry.host),
+    ]);
+    let err = s.fails(&[
+        "pull",
+        "--platform",
+        "linux/mips64le",
+        &format!("{}/single/platform:v1", registry.host),
+    ]);
     assert!(err.contains("linux/mips64le"), "{err}");
     assert_store_whole(&s);
 }

@@ -586,35 +586,65 @@ async fn judge(
     Err(Failed(e))
 }
 
+/// Sends `len` bytes of the blob from `offset` to `url` (a chunk with its `Content-Range`),
+/// reporting progress; returns the answer when it is `ok`.
+#[allow(clippy::too_many_arguments)]
+async fn send_bytes(
+    client: &Client<'_>,
+    store: &Store,
+    method: Method,
+    url: &str,
+    desc: &Descriptor,
+    (offset, len): (u64, u64),
+    chunk: bool,
+    ok: StatusCode,
+) -> Result<Response, UploadError> {
+    let digest = desc.digest();
+    // A blob that cannot be opened fails here, not as an empty body in the request builder.
+    store.open_blob(digest).map_err(Error::from)?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let send = client.send(method.clone(), url, false, |rb| {
+        let mut rb = rb
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len);
+        if chunk {
+            rb = rb.header(CONTENT_RANGE, format!("{}-{}", offset, offset + len - 1));
+        }
+        match blob_body(store, digest, offset, len, sent.clone()) {
+            Ok(b) => rb.body(b),
+            Err(_) => rb.body(Body::from(Vec::new())),
+        }
+    });
+    let resp = with_progress(client, digest, offset, desc.size(), &sent, send).await?;
+    judge(
+        client,
+        &format!("{method} blob {digest} at {offset}"),
+        resp,
+        ok,
+    )
+    .await
+}
+
 async fn put_whole(
     client: &Client<'_>,
     store: &Store,
     location: &str,
     desc: &Descriptor,
 ) -> Result<(), UploadError> {
-    let (digest, size) = (desc.digest(), desc.size());
-    let url = with_digest(location, digest);
-    store.open_blob(digest).map_err(Error::from)?;
-    let sent = Arc::new(AtomicU64::new(0));
-    let send = client.send(Method::PUT, &url, false, |rb| {
-        let body = blob_body(store, digest, 0, size, sent.clone());
-        let rb = rb
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, size);
-        match body {
-            Ok(b) => rb.body(b),
-            Err(_) => rb.body(Body::from(Vec::new())),
-        }
-    });
-    let resp = with_progress(client, digest, 0, size, &sent, send).await?;
-    let resp = judge(
+    let url = with_digest(location, desc.digest());
+    let whole = (0, desc.size());
+    let resp = send_bytes(
         client,
-        &format!("PUT blob {digest}"),
-        resp,
+        store,
+        Method::PUT,
+        &url,
+        desc,
+        whole,
+        false,
         StatusCode::CREATED,
     )
     .await?;
-    check_digest(client, &resp, digest)?;
+    check_digest(client, &resp, desc.digest())?;
     Ok(())
 }
 
@@ -624,28 +654,20 @@ async fn patch_streamed(
     location: &str,
     desc: &Descriptor,
 ) -> Result<(), UploadError> {
-    let (digest, size) = (desc.digest(), desc.size());
-    store.open_blob(digest).map_err(Error::from)?;
-    let sent = Arc::new(AtomicU64::new(0));
-    let send = client.send(Method::PATCH, location, false, |rb| {
-        let rb = rb
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .header(CONTENT_LENGTH, size);
-        match blob_body(store, digest, 0, size, sent.clone()) {
-            Ok(b) => rb.body(b),
-            Err(_) => rb.body(Body::from(Vec::new())),
-        }
-    });
-    let resp = with_progress(client, digest, 0, size, &sent, send).await?;
-    let resp = judge(
+    let whole = (0, desc.size());
+    let resp = send_bytes(
         client,
-        &format!("PATCH blob {digest}"),
-        resp,
+        store,
+        Method::PATCH,
+        location,
+        desc,
+        whole,
+        false,
         StatusCode::ACCEPTED,
     )
     .await?;
-    let next = location_of(client, &resp, digest)?;
-    finish(client, &next, digest).await
+    let next = location_of(client, &resp, desc.digest())?;
+    finish(client, &next, desc.digest()).await
 }
 
 async fn patch_chunks(
@@ -655,35 +677,27 @@ async fn patch_chunks(
     desc: &Descriptor,
     chunk_size: u64,
 ) -> Result<(), UploadError> {
-    let (digest, size) = (desc.digest(), desc.size());
-    store.open_blob(digest).map_err(Error::from)?;
+    let size = desc.size();
     let mut location = location.to_owned();
     let mut offset = 0;
     while offset < size {
         let len = chunk_size.max(1).min(size - offset);
-        let sent = Arc::new(AtomicU64::new(0));
-        let send = client.send(Method::PATCH, &location, false, |rb| {
-            let rb = rb
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .header(CONTENT_LENGTH, len)
-                .header(CONTENT_RANGE, format!("{}-{}", offset, offset + len - 1));
-            match blob_body(store, digest, offset, len, sent.clone()) {
-                Ok(b) => rb.body(b),
-                Err(_) => rb.body(Body::from(Vec::new())),
-            }
-        });
-        let resp = with_progress(client, digest, offset, size, &sent, send).await?;
-        let resp = judge(
+        let part = (offset, len);
+        let resp = send_bytes(
             client,
-            &format!("PATCH blob {digest} at {offset}"),
-            resp,
+            store,
+            Method::PATCH,
+            &location,
+            desc,
+            part,
+            true,
             StatusCode::ACCEPTED,
         )
         .await?;
-        location = location_of(client, &resp, digest)?;
+        location = location_of(client, &resp, desc.digest())?;
         offset += len;
     }
-    finish(client, &location, digest).await
+    finish(client, &location, desc.digest()).await
 }
 
 /// `PUT ?digest=` closing an upload whose bytes were sent with `PATCH`.

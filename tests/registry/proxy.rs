@@ -4,11 +4,11 @@
 //! byte of it, or trickle it slowly. Everything else is forwarded as is (one request per
 //! connection). It logs every request and counts blob downloads in flight.
 
+use crate::listener::LoopbackServer;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// What to do to a matching request.
@@ -53,7 +53,6 @@ struct Shared {
     log: Mutex<Vec<String>>,
     blob_gets_in_flight: AtomicUsize,
     max_blob_gets_in_flight: AtomicUsize,
-    stop: AtomicBool,
 }
 
 /// A running proxy.
@@ -61,42 +60,29 @@ pub struct FaultProxy {
     shared: Arc<Shared>,
     /// `127.0.0.1:PORT`.
     pub host: String,
-    thread: Option<JoinHandle<()>>,
+    _server: LoopbackServer,
 }
 
 impl FaultProxy {
     /// A proxy to the registry at `upstream` (`127.0.0.1:PORT`) applying `rules`.
     pub fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
         let shared = Arc::new(Shared {
             upstream: upstream.to_owned(),
             rules: Mutex::new(rules.into_iter().map(|r| (r, 0)).collect()),
             log: Mutex::default(),
             blob_gets_in_flight: AtomicUsize::new(0),
             max_blob_gets_in_flight: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
         });
-        let thread = {
+        let server = {
             let shared = shared.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if shared.stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(conn) = conn {
-                        let shared = shared.clone();
-                        std::thread::spawn(move || {
-                            let _ = handle(&shared, conn);
-                        });
-                    }
-                }
+            LoopbackServer::start(move |conn| {
+                let _ = handle(&shared, conn);
             })
         };
         FaultProxy {
+            host: format!("127.0.0.1:{}", server.port()),
             shared,
-            host,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -119,16 +105,6 @@ impl FaultProxy {
             .iter()
             .map(|(_, n)| *n)
             .collect()
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(&self.host);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -4,13 +4,13 @@
 //! claims — what distribution's token auth verifies. It can be told to hand out tokens that
 //! the registry will find expired, to check that clients fetch a fresh one.
 
+use crate::listener::LoopbackServer;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -31,15 +31,13 @@ struct Shared {
     issued: AtomicUsize,
     /// The scopes of every token request, in order.
     scopes: Mutex<Vec<Vec<String>>>,
-    stop: AtomicBool,
 }
 
 /// A running token server.
 pub struct TokenServer {
     shared: Arc<Shared>,
-    port: u16,
     dir: tempfile::TempDir,
-    thread: Option<JoinHandle<()>>,
+    server: LoopbackServer,
 }
 
 fn pem_body(pem: &str) -> Vec<u8> {
@@ -86,8 +84,6 @@ impl TokenServer {
             &SystemRandom::new(),
         )
         .expect("a P-256 PKCS#8 key");
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             user: user.to_owned(),
             password: password.to_owned(),
@@ -96,33 +92,23 @@ impl TokenServer {
             expired_to_issue: AtomicUsize::new(0),
             issued: AtomicUsize::new(0),
             scopes: Mutex::default(),
-            stop: AtomicBool::new(false),
         });
-        let thread = {
+        let server = {
             let shared = shared.clone();
-            std::thread::spawn(move || {
-                for conn in listener.incoming() {
-                    if shared.stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(conn) = conn {
-                        let shared = shared.clone();
-                        std::thread::spawn(move || serve(&shared, conn));
-                    }
-                }
+            LoopbackServer::start(move |conn| {
+                serve(&shared, conn);
             })
         };
         TokenServer {
             shared,
-            port,
             dir,
-            thread: Some(thread),
+            server,
         }
     }
 
     /// The URL the registry sends clients to.
     pub fn realm(&self) -> String {
-        format!("http://127.0.0.1:{}/token", self.port)
+        format!("http://127.0.0.1:{}/token", self.server.port())
     }
 
     /// The certificate the registry trusts.
@@ -143,16 +129,6 @@ impl TokenServer {
     /// The scopes of every token request so far.
     pub fn scopes(&self) -> Vec<Vec<String>> {
         self.shared.scopes.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
