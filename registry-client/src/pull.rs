@@ -130,7 +130,7 @@ pub async fn pull_async(
     }
 
     let _content = store.lock_content()?;
-    let config_bytes = fetch_config(&client, store, repo, image.config()).await?;
+    let (config_bytes, config_fetched) = fetch_config(&client, store, repo, image.config()).await?;
     let config: ImageConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
         client.protocol(
             format!("image config {}", image.config().digest()),
@@ -169,6 +169,11 @@ pub async fn pull_async(
         manifest: digest.clone(),
         platform: Some(platform.clone()),
     });
+    reporter.report(Event::BlobDone {
+        digest: image.config().digest().clone(),
+        kind: BlobKind::Config,
+        size: config_bytes.len() as u64,
+    });
 
     let chains = chain_ids(diff_ids);
     let downloads = image.layers().iter().enumerate().map(|(i, layer)| {
@@ -199,7 +204,12 @@ pub async fn pull_async(
         id: image.config().digest().clone(),
         platform,
         layers: image.layers().len(),
-        downloaded: downloaded + config_bytes.len() as u64,
+        downloaded: downloaded
+            + if config_fetched {
+                config_bytes.len() as u64
+            } else {
+                0
+            },
     })
 }
 
@@ -260,15 +270,16 @@ async fn fetch_manifest(
     Ok((media_type, bytes, actual))
 }
 
-/// The config blob, from the store or else the registry (then stored, verified).
+/// The config blob, from the store or else the registry (then stored, verified); and whether
+/// it was downloaded.
 async fn fetch_config(
     client: &Client<'_>,
     store: &Store,
     repo: &str,
     desc: &Descriptor,
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, bool)> {
     if store.has_blob(desc.digest()) {
-        return Ok(store.read_blob(desc.digest())?);
+        return Ok((store.read_blob(desc.digest())?, false));
     }
     let what = format!("image config {}", desc.digest());
     let url = client.url(&format!("/v2/{repo}/blobs/{}", desc.digest()));
@@ -287,13 +298,8 @@ async fn fetch_config(
             actual,
         });
     }
-    client.reporter().report(Event::BlobDone {
-        digest: actual,
-        kind: BlobKind::Config,
-        size: bytes.len() as u64,
-    });
     store.put_blob(&bytes)?;
-    Ok(bytes)
+    Ok((bytes, true))
 }
 
 /// Why a download stopped before the whole blob was in: the transfer failed (after its retries).
