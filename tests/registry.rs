@@ -964,3 +964,21 @@ fn clear_errors_for_bad_references_unknown_images_and_unreachable_registries() {
     assert!(err.contains("linux/mips64le"), "{err}");
     assert_store_whole(&s);
 }
+
+#[test]
+fn a_loopback_registry_with_its_own_certificate_is_spoken_to_over_https() {
+    if !tools_or_skip("a_loopback_registry_with_its_own_certificate_is_spoken_to_over_https") {
+        return;
+    }
+    let registry = TestRegistry::start_with(RegistryAuth::Anonymous, true);
+    let a = TestStore::with_busybox();
+    let dest = format!("{}/tls/busybox:v1", registry.host);
+    a.ok(&["push", "busybox", &dest]);
+    let local = a.ok(&["inspect", "--format", "digest", "busybox"]);
+    // The registry speaks only TLS: skopeo reaching it over https sees what strata pushed.
+    assert_eq!(skopeo_digest(&dest, None), local.trim());
+    let b = TestStore::new();
+    b.ok(&["pull", &dest]);
+    assert_eq!(b.ok(&["inspect", "--format", "digest", &dest]), local);
+    assert_store_whole(&b);
+}

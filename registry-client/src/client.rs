@@ -62,7 +62,8 @@ impl RetryPolicy {
 /// How to connect: TLS verification and retries.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
-    /// Verify TLS certificates and require HTTPS (loopback registries use HTTP regardless).
+    /// Verify TLS certificates and require HTTPS (loopback registries are trusted as they are,
+    /// HTTPS with any certificate or plain HTTP, as docker does).
     pub tls_verify: bool,
     pub retry: RetryPolicy,
     /// Where credentials come from.
@@ -175,23 +176,24 @@ impl<'r> Client<'r> {
         // to build than aws-lc-rs). Installing it twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let host = reference.api_host();
+        let insecure = !opts.tls_verify || is_loopback(host);
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(60))
             .pool_idle_timeout(Duration::from_secs(30))
-            .tls_danger_accept_invalid_certs(!opts.tls_verify)
+            .tls_danger_accept_invalid_certs(insecure)
             .build()
             .map_err(|e| Error::Unreachable {
                 registry: reference.registry().to_owned(),
                 detail: describe_error(&e),
             })?;
-        let schemes: &[&str] = if is_loopback(host) {
-            &["http"]
-        } else if opts.tls_verify {
-            &["https"]
-        } else {
+        // Like docker: a loopback registry, or one the user vouches for, may have a
+        // certificate of its own making or speak plain HTTP.
+        let schemes: &[&str] = if insecure {
             &["https", "http"]
+        } else {
+            &["https"]
         };
         let credential = match credential {
             Some(c) => Some(c),
@@ -209,9 +211,17 @@ impl<'r> Client<'r> {
             reporter,
         };
         let mut last = None;
-        for scheme in schemes {
+        for (i, scheme) in schemes.iter().enumerate() {
             client.base = format!("{scheme}://{host}");
-            match client.ping().await {
+            // Only the last scheme is worth trying again: HTTPS to a plain HTTP server fails
+            // at once, and then HTTP is asked.
+            let final_scheme = i + 1 == schemes.len();
+            let attempts = if final_scheme {
+                client.retry.attempts.min(3)
+            } else {
+                1
+            };
+            match client.ping(attempts).await {
                 Ok(()) => return Ok(client),
                 Err(e) => last = Some(e),
             }
@@ -224,11 +234,14 @@ impl<'r> Client<'r> {
         &self.registry
     }
 
-    /// `GET /v2/`: learns how to authenticate.
-    async fn ping(&self) -> Result<()> {
+    /// `GET /v2/` (tried up to `attempts` times): learns how to authenticate.
+    async fn ping(&self, attempts: u32) -> Result<()> {
         let url = self.url("/v2/");
+        let peer = &self.host;
         let resp = self
-            .send_once_with_retries(Method::GET, &url, "GET /v2/")
+            .with_retries("GET /v2/", true, attempts, peer, || async {
+                Ok(self.http.get(&url).send().await)
+            })
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             let mut auth = self.auth.lock().await;
@@ -246,21 +259,6 @@ impl<'r> Client<'r> {
         } else {
             format!("{}/{path_or_location}", self.base)
         }
-    }
-
-    /// A request without credentials, retried on transient failures (the ping). A registry
-    /// that cannot be connected to at all is given up on quickly.
-    async fn send_once_with_retries(
-        &self,
-        method: Method,
-        url: &str,
-        what: &str,
-    ) -> Result<Response> {
-        let attempts = self.retry.attempts.min(3);
-        self.with_retries(what, true, attempts, &self.host, || async {
-            Ok(self.http.request(method.clone(), url).send().await)
-        })
-        .await
     }
 
     /// Runs `try_once` until it gives a response that is not worth another try: transient

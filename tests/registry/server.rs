@@ -54,12 +54,49 @@ pub fn answers_http(addr: &str) -> bool {
 }
 
 impl TestRegistry {
-    /// Starts a registry (a few tries, in case another process takes the port first).
+    /// Starts a plain HTTP registry.
     pub fn start(auth: RegistryAuth<'_>) -> TestRegistry {
+        Self::start_with(auth, false)
+    }
+
+    /// Starts a registry, serving HTTPS with a self-signed certificate when `tls` (a few
+    /// tries, in case another process takes the port first).
+    pub fn start_with(auth: RegistryAuth<'_>, tls: bool) -> TestRegistry {
         let dir = tempfile::Builder::new()
             .prefix("strata-registry-")
             .tempdir()
             .unwrap();
+        let tls_yaml = if tls {
+            let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
+            let out = Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                ])
+                .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            String::new()
+        };
         let auth_yaml = match auth {
             RegistryAuth::Anonymous => String::new(),
             RegistryAuth::Basic { user, password } => {
@@ -90,7 +127,7 @@ impl TestRegistry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth_yaml}",
+                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls_yaml}{auth_yaml}",
                     dir.path().join("data").display()
                 ),
             )
