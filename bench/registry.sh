@@ -44,6 +44,7 @@ registry_pid=$!
 for _ in $(seq 100); do curl -fsS "http://$reg/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
 
 src=$work/src
+mkdir -p "$work/runs"
 "$strata" --root "$src" import "$tarball" minbase:latest >/dev/null
 "$strata" --root "$src" push --progress plain minbase:latest "$reg/bench/minbase:v1" >/dev/null 2>&1
 size=$(du -b "$src"/blobs/sha256 | tail -1 | cut -f1)
@@ -52,22 +53,34 @@ cache=/var/lib/containers/cache/blob-info-cache-v1.boltdb
 strata_version=$("$strata" --version)
 echo "$strata_version; $(skopeo --version); $(umoci --version)" >&2
 
-hyperfine --runs "$runs" --export-markdown "$work/pull.md" --style basic \
-  --prepare "rm -rf $work/pulled" \
-  -n "strata pull" "$strata --root $work/pulled pull --progress plain $reg/bench/minbase:v1" \
-  --prepare "rm -rf $work/oci $work/bundle $cache" \
+# Every run writes into directories of its own, named in --prepare: removing the last run's
+# 300 MB just before would make the file system's inode allocator, not the tools, the subject.
+hyperfine --runs "$runs" --export-json "$work/pull.json" --style basic \
+  --prepare "echo $work/runs/s\$(date +%s%N) > $work/dest" \
+  -n "strata pull" "$strata --root \$(cat $work/dest) pull --progress plain $reg/bench/minbase:v1" \
+  --prepare "echo $work/runs/k\$(date +%s%N) > $work/dest; rm -f $cache" \
   -n "skopeo copy + umoci unpack" \
-  "skopeo copy -q --src-tls-verify=false docker://$reg/bench/minbase:v1 oci:$work/oci:v1 && umoci unpack --image $work/oci:v1 $work/bundle"
+  "skopeo copy -q --src-tls-verify=false docker://$reg/bench/minbase:v1 oci:\$(cat $work/dest)-oci:v1 && umoci unpack --image \$(cat $work/dest)-oci:v1 \$(cat $work/dest)-bundle"
 
 # A fresh repository for every push: its name is drawn in --prepare.
-hyperfine --runs "$runs" --export-markdown "$work/push.md" --style basic \
-  --prepare "echo s\$RANDOM\$RANDOM > $work/repo; rm -f $cache" \
+hyperfine --runs "$runs" --export-json "$work/push.json" --style basic \
+  --prepare "echo s\$(date +%s%N) > $work/repo; rm -f $cache" \
   -n "strata push" "$strata --root $src push --progress plain minbase:latest $reg/fresh/\$(cat $work/repo):v1" \
-  --prepare "echo k\$RANDOM\$RANDOM > $work/repo; rm -f $cache" \
+  --prepare "echo k\$(date +%s%N) > $work/repo; rm -f $cache" \
   -n "skopeo copy (push)" \
   "skopeo copy -q --dest-tls-verify=false oci:$src:docker.io/library/minbase:latest docker://$reg/fresh/\$(cat $work/repo):v1"
 
-cat "$work/pull.md" "$work/push.md"
+python3 - "$work/pull.json" "$work/push.json" <<'PY'
+import json, statistics, sys
+print("| command | median [s] | min [s] | max [s] | median ÷ the other tool's |")
+print("|---|---|---|---|---|")
+for path in sys.argv[1:]:
+    rs = json.load(open(path))["results"]
+    med = [statistics.median(r["times"]) for r in rs]
+    for i, r in enumerate(rs):
+        other = med[1 - i]
+        print(f"| {r['command']} | {med[i]:.3f} | {min(r['times']):.3f} | {max(r['times']):.3f} | {med[i] / other:.2f} |")
+PY
 
 rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
 busybox=$work/busybox.tar

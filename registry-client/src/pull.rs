@@ -35,7 +35,7 @@ use crate::platform::{Platform, select};
 /// The largest image config strata accepts.
 const MAX_CONFIG_SIZE: usize = 16 << 20;
 /// Network chunks in flight between a download and its extraction, per layer.
-const CHUNKS_IN_FLIGHT: usize = 32;
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// How to pull.
 #[derive(Debug, Clone)]
