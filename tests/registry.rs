@@ -982,3 +982,55 @@ fn a_loopback_registry_with_its_own_certificate_is_spoken_to_over_https() {
     assert_eq!(b.ok(&["inspect", "--format", "digest", &dest]), local);
     assert_store_whole(&b);
 }
+
+#[test]
+fn an_image_listing_the_same_layer_twice_downloads_it_once() {
+    if !tools_or_skip("an_image_listing_the_same_layer_twice_downloads_it_once") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let same = vec![("data/same.bin".to_owned(), layout::noise(300 << 10, 7))];
+    let image = layout::Image {
+        architecture: layerfs::config::host_architecture(),
+        variant: None,
+        layers: vec![
+            same.clone(),
+            vec![("other".to_owned(), b"x".to_vec())],
+            same,
+        ],
+    };
+    let digest = layout::write_layout(dir.path(), "v1", &[image]);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/twice/same:v1", registry.host),
+        false,
+    );
+    let proxy = FaultProxy::start(&registry.host, vec![]);
+    let s = TestStore::new();
+    let reference = format!("{}/twice/same:v1", proxy.host);
+    s.ok(&["pull", &reference]);
+    assert_eq!(
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    let blob_gets = proxy
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains("/blobs/"))
+        .count();
+    assert_eq!(
+        blob_gets,
+        3,
+        "config and two distinct layers: {:?}",
+        proxy.log()
+    );
+    let st = Store::open(s.root()).unwrap();
+    let img = st.resolve_image(&reference).unwrap();
+    assert_eq!(img.chain_ids().len(), 3);
+    for chain in img.chain_ids() {
+        assert!(st.layer_record(&chain).is_some(), "layer {chain} extracted");
+    }
+    assert_store_whole(&s);
+}

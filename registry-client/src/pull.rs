@@ -11,6 +11,7 @@
 //! [`PullOptions::max_concurrent_layers`] layers move at once. Blobs the store already has are
 //! not downloaded. The manifest is stored last, byte for byte as received, then tagged.
 
+use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -176,17 +177,31 @@ pub async fn pull_async(
     });
 
     let chains = chain_ids(diff_ids);
-    let downloads = image.layers().iter().enumerate().map(|(i, layer)| {
-        let parent = i.checked_sub(1).map(|p| chains[p].clone());
-        pull_layer(&client, store, repo, layer, &diff_ids[i], parent)
-    });
-    let results: Vec<Result<u64>> = futures_util::stream::iter(downloads)
-        .buffer_unordered(opts.max_concurrent_layers.max(1))
-        .collect()
-        .await;
+    // A blob listed twice (identical layers at two places of the stack) is downloaded once:
+    // its second place is extracted from the store once the first is in.
+    let mut seen = HashSet::new();
+    let (first, again): (Vec<usize>, Vec<usize>) =
+        (0..image.layers().len()).partition(|&i| seen.insert(image.layers()[i].digest()));
     let mut downloaded = 0;
-    for r in results {
-        downloaded += r?;
+    for round in [first, again] {
+        let layers = round.into_iter().map(|i| {
+            let parent = i.checked_sub(1).map(|p| chains[p].clone());
+            pull_layer(
+                &client,
+                store,
+                repo,
+                &image.layers()[i],
+                &diff_ids[i],
+                parent,
+            )
+        });
+        let results: Vec<Result<u64>> = futures_util::stream::iter(layers)
+            .buffer_unordered(opts.max_concurrent_layers.max(1))
+            .collect()
+            .await;
+        for r in results {
+            downloaded += r?;
+        }
     }
 
     // Last: the manifest itself, exactly as received, and the name.
