@@ -345,14 +345,22 @@ async fn pull_layer(
             });
             return Ok(0);
         }
-        let (store, diff_id, d) = (store.clone(), diff_id.clone(), digest.clone());
-        tokio::task::spawn_blocking(move || {
-            let blob = store.open_blob(&d)?;
-            extract_stream(&store, blob, &diff_id, parent.as_ref(), &d)
+        let (st, diff_id, d) = (store.clone(), diff_id.clone(), digest.clone());
+        let (_, read, read_size) = tokio::task::spawn_blocking(move || {
+            let blob = st.open_blob(&d)?;
+            extract_stream(&st, blob, &diff_id, parent.as_ref(), &d)
         })
         .await
         .expect("extraction does not panic")
         .map_err(|e| Error::from(e).for_layer(&digest))?;
+        if read != digest || read_size != size {
+            store.remove_layer(&chain)?;
+            return Err(Error::DigestMismatch {
+                what: format!("layer blob {digest} in the store (run strata fsck)"),
+                expected: digest,
+                actual: read,
+            });
+        }
         reporter.report(Event::BlobDone {
             digest,
             kind: BlobKind::Layer,
