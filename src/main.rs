@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod printer;
 mod progress;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -14,6 +15,8 @@ use crate::commands::Context;
 use crate::printer::Printer;
 
 fn main() -> ExitCode {
+    // A multi-threaded strata (a build) starts containers through a fresh copy of itself.
+    runner::run_setup_helper_if_requested();
     let cli = Cli::parse();
     init_logging(&cli.global.log_level);
     let printer = Printer;

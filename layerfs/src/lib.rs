@@ -11,6 +11,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod layer;
+pub mod maintenance;
 pub mod mount;
 pub mod reference;
 pub mod store;
