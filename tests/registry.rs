@@ -83,26 +83,11 @@ fn skopeo_digest(reference: &str, creds: Option<&str>) -> String {
     digest_of(skopeo(&args).as_bytes()).to_string()
 }
 
-/// The store is whole: `strata fsck` passes once it exists; until then (and always) every blob
-/// hashes to its name, nothing is left half-written under tmp and every layer dir is recorded.
+/// The store is whole: `strata fsck` passes, nothing is left half-written under tmp and every
+/// layer dir is recorded.
 fn assert_store_whole(store: &TestStore) {
-    let out = store.output(&["fsck"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.contains("not available yet") {
-        assert!(out.status.success(), "strata fsck failed: {stderr}");
-    }
+    store.ok(&["fsck"]);
     let root = store.root();
-    for entry in std::fs::read_dir(root.join("blobs/sha256")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let actual = digest_of(&std::fs::read(&path).unwrap());
-        assert_eq!(
-            actual.digest(),
-            name,
-            "blob {} does not match its name",
-            path.display()
-        );
-    }
     let tmp: Vec<_> = std::fs::read_dir(root.join("tmp"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -119,37 +104,11 @@ fn assert_store_whole(store: &TestStore) {
     }
 }
 
-/// Runs `cmd` in the image's root filesystem: its extracted layers under an overlay mount, then
-/// chroot (until `strata run` lands, this checks the pulled layers the way it will).
+/// `strata run --rm IMAGE CMD…`: its stdout.
 fn run_in_image(store: &TestStore, image: &str, cmd: &[&str]) -> String {
-    let s = Store::open(store.root()).unwrap();
-    let img = s.resolve_image(image).unwrap();
-    let lowers = img.chain_ids().iter().map(|c| s.layer_dir(c)).collect();
-    let scratch = store.path("run");
-    let (upper, work, mnt) = (
-        scratch.join("upper"),
-        scratch.join("work"),
-        scratch.join("mnt"),
-    );
-    for d in [&upper, &work, &mnt] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let spec = layerfs::mount::UnionSpec {
-        lowers,
-        upper,
-        work,
-    };
-    layerfs::mount::mount_overlay(&spec, &mnt).unwrap();
-    let out = Command::new("chroot").arg(&mnt).args(cmd).output();
-    layerfs::mount::unmount(&mnt).unwrap();
-    std::fs::remove_dir_all(&scratch).unwrap();
-    let out = out.unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} in {image}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let mut args = vec!["run", "--rm", image];
+    args.extend(cmd);
+    store.ok(&args)
 }
 
 /// An anonymous registry holding `repo:v1`, an image of `layers` layers of `size`
@@ -1033,4 +992,59 @@ fn an_image_listing_the_same_layer_twice_downloads_it_once() {
         assert!(st.layer_record(&chain).is_some(), "layer {chain} extracted");
     }
     assert_store_whole(&s);
+}
+
+#[test]
+fn build_pulls_its_base_image_and_pushes_with_push() {
+    if !tools_or_skip("build_pulls_its_base_image_and_pushes_with_push")
+        || !is_root_or_skip("build_pulls_its_base_image_and_pushes_with_push")
+    {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let host = registry.host.as_str();
+    let a = TestStore::with_busybox();
+    a.ok(&["push", "busybox", &format!("{host}/base/busybox:v1")]);
+    let b = TestStore::new();
+    let context = b.path("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("greeting.txt"), "hello from the registry\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {host}/base/busybox:v1\nCOPY greeting.txt /greeting.txt\n"),
+    )
+    .unwrap();
+    let app = format!("{host}/team/app:v1");
+    let out = b.output(&[
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &app,
+        context.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("mounted from base/busybox"), "{stderr}");
+    // The base came from the registry; the image went back, its base layer mounted.
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "--format",
+            "digest",
+            &format!("{host}/base/busybox:v1")
+        ]),
+        a.ok(&["inspect", "--format", "digest", "busybox"])
+    );
+    let digest = b.ok(&["inspect", "--format", "digest", &app]);
+    assert_eq!(skopeo_digest(&app, None), digest.trim());
+    let c = TestStore::new();
+    c.ok(&["pull", &app]);
+    assert_eq!(
+        run_in_image(&c, &app, &["/bin/cat", "/greeting.txt"]),
+        "hello from the registry\n"
+    );
+    let err = b.fails(&["build", "--push", context.to_str().unwrap()]);
+    assert!(err.contains("--push needs"), "{err}");
 }
