@@ -222,15 +222,27 @@ fn handle(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
             .max_blob_gets_in_flight
             .fetch_max(now, Ordering::SeqCst);
     }
+    // A download stops counting just before its last bytes go out: the client cannot start
+    // the next one while this one still counts.
+    let mut counted = is_blob_get;
+    let mut done = || {
+        if std::mem::take(&mut counted) {
+            shared.blob_gets_in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    };
+    let length = if method == "HEAD" {
+        Some(0)
+    } else {
+        response.content_length()
+    };
     let result = copy_body(
         &mut from_upstream,
         &mut to_client,
         fault.as_ref(),
-        method == "HEAD",
+        length,
+        &mut done,
     );
-    if is_blob_get {
-        shared.blob_gets_in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
+    done();
     let _ = to_client.shutdown(Shutdown::Both);
     let _ = upstream.shutdown(Shutdown::Both);
     result
@@ -240,11 +252,9 @@ fn copy_body(
     from: &mut impl Read,
     to: &mut TcpStream,
     fault: Option<&Fault>,
-    head_only: bool,
+    length: Option<usize>,
+    before_last_write: &mut dyn FnMut(),
 ) -> std::io::Result<()> {
-    if head_only {
-        return Ok(());
-    }
     let mut sent = 0usize;
     let mut corrupted = false;
     let piece = match fault {
@@ -252,7 +262,7 @@ fn copy_body(
         _ => 64 << 10,
     };
     let mut buf = vec![0u8; piece];
-    loop {
+    while length.is_none_or(|l| sent < l) {
         if let Some(Fault::Slow { pause, .. }) = fault {
             std::thread::sleep(*pause);
         }
@@ -273,7 +283,11 @@ fn copy_body(
             }
             _ => {}
         }
+        if length.is_some_and(|l| sent + n >= l) {
+            before_last_write();
+        }
         to.write_all(data)?;
         sent += n;
     }
+    Ok(())
 }

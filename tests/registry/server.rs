@@ -67,28 +67,8 @@ impl TestRegistry {
             .tempdir()
             .unwrap();
         let tls_yaml = if tls {
-            let (key, cert) = (dir.path().join("tls.key"), dir.path().join("tls.crt"));
-            let out = Command::new("openssl")
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                ])
-                .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
-                .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert)
-                .output()
-                .expect("run openssl");
-            assert!(
-                out.status.success(),
-                "openssl: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let (key, cert) =
+                super::token::self_signed(dir.path(), "tls", "/CN=127.0.0.1", Some("IP:127.0.0.1"));
             format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),

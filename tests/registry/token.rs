@@ -7,7 +7,7 @@
 use crate::listener::LoopbackServer;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,41 @@ pub struct TokenServer {
     server: LoopbackServer,
 }
 
+/// A P-256 key and a self-signed certificate for `subject` (and the subjectAltName `san`), made
+/// with openssl in `dir` as NAME.key and NAME.crt.
+pub fn self_signed(dir: &Path, name: &str, subject: &str, san: Option<&str>) -> (PathBuf, PathBuf) {
+    let (key, cert) = (
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.crt")),
+    );
+    let mut c = Command::new("openssl");
+    c.args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+    ])
+    .args(["-nodes", "-days", "2", "-subj", subject]);
+    if let Some(san) = san {
+        c.args(["-addext", &format!("subjectAltName={san}")]);
+    }
+    let out = c
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (key, cert)
+}
+
 fn pem_body(pem: &str) -> Vec<u8> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     STANDARD.decode(b64).expect("PEM is base64")
@@ -52,30 +87,7 @@ impl TokenServer {
             .prefix("strata-token-")
             .tempdir()
             .unwrap();
-        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-        let out = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-            ])
-            .args(["-subj", "/CN=strata-test-token-issuer", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (key, cert) = self_signed(dir.path(), "token", "/CN=strata-test-token-issuer", None);
         let key_der = pem_body(&std::fs::read_to_string(&key).unwrap());
         let cert_der = pem_body(&std::fs::read_to_string(&cert).unwrap());
         let key = EcdsaKeyPair::from_pkcs8(
@@ -113,7 +125,7 @@ impl TokenServer {
 
     /// The certificate the registry trusts.
     pub fn cert_path(&self) -> PathBuf {
-        self.dir.path().join("cert.pem")
+        self.dir.path().join("token.crt")
     }
 
     /// The next `n` tokens are issued with an expiry long past.
