@@ -802,6 +802,21 @@ impl BlobWriter {
         Ok(())
     }
 
+    /// Reads back what has been written so far (a resumed download replays the bytes an
+    /// earlier attempt kept to whoever consumes the whole stream, such as an extraction).
+    pub fn replay(&mut self) -> Result<io::Take<File>> {
+        let len = self.len();
+        self.out().flush().at("write", &self.tmp)?;
+        let file = File::open(&self.tmp).at("open", &self.tmp)?;
+        Ok(file.take(len))
+    }
+
+    /// Drops the blob and whatever was written of it, even a resumable partial download
+    /// (whose content turned out to be of no use).
+    pub fn discard(mut self) {
+        self.keep_partial = false;
+    }
+
     /// Verifies the content, fsyncs it and moves it into `blobs/`. Returns digest and size.
     /// On a mismatch nothing is stored and the partial file is removed.
     pub fn commit(self) -> Result<(Digest, u64)> {

@@ -18,6 +18,8 @@ use layerfs::store::Store;
 use crate::cli::{Command, GlobalArgs, StorageDriver};
 use crate::printer::Printer;
 
+pub use images::human_size;
+
 /// What every command gets: where the store is, how to mount, how to print.
 #[derive(Debug)]
 pub struct Context {
