@@ -60,6 +60,7 @@ pub fn prune(store: &Store, all: bool) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     if all {
         store.cache_clear()?;
+        store.clear_cache_mounts()?;
     }
     pruned.images = store.update_records(|records| {
         let before = records.len();

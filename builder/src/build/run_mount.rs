@@ -61,7 +61,11 @@ pub fn parse(spec: &str) -> Result<RunMount, String> {
             Some((k, v)) => (k.to_ascii_lowercase(), Some(v)),
             None => (field.to_ascii_lowercase(), None),
         };
-        let need = || value.map(str::to_owned).ok_or_else(|| format!("{key} needs a value"));
+        let need = || {
+            value
+                .map(str::to_owned)
+                .ok_or_else(|| format!("{key} needs a value"))
+        };
         match key.as_str() {
             "type" => {
                 kind = match value.unwrap_or_default() {
@@ -69,7 +73,9 @@ pub fn parse(spec: &str) -> Result<RunMount, String> {
                     "cache" => MountKind::Cache,
                     "tmpfs" => MountKind::Tmpfs,
                     t @ ("secret" | "ssh") => {
-                        return Err(format!("type={t} needs --{t}, which strata does not support"));
+                        return Err(format!(
+                            "type={t} needs --{t}, which strata does not support"
+                        ));
                     }
                     t => return Err(format!("unknown mount type {t:?} (bind, cache, tmpfs)")),
                 };
@@ -90,10 +96,21 @@ pub fn parse(spec: &str) -> Result<RunMount, String> {
             }
             "mode" => {
                 let v = need()?;
-                mode = Some(u32::from_str_radix(&v, 8).map_err(|_| format!("mode={v}: not an octal mode"))?);
+                mode = Some(
+                    u32::from_str_radix(&v, 8)
+                        .map_err(|_| format!("mode={v}: not an octal mode"))?,
+                );
             }
-            "uid" => uid = need()?.parse().map_err(|_| format!("uid={}: not a number", value.unwrap_or_default()))?,
-            "gid" => gid = need()?.parse().map_err(|_| format!("gid={}: not a number", value.unwrap_or_default()))?,
+            "uid" => {
+                uid = need()?
+                    .parse()
+                    .map_err(|_| format!("uid={}: not a number", value.unwrap_or_default()))?
+            }
+            "gid" => {
+                gid = need()?
+                    .parse()
+                    .map_err(|_| format!("gid={}: not a number", value.unwrap_or_default()))?
+            }
             // tmpfs size and bind-propagation settings change nothing here.
             "size" | "bind-propagation" | "required" | "env" => {}
             other => return Err(format!("unknown --mount option {other:?}")),
@@ -130,15 +147,37 @@ mod tests {
     #[test]
     fn defaults_follow_buildkit() {
         let b = parse("type=bind,target=/src").unwrap();
-        assert_eq!((b.kind, b.read_write, b.source.as_deref()), (MountKind::Bind, false, None));
+        assert_eq!(
+            (b.kind, b.read_write, b.source.as_deref()),
+            (MountKind::Bind, false, None)
+        );
         let b = parse("target=/src,source=app,rw").unwrap();
-        assert_eq!((b.kind, b.read_write, b.source.as_deref()), (MountKind::Bind, true, Some("app")));
+        assert_eq!(
+            (b.kind, b.read_write, b.source.as_deref()),
+            (MountKind::Bind, true, Some("app"))
+        );
         let c = parse("type=cache,target=/root/.cache").unwrap();
-        assert_eq!((c.read_write, c.id.as_str(), c.sharing, c.mode), (true, "/root/.cache", Sharing::Shared, 0o755));
-        let c = parse("type=cache,dst=/c,id=x,sharing=locked,mode=0700,uid=1000,gid=1000,ro").unwrap();
-        assert_eq!((c.read_write, c.id.as_str(), c.sharing, c.mode, c.uid), (false, "x", Sharing::Locked, 0o700, 1000));
-        assert_eq!(parse("type=tmpfs,target=/t,size=64m").unwrap().kind, MountKind::Tmpfs);
-        assert_eq!(parse("type=bind,from=build,src=/out,target=/o").unwrap().from.as_deref(), Some("build"));
+        assert_eq!(
+            (c.read_write, c.id.as_str(), c.sharing, c.mode),
+            (true, "/root/.cache", Sharing::Shared, 0o755)
+        );
+        let c =
+            parse("type=cache,dst=/c,id=x,sharing=locked,mode=0700,uid=1000,gid=1000,ro").unwrap();
+        assert_eq!(
+            (c.read_write, c.id.as_str(), c.sharing, c.mode, c.uid),
+            (false, "x", Sharing::Locked, 0o700, 1000)
+        );
+        assert_eq!(
+            parse("type=tmpfs,target=/t,size=64m").unwrap().kind,
+            MountKind::Tmpfs
+        );
+        assert_eq!(
+            parse("type=bind,from=build,src=/out,target=/o")
+                .unwrap()
+                .from
+                .as_deref(),
+            Some("build")
+        );
     }
 
     #[test]
@@ -147,8 +186,16 @@ mod tests {
         assert!(parse("type=ssh").unwrap_err().contains("--ssh"));
         assert!(parse("type=nfs,target=/x").unwrap_err().contains("nfs"));
         assert!(parse("type=cache").unwrap_err().contains("target"));
-        assert!(parse("type=cache,target=/c,mode=999").unwrap_err().contains("999"));
-        assert!(parse("type=cache,target=/c,colour=blue").unwrap_err().contains("colour"));
+        assert!(
+            parse("type=cache,target=/c,mode=999")
+                .unwrap_err()
+                .contains("999")
+        );
+        assert!(
+            parse("type=cache,target=/c,colour=blue")
+                .unwrap_err()
+                .contains("colour")
+        );
         assert!(parse("type=tmpfs,target=/t,from=x").is_err());
     }
 }
