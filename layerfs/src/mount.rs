@@ -25,37 +25,17 @@ pub struct UnionSpec {
 
 /// Mounts `spec` at `target` with kernel overlayfs.
 pub fn mount_overlay(spec: &UnionSpec, target: &Path) -> Result<()> {
-    mount_overlay_with(spec, target, UpperSync::Durable)
-}
-
-/// Whether overlayfs syncs the upper dir's filesystem when the mount goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpperSync {
-    /// As usual: unmounting waits for the upper filesystem to be synced.
-    Durable,
-    /// The `volatile` option (Linux 5.10+): no sync at all, for an upper dir that is thrown
-    /// away or committed elsewhere (a container's). overlayfs then marks the work dir, which
-    /// cannot serve another mount until emptied.
-    Volatile,
-}
-
-/// [`mount_overlay`], choosing how the upper dir is synced.
-pub fn mount_overlay_with(spec: &UnionSpec, target: &Path, sync: UpperSync) -> Result<()> {
-    match mount_overlay_fsconfig(spec, target, sync) {
+    match mount_overlay_fsconfig(spec, target) {
         Ok(()) => Ok(()),
         // `lowerdir+` is Linux 6.8+; older kernels get the classic mount(2) with fd paths.
         Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-            mount_overlay_legacy(spec, target, sync)
+            mount_overlay_legacy(spec, target)
         }
         Err(e) => Err(Error::io("mount overlay on", target, e.into())),
     }
 }
 
-fn mount_overlay_fsconfig(
-    spec: &UnionSpec,
-    target: &Path,
-    sync: UpperSync,
-) -> rustix::io::Result<()> {
+fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result<()> {
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     rustix::mount::fsconfig_set_string(&fs, "source", "strata")?;
     for lower in spec.lowers.iter().rev() {
@@ -69,9 +49,9 @@ fn mount_overlay_fsconfig(
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
     }
-    if sync == UpperSync::Volatile {
-        rustix::mount::fsconfig_set_flag(&fs, "volatile")?;
-    }
+    // Every union strata mounts is short-lived scratch (a build step, a container, a mount
+    // until `umount`): no fsync per copied-up file. A committed layer is synced as a whole.
+    rustix::mount::fsconfig_set_flag(&fs, "volatile")?;
     rustix::mount::fsconfig_create(&fs)?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     rustix::mount::move_mount(
@@ -93,7 +73,7 @@ fn overlay_options() -> [(&'static str, &'static str); 3] {
     ]
 }
 
-fn mount_overlay_legacy(spec: &UnionSpec, target: &Path, sync: UpperSync) -> Result<()> {
+fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
     // Each lower is passed as /proc/self/fd/N: short, whatever the store's path.
     let mut fds: Vec<OwnedFd> = Vec::with_capacity(spec.lowers.len());
     for lower in &spec.lowers {
@@ -122,9 +102,7 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path, sync: UpperSync) -> Res
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         data.push_str(",userxattr");
     }
-    if sync == UpperSync::Volatile {
-        data.push_str(",volatile");
-    }
+    data.push_str(",volatile");
     let data = std::ffi::CString::new(data).map_err(|_| {
         Error::Unsupported(format!(
             "{}: a layer path holds a NUL byte",

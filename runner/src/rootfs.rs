@@ -23,7 +23,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use layerfs::mount::UpperSync;
 use pathrs::Root;
 use rustix::fs::{CWD, FileType, Mode, OFlags};
 use rustix::mount::MountAttrFlags;
@@ -124,9 +123,9 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
 fn mount_root(rootfs: &Rootfs) -> Result<OwnedFd> {
     let fd = match rootfs {
         Rootfs::Union { layers, mountpoint } => {
-            // No sync of the upper dir when the container ends: it is removed or committed
-            // by the caller (an ext4 sync under load costs tens of milliseconds).
-            layerfs::mount::mount_overlay_with(layers, mountpoint, UpperSync::Volatile)?;
+            // Volatile (as every union strata mounts): no sync of the upper dir when the
+            // container ends; the caller removes or commits it.
+            layerfs::mount::mount_overlay(layers, mountpoint)?;
             rustix::fs::open(
                 mountpoint,
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -25,6 +25,7 @@ use serde_json::json;
 
 use super::copy::{self, CopyError, Inline, Placement, Rewrite, SourceRoot};
 use super::events::{Event, Reporter, StepInfo};
+use super::run_mount::{MountKind, RunMount};
 use super::state::{DEFAULT_PATH_ENV, ImageState, step_key};
 use super::userdb;
 use crate::dockerfile::{self, Command, CommandLine, Dockerfile, Instruction, RunScript, Source};
@@ -411,9 +412,13 @@ impl Builder<'_, '_> {
         let mut key_input =
             json!({ "instruction": serde_json::to_value(&command).expect("the AST serializes") });
         match &command {
-            Command::Run(_) => {
+            Command::Run(run) => {
                 key_input["args"] = json!(args);
                 key_input["network"] = json!(format!("{:?}", self.opts.network));
+                if !run.mounts.is_empty() {
+                    key_input["mounts"] =
+                        self.mounts_key(run).map_err(|e| self.step_err(ins, e))?;
+                }
             }
             Command::Copy(c) | Command::Add(c) => {
                 let hash = self
@@ -536,12 +541,7 @@ impl Builder<'_, '_> {
         ins: &Instruction,
         id: usize,
     ) -> Result<bool, BuildError> {
-        if !run.mounts.is_empty() {
-            return Err(self.step_err(
-                ins,
-                StepError::Other("RUN --mount is not supported yet".into()),
-            ));
-        }
+        let mounts = parse_mounts(run).map_err(|e| self.step_err(ins, e))?;
         let cfg = &next.config.config;
         let shell = cfg
             .shell
@@ -594,6 +594,7 @@ impl Builder<'_, '_> {
             user: cfg.user.clone().filter(|u| !u.is_empty()),
             network,
             files,
+            binds: Vec::new(),
         };
         let scratch = self.scratch_dirs()?;
         let mountpoint = scratch.home.join("rootfs");
@@ -604,15 +605,57 @@ impl Builder<'_, '_> {
             upper: scratch.upper.clone(),
             work: scratch.work.clone(),
         };
-        let reporter = &mut *self.reporter;
-        let result = super::sandbox::run_step(
-            self.store,
-            &step,
-            &layers,
-            &mountpoint,
-            self.opts.cancel,
-            &mut |line| reporter.event(Event::Output { id, line }),
-        );
+        let workdir = step.workdir.clone();
+        let result = self
+            .run_mounts(&mounts, &workdir, &scratch)
+            .and_then(|(binds, sources)| {
+                let mut step = step;
+                step.binds = binds;
+                let reporter = &mut *self.reporter;
+                let cancel = self.opts.cancel;
+                let store = self.store;
+                let on_line = &mut |line| reporter.event(Event::Output { id, line });
+                if sources.is_empty() {
+                    return super::sandbox::run_step(
+                        store,
+                        &step,
+                        &layers,
+                        &mountpoint,
+                        cancel,
+                        on_line,
+                    );
+                }
+                // Stages and images that mounts read from are mounted in a namespace of this
+                // step's own; the sandbox starts from it and sees them.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        enter_private_mount_namespace()?;
+                        for (lowers, at, upper) in &sources {
+                            match upper {
+                                None => layerfs::mount::mount_overlay_readonly(lowers, at)?,
+                                Some((upper, work)) => mount_overlay(
+                                    &UnionSpec {
+                                        lowers: lowers.clone(),
+                                        upper: upper.clone(),
+                                        work: work.clone(),
+                                    },
+                                    at,
+                                )?,
+                            }
+                        }
+                        super::sandbox::run_step(
+                            store,
+                            &step,
+                            &layers,
+                            &mountpoint,
+                            cancel,
+                            on_line,
+                        )
+                    })
+                    .join()
+                    .expect("the step thread does not panic")
+                })
+            });
         let changed = match result {
             Ok(()) => self.commit(next, &scratch),
             Err(e) => {
@@ -625,6 +668,143 @@ impl Builder<'_, '_> {
             }
         };
         changed.map_err(|e| self.step_err(ins, e))
+    }
+
+    /// The host side of a RUN step's `--mount`s: bind mounts for the sandbox, and the stages
+    /// or images to mount first (lower dirs, where, and an upper and work dir when writable).
+    fn run_mounts(
+        &self,
+        mounts: &[RunMount],
+        workdir: &str,
+        scratch: &Scratch,
+    ) -> Result<(Vec<runner::BindMount>, Vec<SourceMount>), StepError> {
+        let mut binds = Vec::new();
+        let mut sources = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            let destination = absolute(workdir, &m.target).to_string_lossy().into_owned();
+            let mkdir = |p: &Path| {
+                std::fs::create_dir_all(p).map_err(|e| layerfs::Error::io("create directory", p, e))
+            };
+            let sub = |base: &Path| -> Result<PathBuf, StepError> {
+                match &m.source {
+                    None => Ok(base.to_owned()),
+                    Some(src) => copy_clean(src)
+                        .map(|rel| base.join(rel))
+                        .ok_or_else(|| CopyError::Outside(src.clone()).into()),
+                }
+            };
+            let source = match (m.kind, &m.from) {
+                (MountKind::Tmpfs, _) => {
+                    let dir = scratch.home.join(format!("tmpfs-{i}"));
+                    mkdir(&dir)?;
+                    dir
+                }
+                (MountKind::Cache, None) => {
+                    let dir = self.store.cache_mount_dir(&m.id, m.mode, m.uid, m.gid)?;
+                    sub(&dir)?
+                }
+                (MountKind::Bind, None) if !m.read_write && self.ignore.is_empty() => {
+                    sub(&self.opts.context)?
+                }
+                (MountKind::Bind, None) => {
+                    // The context as COPY sees it (.dockerignore applied), in a throwaway copy.
+                    let dir = scratch.home.join(format!("bind-{i}"));
+                    mkdir(&dir)?;
+                    let ignore = &self.ignore;
+                    let filter = |p: &Path, d: bool| visit(ignore, p, d);
+                    let root = SourceRoot {
+                        root: &self.opts.context,
+                        filter: Some(&filter),
+                        keep_owner: true,
+                    };
+                    let src = m.source.clone().unwrap_or_else(|| ".".into());
+                    let items =
+                        copy::resolve_sources(std::slice::from_ref(&src), &root, "build context")?;
+                    let placement = Placement {
+                        dest: PathBuf::from("/"),
+                        dest_is_dir: true,
+                    };
+                    copy::copy_into(
+                        &dir,
+                        &root,
+                        &items,
+                        &[],
+                        &placement,
+                        Rewrite {
+                            root_owned: false,
+                            ..Rewrite::default()
+                        },
+                        &[],
+                    )?;
+                    dir
+                }
+                (_, Some(from)) => {
+                    let lowers = lowers_or_empty(
+                        self.store,
+                        self.source_state(from)?.layer_dirs(self.store)?,
+                    );
+                    let at = scratch.home.join(format!("from-{i}"));
+                    mkdir(&at)?;
+                    let upper = if m.read_write {
+                        let (u, w) = (
+                            scratch.home.join(format!("from-{i}-upper")),
+                            scratch.home.join(format!("from-{i}-work")),
+                        );
+                        mkdir(&u)?;
+                        mkdir(&w)?;
+                        Some((u, w))
+                    } else {
+                        None
+                    };
+                    let source = sub(&at)?;
+                    sources.push((lowers, at, upper));
+                    source
+                }
+            };
+            binds.push(runner::BindMount {
+                source,
+                destination,
+                read_only: !m.read_write,
+            });
+        }
+        Ok((binds, sources))
+    }
+
+    /// What a RUN step's mounts add to its cache key: what a bind shows (the context's
+    /// content hash, or the source stage's key); caches and tmpfs add nothing but their spec.
+    fn mounts_key(&self, run: &dockerfile::Run) -> Result<serde_json::Value, StepError> {
+        let mut out = Vec::new();
+        for m in parse_mounts(run)? {
+            let content = match (m.kind, &m.from) {
+                (MountKind::Bind, None) => {
+                    let ignore = &self.ignore;
+                    let filter = |p: &Path, d: bool| visit(ignore, p, d);
+                    let root = SourceRoot {
+                        root: &self.opts.context,
+                        filter: Some(&filter),
+                        keep_owner: true,
+                    };
+                    let src = m.source.clone().unwrap_or_else(|| ".".into());
+                    let items =
+                        copy::resolve_sources(std::slice::from_ref(&src), &root, "build context")?;
+                    let placement = Placement {
+                        dest: PathBuf::from("/"),
+                        dest_is_dir: true,
+                    };
+                    Some(copy::content_hash(
+                        &root,
+                        &items,
+                        &[],
+                        &placement,
+                        Rewrite::default(),
+                    )?)
+                }
+                (MountKind::Bind, Some(from)) => Some(self.source_state(from)?.key),
+                _ => None,
+            };
+            out.push(json!({ "mount": m, "content": content }));
+        }
+        Ok(json!(out))
     }
 
     /// A fresh upper and work dir for a step, under the store's tmp.
@@ -957,6 +1137,37 @@ fn lowers_or_empty(store: &Store, lowers: Vec<PathBuf>) -> Vec<PathBuf> {
     } else {
         lowers
     }
+}
+
+/// A stage or image a RUN mount reads: its layer dirs, where to mount them, and the upper and
+/// work dirs when the mount is writable.
+type SourceMount = (Vec<PathBuf>, PathBuf, Option<(PathBuf, PathBuf)>);
+
+/// The `--mount`s of a RUN step.
+fn parse_mounts(run: &dockerfile::Run) -> Result<Vec<RunMount>, StepError> {
+    run.mounts
+        .iter()
+        .map(|m| {
+            super::run_mount::parse(m).map_err(|e| StepError::Other(format!("--mount={m}: {e}")))
+        })
+        .collect()
+}
+
+/// A source path made relative and clean; `None` if it climbs out.
+fn copy_clean(src: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(src).components() {
+        match c {
+            std::path::Component::Normal(n) => out.push(n),
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(out)
 }
 
 struct Scratch {
