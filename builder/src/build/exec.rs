@@ -23,7 +23,7 @@ use layerfs::store::{Store, remove_tree};
 use oci_spec::image::{Descriptor, Digest};
 use serde_json::json;
 
-use super::copy::{self, CopyError, Inline, Placement, Rewrite, SourceRoot};
+use super::copy::{self, CopyError, CopyPlan, Inline, Placement, Rewrite, SourceRoot};
 use super::events::{Event, Reporter, StepInfo};
 use super::run_mount::{MountKind, RunMount};
 use super::state::{DEFAULT_PATH_ENV, ImageState, step_key};
@@ -509,13 +509,16 @@ impl Builder<'_, '_> {
             dest: PathBuf::from(&c.dest),
             dest_is_dir: c.dest.ends_with('/'),
         };
-        Ok(copy::content_hash(
-            &root,
-            &items,
-            &inline_sources(c),
-            &placement,
-            Rewrite::default(),
-        )?)
+        let inline = inline_sources(c);
+        let plan = CopyPlan {
+            root,
+            items: &items,
+            inline: &inline,
+            placement,
+            rewrite: Rewrite::default(),
+            parents: Vec::new(),
+        };
+        Ok(plan.content_hash()?)
     }
 
     /// The state `COPY --from=FROM` copies from: an earlier stage, or an image.
@@ -688,7 +691,7 @@ impl Builder<'_, '_> {
             let sub = |base: &Path| -> Result<PathBuf, StepError> {
                 match &m.source {
                     None => Ok(base.to_owned()),
-                    Some(src) => copy_clean(src)
+                    Some(src) => copy::clean(src)
                         .map(|rel| base.join(rel))
                         .ok_or_else(|| CopyError::Outside(src.clone()).into()),
                 }
@@ -710,32 +713,7 @@ impl Builder<'_, '_> {
                     // The context as COPY sees it (.dockerignore applied), in a throwaway copy.
                     let dir = scratch.home.join(format!("bind-{i}"));
                     mkdir(&dir)?;
-                    let ignore = &self.ignore;
-                    let filter = |p: &Path, d: bool| visit(ignore, p, d);
-                    let root = SourceRoot {
-                        root: &self.opts.context,
-                        filter: Some(&filter),
-                        keep_owner: true,
-                    };
-                    let src = m.source.clone().unwrap_or_else(|| ".".into());
-                    let items =
-                        copy::resolve_sources(std::slice::from_ref(&src), &root, "build context")?;
-                    let placement = Placement {
-                        dest: PathBuf::from("/"),
-                        dest_is_dir: true,
-                    };
-                    copy::copy_into(
-                        &dir,
-                        &root,
-                        &items,
-                        &[],
-                        &placement,
-                        Rewrite {
-                            root_owned: false,
-                            ..Rewrite::default()
-                        },
-                        &[],
-                    )?;
+                    self.context_bind(m, |plan| Ok(plan.copy_into(&dir)?))?;
                     dir
                 }
                 (_, Some(from)) => {
@@ -777,27 +755,7 @@ impl Builder<'_, '_> {
         for m in parse_mounts(run)? {
             let content = match (m.kind, &m.from) {
                 (MountKind::Bind, None) => {
-                    let ignore = &self.ignore;
-                    let filter = |p: &Path, d: bool| visit(ignore, p, d);
-                    let root = SourceRoot {
-                        root: &self.opts.context,
-                        filter: Some(&filter),
-                        keep_owner: true,
-                    };
-                    let src = m.source.clone().unwrap_or_else(|| ".".into());
-                    let items =
-                        copy::resolve_sources(std::slice::from_ref(&src), &root, "build context")?;
-                    let placement = Placement {
-                        dest: PathBuf::from("/"),
-                        dest_is_dir: true,
-                    };
-                    Some(copy::content_hash(
-                        &root,
-                        &items,
-                        &[],
-                        &placement,
-                        Rewrite::default(),
-                    )?)
+                    Some(self.context_bind(&m, |plan| Ok(plan.content_hash()?))?)
                 }
                 (MountKind::Bind, Some(from)) => Some(self.source_state(from)?.key),
                 _ => None,
@@ -805,6 +763,35 @@ impl Builder<'_, '_> {
             out.push(json!({ "mount": m, "content": content }));
         }
         Ok(json!(out))
+    }
+
+    /// Runs `f` on the copy plan of what a context bind mount shows: its source in the
+    /// context, `.dockerignore` applied, at the mount's root, owners kept.
+    fn context_bind<T>(
+        &self,
+        m: &RunMount,
+        f: impl FnOnce(&CopyPlan<'_>) -> Result<T, StepError>,
+    ) -> Result<T, StepError> {
+        let ignore = &self.ignore;
+        let filter = |p: &Path, d: bool| visit(ignore, p, d);
+        let root = SourceRoot {
+            root: &self.opts.context,
+            filter: Some(&filter),
+            keep_owner: true,
+        };
+        let src = m.source.clone().unwrap_or_else(|| ".".into());
+        let items = copy::resolve_sources(std::slice::from_ref(&src), &root, "build context")?;
+        f(&CopyPlan {
+            root,
+            items: &items,
+            inline: &[],
+            placement: Placement {
+                dest: PathBuf::from("/"),
+                dest_is_dir: true,
+            },
+            rewrite: Rewrite::default(),
+            parents: Vec::new(),
+        })
     }
 
     /// A fresh upper and work dir for a step, under the store's tmp.
@@ -947,10 +934,7 @@ impl Builder<'_, '_> {
                     || dest_text.ends_with("/.")
                     || dest_text == "."
                     || copy::is_dir_in_root(rootfs, &dest);
-                if is_add
-                    && let Some(done) = add_archives(rootfs, &items, &dest)?
-                    && done
-                {
+                if is_add && add_archives(rootfs, &items, &dest)? {
                     return Ok(());
                 }
                 let all_dirs =
@@ -965,10 +949,15 @@ impl Builder<'_, '_> {
                     chmod,
                     root_owned: !root.keep_owner,
                 };
-                copy::copy_into(
-                    rootfs, &root, &items, &inline, &placement, rewrite, &parents,
-                )?;
-                Ok(())
+                let plan = CopyPlan {
+                    root,
+                    items: &items,
+                    inline: &inline,
+                    placement,
+                    rewrite,
+                    parents,
+                };
+                Ok(plan.copy_into(rootfs)?)
             };
             match &from_layers {
                 None => {
@@ -1016,68 +1005,29 @@ impl Builder<'_, '_> {
                 .as_deref()
                 .map(|u| userdb::resolve_user(rootfs, u).map_err(StepError::Other))
                 .transpose()?;
-            let parents = copy::missing_parents(rootfs, &path, owner, true);
-            let root = SourceRoot {
-                root: rootfs,
-                filter: None,
-                keep_owner: true,
-            };
-            let placement = Placement {
-                dest: path,
-                dest_is_dir: true,
-            };
-            copy::copy_into(
-                rootfs,
-                &root,
-                &[],
-                &[],
-                &placement,
-                Rewrite::default(),
-                &parents,
-            )?;
+            copy::create_dirs(rootfs, copy::missing_parents(rootfs, &path, owner, true))?;
             Ok(())
         })?;
         Ok(changed)
     }
 }
 
-/// ADD of local archives: extracts each archive source into `dest`. `Some(true)` when every
-/// source was an archive (nothing left to copy), `None`/`Some(false)` otherwise.
-fn add_archives(
-    rootfs: &Path,
-    items: &[copy::Item],
-    dest: &Path,
-) -> Result<Option<bool>, StepError> {
+/// ADD of local archives: extracts every source into `dest` when they are all tar archives
+/// (true), does nothing when none is (false), refuses a mix.
+fn add_archives(rootfs: &Path, items: &[copy::Item], dest: &Path) -> Result<bool, StepError> {
     let archives: Vec<&copy::Item> = items
         .iter()
         .filter(|i| !i.is_dir && is_archive(&i.path))
         .collect();
     if archives.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
     if archives.len() != items.len() {
         return Err(StepError::Other(
             "ADD cannot mix archives and other sources in one instruction".into(),
         ));
     }
-    let parents = copy::missing_parents(rootfs, dest, None, true);
-    let root = SourceRoot {
-        root: rootfs,
-        filter: None,
-        keep_owner: true,
-    };
-    copy::copy_into(
-        rootfs,
-        &root,
-        &[],
-        &[],
-        &Placement {
-            dest: dest.to_owned(),
-            dest_is_dir: true,
-        },
-        Rewrite::default(),
-        &parents,
-    )?;
+    copy::create_dirs(rootfs, copy::missing_parents(rootfs, dest, None, true))?;
     for a in archives {
         let f = std::fs::File::open(&a.path).map_err(|e| layerfs::Error::io("open", &a.path, e))?;
         let input = layerfs::layer::compress::decompress(f)
@@ -1089,7 +1039,7 @@ fn add_archives(
         let target = rootfs.join(dest.strip_prefix("/").unwrap_or(dest));
         layerfs::layer::apply::apply(input, &target, &opts)?;
     }
-    Ok(Some(true))
+    Ok(true)
 }
 
 /// Whether a file is a tar archive (plain, gzip, zstd or xz), by its content.
@@ -1151,23 +1101,6 @@ fn parse_mounts(run: &dockerfile::Run) -> Result<Vec<RunMount>, StepError> {
             super::run_mount::parse(m).map_err(|e| StepError::Other(format!("--mount={m}: {e}")))
         })
         .collect()
-}
-
-/// A source path made relative and clean; `None` if it climbs out.
-fn copy_clean(src: &str) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in Path::new(src).components() {
-        match c {
-            std::path::Component::Normal(n) => out.push(n),
-            std::path::Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            _ => {}
-        }
-    }
-    Some(out)
 }
 
 struct Scratch {

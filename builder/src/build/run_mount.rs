@@ -104,12 +104,12 @@ pub fn parse(spec: &str) -> Result<RunMount, String> {
             "uid" => {
                 uid = need()?
                     .parse()
-                    .map_err(|_| format!("uid={}: not a number", value.unwrap_or_default()))?
+                    .map_err(|_| format!("uid={}: not a number", value.unwrap_or_default()))?;
             }
             "gid" => {
                 gid = need()?
                     .parse()
-                    .map_err(|_| format!("gid={}: not a number", value.unwrap_or_default()))?
+                    .map_err(|_| format!("gid={}: not a number", value.unwrap_or_default()))?;
             }
             // tmpfs size and bind-propagation settings change nothing here.
             "size" | "bind-propagation" | "required" | "env" => {}
