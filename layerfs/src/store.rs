@@ -326,7 +326,7 @@ impl Store {
             .at("create", &tmp)?;
         Ok(BlobWriter {
             blobs: self.root.join("blobs/sha256"),
-            out: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+            out: Some(HashingWriter::new(BufWriter::with_capacity(256 << 10, file))),
             tmp,
             keep_partial: false,
             expected: expected.cloned(),
@@ -357,7 +357,7 @@ impl Store {
         Ok(BlobWriter {
             blobs: self.root.join("blobs/sha256"),
             out: Some(HashingWriter::resume(
-                BufWriter::with_capacity(1 << 20, file),
+                BufWriter::with_capacity(256 << 10, file),
                 hasher,
             )),
             tmp,
@@ -826,7 +826,7 @@ impl BlobWriter {
             .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
         file.set_len(0).at("truncate", &tmp)?;
         file.rewind().at("seek", &tmp)?;
-        self.out = Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)));
+        self.out = Some(HashingWriter::new(BufWriter::with_capacity(256 << 10, file)));
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use crate::digest::{HashingReader, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::store::{LayerRecord, Store, chain_ids, remove_tree};
 
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// The writing end of a chunk pipe between two threads.
