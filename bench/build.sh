@@ -14,7 +14,7 @@ runs=${1:-5}
 for t in buildah runc skopeo hyperfine /usr/bin/time; do command -v "$t" >/dev/null || { echo "missing $t: scripts/install-deps" >&2; exit 2; }; done
 cargo build -q --release --bin strata
 S=${CARGO_TARGET_DIR:-$PWD/target}/release/strata
-work=$(mktemp -d /var/tmp/strata-bench-build.XXXXXX)
+work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-build.XXXXXX")
 trap 'buildah --root "$work/bh" --runroot "$work/bh-run" rm -a >/dev/null 2>&1 || true; umount -R "$work/bh" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 scripts/make-busybox-rootfs "$work/busybox.tar"
@@ -26,10 +26,14 @@ base="oci-archive:$work/busybox-oci.tar"
 bud="$B bud --runtime runc --layers --build-arg BASE=$base -t bench -q $work/ctx"
 sbuild="$S --root $work/store build -t bench --progress plain $work/ctx"
 
+# Earlier stores are moved aside rather than deleted, and every run starts with nothing left
+# to write back: on this ext4 (mounted with `discard`) a big delete or a pending writeback
+# slows whatever creates files next.
+mkdir -p "$work/trash"
 hyperfine -N --style basic --runs "$runs" --export-json "$work/cold.json" \
-  --prepare "sh -c 'rm -rf $work/store && $S --root $work/store import $work/busybox.tar busybox >/dev/null'" \
+  --prepare "sh -c 'mv $work/store $work/trash/\$(date +%s%N) 2>/dev/null; $S --root $work/store import $work/busybox.tar busybox >/dev/null && sync'" \
   -n "strata cold" "$sbuild" \
-  --prepare "sh -c '$B rm -a >/dev/null 2>&1; $B rmi -a -f >/dev/null 2>&1; $B pull -q $base >/dev/null'" \
+  --prepare "sh -c '$B rm -a >/dev/null 2>&1; $B rmi -a -f >/dev/null 2>&1; $B pull -q $base >/dev/null && sync'" \
   -n "buildah cold" "$bud" >/dev/null 2>&1
 hyperfine -N --style basic --runs "$((runs * 2))" --warmup 1 --export-json "$work/warm.json" \
   -n "strata rebuild" "$sbuild" -n "buildah rebuild" "$bud" >/dev/null 2>&1

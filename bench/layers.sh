@@ -17,7 +17,7 @@ cargo build -q --release --bin strata && cargo build -q --release -p layerfs --e
 target=${CARGO_TARGET_DIR:-$PWD/target}
 S=$target/release/strata B=$target/release/examples/layerbench
 tarball=$(bench/minbase.sh)
-work=$(mktemp -d /var/tmp/strata-bench-layers.XXXXXX)
+work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-layers.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
 # Inputs: the image in a strata store and as an OCI layout, its rootfs as a plain dir.

@@ -17,7 +17,7 @@ for t in docker-registry skopeo umoci hyperfine /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "$t missing: scripts/install-deps" >&2; exit 2; }
 done
 tarball=$(bench/minbase.sh)
-work=$(mktemp -d /var/tmp/strata-bench-registry.XXXXXX)
+work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-registry.XXXXXX")
 registry_pid=
 cleanup() {
   if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; fi

@@ -25,7 +25,7 @@ cargo build -q --release --bin strata
 target=${CARGO_TARGET_DIR:-$PWD/target}
 S=$target/release/strata
 tarball=$(bench/minbase.sh)
-work=$(mktemp -d /var/tmp/strata-bench-run.XXXXXX)
+work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-run.XXXXXX")
 trap 'runc delete -f strata-bench >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 
 # The image in a strata store; the same image as an OCI layout, unpacked into a runc bundle.
