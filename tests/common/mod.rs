@@ -33,7 +33,8 @@ pub struct TestStore {
 
 impl TestStore {
     pub fn new() -> Self {
-        let base = std::env::var_os("STRATA_TEST_TMP").map_or_else(std::env::temp_dir, PathBuf::from);
+        let base =
+            std::env::var_os("STRATA_TEST_TMP").map_or_else(std::env::temp_dir, PathBuf::from);
         TestStore {
             dir: tempfile::Builder::new()
                 .prefix("strata-test-")
@@ -45,7 +46,11 @@ impl TestStore {
     /// A new store holding `busybox:latest` imported from the host's static busybox.
     pub fn with_busybox() -> Self {
         let s = TestStore::new();
-        s.ok(&["import", busybox_tarball().to_str().unwrap(), "busybox:latest"]);
+        s.ok(&[
+            "import",
+            busybox_tarball().to_str().unwrap(),
+            "busybox:latest",
+        ]);
         s
     }
 
@@ -116,14 +121,21 @@ pub fn busybox_tarball() -> &'static Path {
             .arg(&out)
             .status()
             .expect("run scripts/make-busybox-rootfs");
-        assert!(status.success(), "scripts/make-busybox-rootfs failed: is busybox-static installed?");
+        assert!(
+            status.success(),
+            "scripts/make-busybox-rootfs failed: is busybox-static installed?"
+        );
         out
     })
 }
 
 /// Runs a shell command line, asserts success, returns stdout.
 pub fn sh(script: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(script).output().expect("spawn sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("spawn sh");
     assert!(
         out.status.success(),
         "sh -c {script:?} failed ({}):\n{}{}",

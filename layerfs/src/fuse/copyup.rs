@@ -230,7 +230,8 @@ impl UnionFs {
     }
 
     /// Moves the temp entry `tmp` to `dest` in the upper layer, where nothing may be.
-    /// `EEXIST` means another request put the entry there first; the temp is removed.
+    /// `EEXIST` means another request put the entry there first; the temp is removed. The
+    /// parent keeps its times, as a copy-up changes nothing a user made.
     pub(super) fn install(
         &self,
         tmp: &OsStr,
@@ -238,10 +239,11 @@ impl UnionFs {
         flags: RenameFlags,
     ) -> Result<(), Errno> {
         let (parent, name) = split(dest);
-        let res = self
-            .layers
-            .upper_dir(parent)
-            .and_then(|dir| rustix::fs::renameat_with(self.layers.work()?, tmp, &dir, name, flags));
+        let res = self.layers.upper_dir(parent).and_then(|dir| {
+            let before = rustix::fs::fstat(&dir)?;
+            rustix::fs::renameat_with(self.layers.work()?, tmp, &dir, name, flags)?;
+            rustix::fs::utimensat(&dir, ".", &times_of(&before), AtFlags::empty())
+        });
         if res.is_err() {
             self.remove_temp(tmp);
         }

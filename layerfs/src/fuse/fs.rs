@@ -828,14 +828,21 @@ impl UnionFs {
         to_parent: u64,
         exchanged: Option<(u64, u64)>,
     ) {
+        let rebase = |rest: &Path, onto: &Path| {
+            if rest.as_os_str().is_empty() {
+                onto.to_owned()
+            } else {
+                onto.join(rest)
+            }
+        };
         let remap = |p: &Path| -> Option<PathBuf> {
             if let Ok(rest) = p.strip_prefix(from) {
-                return Some(to.join(rest));
+                return Some(rebase(rest, to));
             }
             if exchanged.is_some()
                 && let Ok(rest) = p.strip_prefix(to)
             {
-                return Some(from.join(rest));
+                return Some(rebase(rest, from));
             }
             None
         };
@@ -1096,8 +1103,27 @@ impl UnionFs {
         }
     }
 
-    fn is_private_xattr(&self, name: &OsStr) -> bool {
-        name.as_bytes().starts_with(self.xattr_ns())
+    /// The name an xattr the user sees has in the layers. Names in overlayfs's own namespace
+    /// are escaped, as overlayfs does (`trusted.overlay.X` is stored as
+    /// `trusted.overlay.overlay.X`), so users can neither see nor forge the union's own.
+    fn real_xattr_name(&self, name: &OsStr) -> Vec<u8> {
+        let ns = self.xattr_ns();
+        let name = name.as_bytes();
+        match name.strip_prefix(ns) {
+            Some(rest) => [ns, b"overlay.", rest].concat(),
+            None => name.to_vec(),
+        }
+    }
+
+    /// The name a user sees for a real xattr name, or `None` for the union's own.
+    fn user_xattr_name<'a>(&self, real: &'a [u8]) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let ns = self.xattr_ns();
+        match real.strip_prefix(ns) {
+            Some(rest) => rest
+                .strip_prefix(b"overlay.")
+                .map(|r| [ns, r].concat().into()),
+            None => Some(real.into()),
+        }
     }
 }
 
@@ -1321,7 +1347,7 @@ impl Filesystem for UnionFs {
             match self.layers.classify_upper(qdir.as_fd(), newname)? {
                 Entry::Present(_) => return Err(Errno::EXIST),
                 Entry::Missing => {
-                    rustix::fs::linkat(&sdir, sname, &qdir, newname, AtFlags::empty())?
+                    rustix::fs::linkat(&sdir, sname, &qdir, newname, AtFlags::empty())?;
                 }
                 Entry::Whiteout => {
                     let work = self.layers.work()?;
@@ -1671,15 +1697,13 @@ impl Filesystem for UnionFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        if self.is_private_xattr(name) {
-            return reply.error(fuser::Errno::EOPNOTSUPP);
-        }
+        let real = self.real_xattr_name(name);
         let res = self.node(ino).and_then(|node| {
             self.copy_up(&node, true)?;
             let (mut keep, mut path) = (None, PathBuf::new());
             let target = self.xattr_target_of(&node, &mut keep, &mut path)?;
             target.set(
-                name.as_bytes(),
+                &real,
                 value,
                 rustix::fs::XattrFlags::from_bits_retain(flags as u32),
             )
@@ -1691,13 +1715,11 @@ impl Filesystem for UnionFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if self.is_private_xattr(name) {
-            return reply.error(fuser::Errno::EOPNOTSUPP);
-        }
+        let real = self.real_xattr_name(name);
         let res = self.node(ino).and_then(|node| {
             let (mut keep, mut path) = (None, PathBuf::new());
             self.xattr_target_of(&node, &mut keep, &mut path)?
-                .get(name.as_bytes())
+                .get(&real)
         });
         reply_xattr(reply, size, res);
     }
@@ -1706,14 +1728,12 @@ impl Filesystem for UnionFs {
         let res = self.node(ino).and_then(|node| {
             let (mut keep, mut path) = (None, PathBuf::new());
             let list = self.xattr_target_of(&node, &mut keep, &mut path)?.list()?;
-            let ns = self.xattr_ns();
             let mut out = Vec::with_capacity(list.len());
-            for n in list
-                .split(|b| *b == 0)
-                .filter(|n| !n.is_empty() && !n.starts_with(ns))
-            {
-                out.extend_from_slice(n);
-                out.push(0);
+            for n in list.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                if let Some(shown) = self.user_xattr_name(n) {
+                    out.extend_from_slice(&shown);
+                    out.push(0);
+                }
             }
             Ok(out)
         });
@@ -1721,14 +1741,12 @@ impl Filesystem for UnionFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.is_private_xattr(name) {
-            return reply.error(fuser::Errno::EOPNOTSUPP);
-        }
+        let real = self.real_xattr_name(name);
         let res = self.node(ino).and_then(|node| {
             self.copy_up(&node, true)?;
             let (mut keep, mut path) = (None, PathBuf::new());
             self.xattr_target_of(&node, &mut keep, &mut path)?
-                .remove(name.as_bytes())
+                .remove(&real)
         });
         match res {
             Ok(()) => reply.ok(),
@@ -1800,6 +1818,35 @@ impl Filesystem for UnionFs {
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
             );
         }
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Like overlayfs on most files: no terminal, no special ioctls.
+        reply.error(fuser::Errno::ENOTTY);
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ph: fuser::PollNotifier,
+        _events: fuser::PollEvents,
+        _flags: fuser::PollFlags,
+        reply: fuser::ReplyPoll,
+    ) {
+        // Regular files are always ready: the kernel stops asking.
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn fallocate(
