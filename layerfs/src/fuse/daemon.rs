@@ -44,8 +44,12 @@ pub fn spawn(program: &Path, opts: &UnionOptions, target: &Path) -> Result<FuseM
         .arg("--control-fd")
         .arg(fd.to_string())
         .arg(target)
+        // Nothing reads the daemon's output: a mount may outlive whoever started it, and an
+        // inherited pipe would keep that caller waiting for EOF. Failures to mount come back on
+        // the control socket; a detached daemon logs to its work dir.
         .stdin(Stdio::null())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     // Runs in the child between fork and exec: only async-signal-safe syscalls.
     let hook = move || -> std::io::Result<()> {
         // A session of its own: the terminal's signals are for strata, not its mounts.
@@ -118,7 +122,8 @@ impl FuseMount {
     }
 
     /// Leaves the union mounted when this handle (and this process) is gone; returns the
-    /// daemon's pid. `strata umount` (or any unmount) ends it.
+    /// daemon's pid. `strata umount` (or any unmount) ends it. The daemon then logs to
+    /// `WORKDIR/strata-unionfs.log`.
     pub fn detach(mut self) -> Option<u32> {
         if let Some(c) = self.control.as_mut() {
             let _ = c.write_all(b"detach\n");

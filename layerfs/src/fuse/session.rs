@@ -27,6 +27,9 @@ use super::layers::Layers;
 use super::options::UnionOptions;
 use crate::error::{Error, IoContext, Result};
 
+/// Where a detached daemon logs, in the work dir it is given.
+const LOG_NAME: &str = "strata-unionfs.log";
+
 /// The filesystem type a root-mounted union shows in `/proc/self/mountinfo`.
 pub const FS_TYPE: &str = "fuse.strata-unionfs";
 
@@ -110,10 +113,11 @@ fn mount_and_serve(
     let (stop_tx, stop_rx) = UnixStream::pair().at("create socket for", target)?;
     let watcher = {
         let watched = target.to_owned();
+        let log = opts.work.as_ref().map(|w| w.join(LOG_NAME));
         let control = control.take();
         std::thread::Builder::new()
             .name("unionfs-watch".to_owned())
-            .spawn(move || watch(&watched, signals, control, &stop_rx, root))
+            .spawn(move || watch(&watched, signals, control, &stop_rx, root, log.as_deref()))
             .at("start watcher for", target)?
     };
     let served = session.run().at("serve FUSE union on", target);
@@ -153,6 +157,7 @@ fn watch(
     control: Option<UnixStream>,
     stop: &UnixStream,
     root: bool,
+    log: Option<&Path>,
 ) {
     let Ok(sfd) = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC) else {
         return;
@@ -184,6 +189,9 @@ fn watch(
             match c.read_line(&mut line) {
                 Ok(n) if n > 0 && line.trim() == "detach" => {
                     control = None;
+                    if let Some(log) = log {
+                        log_to(log);
+                    }
                     continue;
                 }
                 Ok(n) if n > 0 => continue,
@@ -194,6 +202,17 @@ fn watch(
         }
         unmount_lazily(target, root);
         return;
+    }
+}
+
+/// Sends what the daemon says from now on to `path`.
+fn log_to(path: &Path) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path);
+    if let Ok(f) = file {
+        let _ = rustix::stdio::dup2_stderr(&f);
     }
 }
 
