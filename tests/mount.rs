@@ -17,14 +17,7 @@ use layerfs::reference::Reference;
 use layerfs::store::Store;
 
 fn can_run(test: &str) -> bool {
-    if !common::is_root_or_skip(test) {
-        return false;
-    }
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP {test}: /dev/fuse is missing");
-        return false;
-    }
-    true
+    common::is_root_with_fuse_or_skip(test)
 }
 
 /// Tags `name` as an image of `n` layers: layer `i` adds `/layers/i`, rewrites `/shared`, and
@@ -42,7 +35,7 @@ fn many_layer_image(t: &TestStore, name: &str, n: usize) {
         if i % 3 == 0 && i > 0 {
             rustix::fs::mknodat(
                 rustix::fs::CWD,
-                &dir.join(format!("layers/{}", i - 1)),
+                dir.join(format!("layers/{}", i - 1)),
                 rustix::fs::FileType::CharacterDevice,
                 rustix::fs::Mode::empty(),
                 0,

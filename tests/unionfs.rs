@@ -9,20 +9,12 @@ mod common;
 mod harness;
 
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
-use std::path::Path;
 
 use harness::{Layers, Ops, assert_same, both, has_content};
 use rustix::fs::RenameFlags;
 
 fn can_run(test: &str) -> bool {
-    if !common::is_root_or_skip(test) {
-        return false;
-    }
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIP {test}: /dev/fuse is missing");
-        return false;
-    }
-    true
+    common::is_root_with_fuse_or_skip(test)
 }
 
 fn layers(n: usize) -> (common::TestStore, Layers) {

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
-    match run(args) {
+    match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             printer.error(&e);
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
+fn run(args: &Args) -> anyhow::Result<()> {
     let mut opts = UnionOptions {
         passthrough: true,
         ..Default::default()

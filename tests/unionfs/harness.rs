@@ -83,7 +83,7 @@ impl Layers {
     pub fn whiteout(&self, layer: usize, path: &str) -> &Self {
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &self.at(layer, path),
+            self.at(layer, path),
             FileType::CharacterDevice,
             Mode::empty(),
             0,
@@ -117,7 +117,7 @@ impl Layers {
     pub fn fifo(&self, layer: usize, path: &str) -> &Self {
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &self.at(layer, path),
+            self.at(layer, path),
             FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,
@@ -301,7 +301,7 @@ impl<'a> Ops<'a> {
         self.log.into_inner()
     }
 
-    fn done<T>(&self, what: String, r: std::io::Result<T>) -> Option<T> {
+    fn done<T>(&self, what: &str, r: std::io::Result<T>) -> Option<T> {
         match r {
             Ok(v) => {
                 self.log(format!("{what}: ok"));
@@ -314,7 +314,7 @@ impl<'a> Ops<'a> {
         }
     }
 
-    fn done_rx<T>(&self, what: String, r: rustix::io::Result<T>) -> Option<T> {
+    fn done_rx<T>(&self, what: &str, r: rustix::io::Result<T>) -> Option<T> {
         self.done(what, r.map_err(std::io::Error::from))
     }
 
@@ -326,7 +326,7 @@ impl<'a> Ops<'a> {
     }
 
     pub fn write(&self, rel: &str, data: &str) {
-        self.done(format!("write {rel}"), std::fs::write(self.p(rel), data));
+        self.done(&format!("write {rel}"), std::fs::write(self.p(rel), data));
     }
 
     pub fn append(&self, rel: &str, data: &str) {
@@ -335,7 +335,7 @@ impl<'a> Ops<'a> {
             .append(true)
             .open(self.p(rel))
             .and_then(|mut f| f.write_all(data.as_bytes()));
-        self.done(format!("append {rel}"), r);
+        self.done(&format!("append {rel}"), r);
     }
 
     /// Writes in place at an offset (no truncation): a copy-up with data.
@@ -345,7 +345,7 @@ impl<'a> Ops<'a> {
             .write(true)
             .open(self.p(rel))
             .and_then(|f| f.write_all_at(data.as_bytes(), at));
-        self.done(format!("write {rel} at {at}"), r);
+        self.done(&format!("write {rel} at {at}"), r);
     }
 
     pub fn truncate(&self, rel: &str, len: u64) {
@@ -353,7 +353,7 @@ impl<'a> Ops<'a> {
             .write(true)
             .open(self.p(rel))
             .and_then(|f| f.set_len(len));
-        self.done(format!("truncate {rel} {len}"), r);
+        self.done(&format!("truncate {rel} {len}"), r);
     }
 
     pub fn create_excl(&self, rel: &str) {
@@ -361,26 +361,26 @@ impl<'a> Ops<'a> {
             .write(true)
             .create_new(true)
             .open(self.p(rel));
-        self.done(format!("create-excl {rel}"), r);
+        self.done(&format!("create-excl {rel}"), r);
     }
 
     pub fn mkdir(&self, rel: &str, mode: u32) {
         use std::os::unix::fs::DirBuilderExt;
         let r = std::fs::DirBuilder::new().mode(mode).create(self.p(rel));
-        self.done(format!("mkdir {rel}"), r);
+        self.done(&format!("mkdir {rel}"), r);
     }
 
     pub fn rmdir(&self, rel: &str) {
-        self.done(format!("rmdir {rel}"), std::fs::remove_dir(self.p(rel)));
+        self.done(&format!("rmdir {rel}"), std::fs::remove_dir(self.p(rel)));
     }
 
     pub fn unlink(&self, rel: &str) {
-        self.done(format!("unlink {rel}"), std::fs::remove_file(self.p(rel)));
+        self.done(&format!("unlink {rel}"), std::fs::remove_file(self.p(rel)));
     }
 
     pub fn rename(&self, from: &str, to: &str) {
         self.done(
-            format!("rename {from} {to}"),
+            &format!("rename {from} {to}"),
             std::fs::rename(self.p(from), self.p(to)),
         );
     }
@@ -388,12 +388,12 @@ impl<'a> Ops<'a> {
     pub fn rename2(&self, from: &str, to: &str, flags: RenameFlags) {
         let r = rustix::fs::renameat_with(
             rustix::fs::CWD,
-            &self.p(from),
+            self.p(from),
             rustix::fs::CWD,
-            &self.p(to),
+            self.p(to),
             flags,
         );
-        self.done_rx(format!("rename {from} {to} {flags:?}"), r);
+        self.done_rx(&format!("rename {from} {to} {flags:?}"), r);
     }
 
     /// `mv`: a rename, or where the union refuses it (`EXDEV`, as overlayfs does for
@@ -420,26 +420,26 @@ impl<'a> Ops<'a> {
 
     pub fn symlink(&self, target: &str, rel: &str) {
         self.done(
-            format!("symlink {rel}"),
+            &format!("symlink {rel}"),
             std::os::unix::fs::symlink(target, self.p(rel)),
         );
     }
 
     pub fn link(&self, from: &str, to: &str) {
         self.done(
-            format!("link {from} {to}"),
+            &format!("link {from} {to}"),
             std::fs::hard_link(self.p(from), self.p(to)),
         );
     }
 
     pub fn chmod(&self, rel: &str, mode: u32) {
         let r = std::fs::set_permissions(self.p(rel), std::fs::Permissions::from_mode(mode));
-        self.done(format!("chmod {rel} {mode:o}"), r);
+        self.done(&format!("chmod {rel} {mode:o}"), r);
     }
 
     pub fn chown(&self, rel: &str, uid: u32, gid: u32) {
         self.done(
-            format!("chown {rel} {uid}:{gid}"),
+            &format!("chown {rel} {uid}:{gid}"),
             std::os::unix::fs::lchown(self.p(rel), Some(uid), Some(gid)),
         );
     }
@@ -455,23 +455,23 @@ impl<'a> Ops<'a> {
         };
         let r = rustix::fs::utimensat(
             rustix::fs::CWD,
-            &self.p(rel),
+            self.p(rel),
             &times,
             AtFlags::SYMLINK_NOFOLLOW,
         );
-        self.done_rx(format!("utimes {rel} {t}"), r);
+        self.done_rx(&format!("utimes {rel} {t}"), r);
     }
 
     pub fn setxattr(&self, rel: &str, name: &str, value: &[u8]) {
         let c = CString::new(name).unwrap();
-        let r = rustix::fs::lsetxattr(&self.p(rel), &c, value, rustix::fs::XattrFlags::empty());
-        self.done_rx(format!("setxattr {rel} {name}"), r);
+        let r = rustix::fs::lsetxattr(self.p(rel), &c, value, rustix::fs::XattrFlags::empty());
+        self.done_rx(&format!("setxattr {rel} {name}"), r);
     }
 
     pub fn getxattr(&self, rel: &str, name: &str) {
         let c = CString::new(name).unwrap();
         let mut v = vec![0u8; 4096];
-        match rustix::fs::lgetxattr(&self.p(rel), &c, &mut v[..]) {
+        match rustix::fs::lgetxattr(self.p(rel), &c, &mut v[..]) {
             Ok(n) => self.log(format!(
                 "getxattr {rel} {name}: {:?}",
                 String::from_utf8_lossy(&v[..n])
@@ -483,31 +483,31 @@ impl<'a> Ops<'a> {
     pub fn removexattr(&self, rel: &str, name: &str) {
         let c = CString::new(name).unwrap();
         self.done_rx(
-            format!("removexattr {rel} {name}"),
-            rustix::fs::lremovexattr(&self.p(rel), &c),
+            &format!("removexattr {rel} {name}"),
+            rustix::fs::lremovexattr(self.p(rel), &c),
         );
     }
 
     pub fn mkfifo(&self, rel: &str) {
         let r = rustix::fs::mknodat(
             rustix::fs::CWD,
-            &self.p(rel),
+            self.p(rel),
             FileType::Fifo,
             Mode::from_raw_mode(0o640),
             0,
         );
-        self.done_rx(format!("mkfifo {rel}"), r);
+        self.done_rx(&format!("mkfifo {rel}"), r);
     }
 
     pub fn mknod_whiteout(&self, rel: &str) {
         let r = rustix::fs::mknodat(
             rustix::fs::CWD,
-            &self.p(rel),
+            self.p(rel),
             FileType::CharacterDevice,
             Mode::empty(),
             0,
         );
-        self.done_rx(format!("mknod 0/0 {rel}"), r);
+        self.done_rx(&format!("mknod 0/0 {rel}"), r);
     }
 
     /// The sorted names of a directory.
@@ -554,7 +554,7 @@ impl<'a> Ops<'a> {
             .write(true)
             .open(self.p(rel))
             .and_then(|f| f.sync_all());
-        self.done(format!("fsync {rel}"), r);
+        self.done(&format!("fsync {rel}"), r);
     }
 }
 
