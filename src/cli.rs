@@ -24,7 +24,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "STRATA_STORAGE_DRIVER", value_enum)]
     pub storage_driver: Option<StorageDriver>,
     /// How much to log on stderr: error, warn, info, debug, trace
-    #[arg(long, global = true, env = "STRATA_LOG", default_value = "warn", value_name = "LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_LOG",
+        default_value = "warn",
+        value_name = "LEVEL"
+    )]
     pub log_level: String,
 }
 

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod printer;
+mod signals;
 
 use std::process::ExitCode;
 
@@ -13,6 +14,8 @@ use crate::commands::Context;
 use crate::printer::Printer;
 
 fn main() -> ExitCode {
+    // A multi-threaded strata (a build) starts containers through a fresh copy of itself.
+    runner::run_setup_helper_if_requested();
     let cli = Cli::parse();
     init_logging(&cli.global.log_level);
     let printer = Printer;

@@ -31,11 +31,41 @@ impl Printer {
 
     /// An error on stderr: the error and its causes on one line.
     pub fn error(&self, err: &anyhow::Error) {
-        eprintln!("strata: error: {err:#}");
+        eprintln!("strata: error: {}", one_line(err));
     }
 
     /// Whether stderr is a terminal (live progress views go there).
     pub fn stderr_is_tty(&self) -> bool {
         std::io::stderr().is_terminal()
+    }
+}
+
+/// An error and its causes joined with `: `, leaving out a cause whose text the message
+/// already holds (error types that show their source in their own message).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(io)
+            .context("open /x: gone")
+            .context("loading /x");
+        assert_eq!(one_line(&e), "loading /x: open /x: gone");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&e), "outer: inner");
     }
 }

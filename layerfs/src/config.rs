@@ -231,8 +231,14 @@ mod tests {
     fn unknown_fields_and_docker_fields_survive_a_round_trip() {
         let src = r#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Healthcheck":{"Test":["CMD","true"],"Interval":5000000000},"OnBuild":["RUN x"],"Shell":["/bin/sh","-c"],"Domainname":"x"},"rootfs":{"type":"layers","diff_ids":[]},"container":"abc"}"#;
         let c: ImageConfig = serde_json::from_str(src).unwrap();
-        assert_eq!(c.config.healthcheck.as_ref().unwrap().interval, 5_000_000_000);
-        assert_eq!(c.config.on_build.as_deref(), Some(&["RUN x".to_owned()][..]));
+        assert_eq!(
+            c.config.healthcheck.as_ref().unwrap().interval,
+            5_000_000_000
+        );
+        assert_eq!(
+            c.config.on_build.as_deref(),
+            Some(&["RUN x".to_owned()][..])
+        );
         let back: serde_json::Value = serde_json::from_slice(&c.to_json()).unwrap();
         let orig: serde_json::Value = serde_json::from_str(src).unwrap();
         assert_eq!(back, orig);
@@ -262,6 +268,6 @@ mod tests {
         let mut c = ImageConfig::new_for_host();
         let labels: BTreeMap<_, _> = (0..50).map(|i| (format!("k{i}"), "v".to_owned())).collect();
         c.config.labels = Some(labels);
-        assert_eq!(c.to_json(), c.clone().to_json());
+        assert_eq!(c.to_json(), c.to_json());
     }
 }

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod error;
 pub mod fuse;
 pub mod layer;
+pub mod maintenance;
 pub mod mount;
 pub mod reference;
 pub mod store;

@@ -20,7 +20,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::layer::OverlayXattrs;
 
 /// The layers of a union mount.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct UnionSpec {
     /// Read-only layer dirs, bottom first.
     pub lowers: Vec<PathBuf>,
@@ -209,6 +209,9 @@ fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
     }
+    // Every union strata mounts is short-lived scratch (a build step, a container, a mount
+    // until `umount`): no fsync per copied-up file. A committed layer is synced as a whole.
+    rustix::mount::fsconfig_set_flag(&fs, "volatile")?;
     rustix::mount::fsconfig_create(&fs)?;
     let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
     rustix::mount::move_mount(
@@ -259,6 +262,7 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         data.push_str(",userxattr");
     }
+    data.push_str(",volatile");
     let data = std::ffi::CString::new(data).map_err(|_| {
         Error::Unsupported(format!(
             "{}: a layer path holds a NUL byte",
@@ -273,6 +277,85 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
         data.as_c_str(),
     )
     .at("mount overlay on", target)
+}
+
+/// Mounts the layer dirs `lowers` (bottom first) read-only at `target`: an overlay of them, or
+/// a read-only bind mount of the only one.
+pub fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
+    match lowers {
+        [] => Err(Error::Unsupported(format!(
+            "{}: nothing to mount",
+            target.display()
+        ))),
+        [only] => {
+            rustix::mount::mount_bind(only.as_path(), target).at("bind-mount", target)?;
+            rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                .at("make read-only", target)
+        }
+        _ => {
+            let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
+                .at("mount overlay on", target)?;
+            let configure = || -> rustix::io::Result<()> {
+                rustix::mount::fsconfig_set_string(&fs, "source", "strata")?;
+                for lower in lowers.iter().rev() {
+                    rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
+                }
+                if OverlayXattrs::for_this_process() == OverlayXattrs::User {
+                    rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
+                }
+                rustix::mount::fsconfig_create(&fs)?;
+                let mnt = rustix::mount::fsmount(
+                    &fs,
+                    FsMountFlags::FSMOUNT_CLOEXEC,
+                    MountAttrFlags::MOUNT_ATTR_RDONLY,
+                )?;
+                rustix::mount::move_mount(
+                    &mnt,
+                    "",
+                    CWD,
+                    target,
+                    MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                )
+            };
+            configure().at("mount overlay on", target)
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own, in a private mount namespace where `spec` is mounted at
+/// `target`. Nothing of it is visible to the rest of the system, and the mount goes away with
+/// the thread's namespace even if strata is killed before it can unmount.
+pub fn with_private_mount<T: Send>(
+    spec: &UnionSpec,
+    target: &Path,
+    f: impl FnOnce(&Path) -> T + Send,
+) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter_private_mount_namespace()?;
+            mount_overlay(spec, target)?;
+            let out = f(target);
+            unmount(target)?;
+            Ok(out)
+        })
+        .join()
+        .expect("the private-mount thread does not panic")
+    })
+}
+
+/// Moves the calling thread into a mount namespace of its own whose mounts do not propagate
+/// back to the host (it still sees the host's later mounts: a slave, not private).
+pub fn enter_private_mount_namespace() -> Result<()> {
+    // SAFETY: unshare(CLONE_NEWNS) only changes this thread's view of mounts (and its fs
+    // struct, which CLONE_NEWNS implies unsharing); no memory is involved.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .at("unshare the mount namespace of", Path::new("/"))?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::DOWNSTREAM
+            | rustix::mount::MountPropagationFlags::REC,
+    )
+    .at("make mounts private under", Path::new("/"))
 }
 
 /// Unmounts `target`; a busy mount is detached (it goes once its last user does).

@@ -56,21 +56,21 @@ impl Reference {
             Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
             None => (rest, None),
         };
-        if let Some(tag) = tag {
-            if !valid_tag(tag) {
-                return Err(err(
-                    "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                ));
-            }
+        if let Some(tag) = tag
+            && !valid_tag(tag)
+        {
+            return Err(err(
+                "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with '.' or '-'",
+            ));
         }
         if name.is_empty() {
             return Err(err("the name is empty"));
         }
         let (registry, repository) = split_domain(name);
-        if let Some(reg) = &registry {
-            if !valid_domain(reg) {
-                return Err(err("the registry host is not a valid host[:port]"));
-            }
+        if let Some(reg) = &registry
+            && !valid_domain(reg)
+        {
+            return Err(err("the registry host is not a valid host[:port]"));
         }
         let registry = match registry {
             None | Some("index.docker.io") => DEFAULT_REGISTRY.to_owned(),
@@ -254,10 +254,10 @@ fn valid_domain(domain: &str) -> bool {
         Some((h, p)) if !h.ends_with(']') || domain.starts_with('[') => (h, Some(p)),
         _ => (domain, None),
     };
-    if let Some(p) = port {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(p) = port
+        && (p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6.parse::<std::net::Ipv6Addr>().is_ok();
@@ -285,11 +285,17 @@ mod tests {
         assert_eq!(full("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(full("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(full("user/app"), "docker.io/user/app:latest");
-        assert_eq!(full("index.docker.io/user/app"), "docker.io/user/app:latest");
+        assert_eq!(
+            full("index.docker.io/user/app"),
+            "docker.io/user/app:latest"
+        );
         assert_eq!(full("localhost/app"), "localhost/app:latest");
         assert_eq!(full("localhost:5000/a/b:v1"), "localhost:5000/a/b:v1");
         assert_eq!(full("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
-        assert_eq!(full("quay.io/org/app_x.y-z:1.0"), "quay.io/org/app_x.y-z:1.0");
+        assert_eq!(
+            full("quay.io/org/app_x.y-z:1.0"),
+            "quay.io/org/app_x.y-z:1.0"
+        );
         assert_eq!(full("[::1]:5000/app"), "[::1]:5000/app:latest");
     }
 
@@ -307,8 +313,14 @@ mod tests {
 
     #[test]
     fn familiar_form_drops_the_defaults() {
-        assert_eq!(Reference::parse("busybox").unwrap().familiar(), "busybox:latest");
-        assert_eq!(Reference::parse("user/app:1").unwrap().familiar(), "user/app:1");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().familiar(),
+            "busybox:latest"
+        );
+        assert_eq!(
+            Reference::parse("user/app:1").unwrap().familiar(),
+            "user/app:1"
+        );
         assert_eq!(
             Reference::parse("localhost:5000/app").unwrap().familiar(),
             "localhost:5000/app:latest"
@@ -317,8 +329,14 @@ mod tests {
 
     #[test]
     fn api_host_of_docker_hub() {
-        assert_eq!(Reference::parse("busybox").unwrap().api_host(), "registry-1.docker.io");
-        assert_eq!(Reference::parse("localhost:5000/a").unwrap().api_host(), "localhost:5000");
+        assert_eq!(
+            Reference::parse("busybox").unwrap().api_host(),
+            "registry-1.docker.io"
+        );
+        assert_eq!(
+            Reference::parse("localhost:5000/a").unwrap().api_host(),
+            "localhost:5000"
+        );
     }
 
     #[test]

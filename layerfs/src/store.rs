@@ -238,7 +238,10 @@ impl Store {
 
     /// Where the blob `digest` lives.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join(digest.algorithm().as_ref()).join(digest.digest())
+        self.root
+            .join("blobs")
+            .join(digest.algorithm().as_ref())
+            .join(digest.digest())
     }
 
     /// Whether the store holds the blob `digest`.
@@ -325,7 +328,10 @@ impl Store {
         }
         Ok(BlobWriter {
             blobs: self.root.join("blobs/sha256"),
-            out: Some(HashingWriter::resume(BufWriter::with_capacity(1 << 20, file), hasher)),
+            out: Some(HashingWriter::resume(
+                BufWriter::with_capacity(1 << 20, file),
+                hasher,
+            )),
             tmp,
             keep_partial: true,
             expected: Some(digest.clone()),
@@ -413,13 +419,13 @@ impl Store {
                 name: Some(name.clone()),
                 manifest: manifest.clone(),
             });
-            if let Some(old) = old {
-                if !records.iter().any(|r| r.manifest.digest() == old.digest()) {
-                    records.push(ImageRecord {
-                        name: None,
-                        manifest: old,
-                    });
-                }
+            if let Some(old) = old
+                && !records.iter().any(|r| r.manifest.digest() == old.digest())
+            {
+                records.push(ImageRecord {
+                    name: None,
+                    manifest: old,
+                });
             }
         })
     }
@@ -428,7 +434,10 @@ impl Store {
     pub fn add_untagged(&self, manifest: &Descriptor) -> Result<()> {
         let manifest = strip_annotations(manifest);
         self.update_records(|records| {
-            if !records.iter().any(|r| r.manifest.digest() == manifest.digest()) {
+            if !records
+                .iter()
+                .any(|r| r.manifest.digest() == manifest.digest())
+            {
                 records.push(ImageRecord {
                     name: None,
                     manifest,
@@ -470,10 +479,11 @@ impl Store {
     pub fn image_for_manifest(&self, manifest: &Descriptor) -> Result<Image> {
         let digest = manifest.digest().clone();
         let bytes = self.read_blob(&digest)?;
-        let parsed: ImageManifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-            what: format!("manifest {digest}"),
-            source,
-        })?;
+        let parsed: ImageManifest =
+            serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+                what: format!("manifest {digest}"),
+                source,
+            })?;
         let config_bytes = self.read_blob(parsed.config().digest())?;
         let config: ImageConfig =
             serde_json::from_slice(&config_bytes).map_err(|source| Error::Json {
@@ -521,10 +531,11 @@ impl Store {
                     }
                     continue;
                 }
-                if let Ok(img) = self.image_for_manifest(&r.manifest) {
-                    if img.id().digest().starts_with(hex) && ids.insert(r.manifest.digest().clone()) {
-                        found.push(r);
-                    }
+                if let Ok(img) = self.image_for_manifest(&r.manifest)
+                    && img.id().digest().starts_with(hex)
+                    && ids.insert(r.manifest.digest().clone())
+                {
+                    found.push(r);
                 }
             }
             match found.len() {
@@ -656,6 +667,74 @@ impl Store {
         }
     }
 
+    // ---------------------------------------------------------------- build cache
+
+    /// The manifest recorded for the build-cache key `key` (a hex digest), if any.
+    pub fn cache_get(&self, key: &str) -> Option<Digest> {
+        let data = fs::read_to_string(self.cache_dir().join(key)).ok()?;
+        let d = parse_sha256(data.trim())?;
+        self.has_blob(&d).then_some(d)
+    }
+
+    /// Records `manifest` (a blob in the store) as the result of the build-cache key `key`.
+    /// `prune` keeps what cached manifests reference unless told to empty the cache.
+    pub fn cache_put(&self, key: &str, manifest: &Digest) -> Result<()> {
+        self.write_file_atomic(&self.cache_dir().join(key), manifest.to_string().as_bytes())
+    }
+
+    /// Every manifest the build cache refers to.
+    pub fn cache_manifests(&self) -> Result<Vec<Digest>> {
+        let dir = self.cache_dir();
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).at("read directory", &dir)? {
+            let e = e.at("read directory", &dir)?;
+            if let Some(d) = fs::read_to_string(e.path())
+                .ok()
+                .and_then(|s| parse_sha256(s.trim()))
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Empties the build cache.
+    pub fn cache_clear(&self) -> Result<()> {
+        let dir = self.cache_dir();
+        for e in fs::read_dir(&dir).at("read directory", &dir)? {
+            let e = e.at("read directory", &dir)?;
+            fs::remove_file(e.path()).at("remove", &e.path())?;
+        }
+        Ok(())
+    }
+
+    /// Every blob in the store, by digest.
+    pub fn blobs(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).at("read directory", &dir)? {
+            let e = e.at("read directory", &dir)?;
+            if let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|h| parse_sha256(&format!("sha256:{h}")))
+            {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes a blob (prune only).
+    pub fn remove_blob(&self, digest: &Digest) -> Result<()> {
+        let p = self.blob_path(digest);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", p, e)),
+        }
+    }
+
     /// Takes the lock that keeps `prune` away for as long as the result lives.
     pub fn prune_lock(&self) -> Result<StoreLock> {
         self.lock_content_exclusive()
@@ -691,7 +770,9 @@ pub struct BlobWriter {
 
 impl BlobWriter {
     fn out(&mut self) -> &mut HashingWriter<BufWriter<File>> {
-        self.out.as_mut().expect("a blob writer is used only until commit")
+        self.out
+            .as_mut()
+            .expect("a blob writer is used only until commit")
     }
 
     /// Bytes written so far (for a resumed download: the offset to ask for).
@@ -707,7 +788,10 @@ impl BlobWriter {
     /// Discards what was written (a resumed download whose server ignored `Range`).
     pub fn restart(&mut self) -> Result<()> {
         let tmp = self.tmp.clone();
-        let out = self.out.take().expect("a blob writer is used only until commit");
+        let out = self
+            .out
+            .take()
+            .expect("a blob writer is used only until commit");
         let (buf, _, _) = out.finish();
         let mut file = buf
             .into_inner()
@@ -720,37 +804,78 @@ impl BlobWriter {
 
     /// Verifies the content, fsyncs it and moves it into `blobs/`. Returns digest and size.
     /// On a mismatch nothing is stored and the partial file is removed.
-    pub fn commit(mut self) -> Result<(Digest, u64)> {
+    pub fn commit(self) -> Result<(Digest, u64)> {
+        self.stage()?.commit()
+    }
+
+    /// Verifies and fsyncs the content but leaves it out of `blobs/` until
+    /// [`StagedBlob::commit`]: for imports that must add all of their blobs or none.
+    pub fn stage(mut self) -> Result<StagedBlob> {
         let out = self.out.take().expect("a blob writer is committed once");
         let (buf, digest, size) = out.finish();
         let file = buf
             .into_inner()
             .map_err(|e| Error::io("write", &self.tmp, e.into_error()))?;
-        if let Some(expected) = &self.expected {
-            if &digest != expected {
-                self.keep_partial = false;
-                return Err(Error::DigestMismatch {
-                    what: format!("blob {expected}"),
-                    expected: expected.clone(),
-                    actual: digest,
-                });
-            }
+        if let Some(expected) = &self.expected
+            && &digest != expected
+        {
+            self.keep_partial = false;
+            return Err(Error::DigestMismatch {
+                what: format!("blob {expected}"),
+                expected: expected.clone(),
+                actual: digest,
+            });
         }
-        if let Some(expected) = self.expected_size {
-            if expected != size {
-                self.keep_partial = false;
-                return Err(Error::SizeMismatch {
-                    what: format!("blob {digest}"),
-                    expected,
-                    actual: size,
-                });
-            }
+        if let Some(expected) = self.expected_size
+            && expected != size
+        {
+            self.keep_partial = false;
+            return Err(Error::SizeMismatch {
+                what: format!("blob {digest}"),
+                expected,
+                actual: size,
+            });
         }
         file.sync_all().at("fsync", &self.tmp)?;
         drop(file);
-        let dest = self.blobs.join(digest.digest());
-        fs::rename(&self.tmp, &dest).at("rename", &self.tmp)?;
-        Ok((digest, size))
+        // From here the staged blob owns the file.
+        Ok(StagedBlob {
+            tmp: std::mem::take(&mut self.tmp),
+            dest: self.blobs.join(digest.digest()),
+            digest,
+            size,
+        })
+    }
+}
+
+/// A verified blob waiting under `tmp`; removed when dropped uncommitted.
+#[derive(Debug)]
+pub struct StagedBlob {
+    tmp: PathBuf,
+    dest: PathBuf,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl StagedBlob {
+    /// Where the content is until it is committed (to read it back).
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Moves the blob into `blobs/`.
+    pub fn commit(mut self) -> Result<(Digest, u64)> {
+        let tmp = std::mem::take(&mut self.tmp);
+        fs::rename(&tmp, &self.dest).at("rename", &tmp)?;
+        Ok((self.digest.clone(), self.size))
+    }
+}
+
+impl Drop for StagedBlob {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
@@ -765,13 +890,14 @@ impl Write for BlobWriter {
 
 impl Drop for BlobWriter {
     fn drop(&mut self) {
-        match self.out.as_mut() {
-            Some(out) if self.keep_partial => {
-                let _ = out.flush();
-            }
-            _ => {
-                let _ = fs::remove_file(&self.tmp);
-            }
+        if let Some(out) = self.out.as_mut()
+            && self.keep_partial
+        {
+            let _ = out.flush();
+            return;
+        }
+        if !self.keep_partial && !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
         }
     }
 }

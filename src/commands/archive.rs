@@ -2,13 +2,43 @@
 
 use std::process::ExitCode;
 
-use super::Context;
-use crate::cli::{LoadArgs, SaveArgs};
+use anyhow::Context as _;
+use layerfs::archive::{self, Format};
+use layerfs::reference::Reference;
 
-pub fn save(_ctx: &Context, _args: &SaveArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata save is not available yet")
+use super::Context;
+use crate::cli::{ArchiveFormat, LoadArgs, SaveArgs};
+
+pub fn save(ctx: &Context, args: &SaveArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let image = store.resolve_image(&args.image)?;
+    // The name to record in the archive: the one asked for, if it is a name of the image.
+    let name = Reference::parse(&args.image)
+        .ok()
+        .filter(|r| image.names.contains(r))
+        .or_else(|| image.names.first().cloned());
+    let format = match args.format {
+        ArchiveFormat::DockerArchive => Format::DockerArchive,
+        ArchiveFormat::OciArchive => Format::OciArchive,
+        ArchiveFormat::OciDir => Format::OciDir,
+    };
+    archive::save(&store, &image, name.as_ref(), format, &args.output)
+        .with_context(|| format!("saving {} to {}", args.image, args.output.display()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn load(_ctx: &Context, _args: &LoadArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata load is not available yet")
+pub fn load(ctx: &Context, args: &LoadArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let loaded = archive::load(&store, &args.input)
+        .with_context(|| format!("loading {}", args.input.display()))?;
+    for image in loaded {
+        if image.names.is_empty() {
+            ctx.printer.out(format!("Loaded image ID: {}", image.id));
+        }
+        for name in image.names {
+            ctx.printer
+                .out(format!("Loaded image: {}", name.familiar()));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

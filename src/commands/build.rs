@@ -1,10 +1,255 @@
-//! `build`: a Dockerfile to an image.
+//! `build`: a Dockerfile to an image, with a progress view (live on a terminal, plain lines
+//! otherwise, JSON events for machines).
 
+use std::collections::BTreeMap;
+use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use builder::build::{BuildOptions, Event, Network, Reporter, build};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use layerfs::layer::compress::Compression;
+use layerfs::reference::Reference;
 
 use super::Context;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, NetworkMode, ProgressMode};
 
-pub fn build(_ctx: &Context, _args: BuildArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata build is not available yet")
+pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let tags = args
+        .tags
+        .iter()
+        .map(|t| Reference::parse(t).with_context(|| format!("-t {t}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(p) = &args.platform {
+        let host = format!("linux/{}", layerfs::config::host_architecture());
+        anyhow::ensure!(
+            p == &host,
+            "--platform {p}: strata builds for this host's platform only ({host})"
+        );
+    }
+    let compression = Compression::parse(&args.compression).with_context(|| {
+        format!(
+            "--compression {}: use gzip[:LEVEL], zstd[:LEVEL] or none",
+            args.compression
+        )
+    })?;
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                build_args.insert(k.to_owned(), v.to_owned());
+            }
+            // `--build-arg KEY` takes the value from the environment, when set.
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    build_args.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    let context = std::fs::canonicalize(&args.context)
+        .with_context(|| format!("build context {}", args.context.display()))?;
+    anyhow::ensure!(
+        context.is_dir(),
+        "build context {} is not a directory",
+        args.context.display()
+    );
+    let dockerfile = args
+        .file
+        .clone()
+        .unwrap_or_else(|| context.join("Dockerfile"));
+    let store = ctx.store()?;
+    let cancel = crate::signals::interrupt_flag();
+    let opts = BuildOptions {
+        context,
+        dockerfile,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        network: match args.network {
+            NetworkMode::Host => Network::Host,
+            NetworkMode::None => Network::None,
+        },
+        compression,
+        pull: None,
+        cancel,
+    };
+    let mode = match args.progress {
+        ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,
+        ProgressMode::Auto => ProgressMode::Plain,
+        m => m,
+    };
+    let mut view = View::new(mode);
+    let built = build(&store, &opts, &mut view);
+    view.finish();
+    let built = built?;
+    for t in &tags {
+        store.tag(t, &built.manifest)?;
+    }
+    if let Some(path) = &args.iidfile {
+        std::fs::write(path, built.id.to_string())
+            .with_context(|| format!("--iidfile {}", path.display()))?;
+    }
+    anyhow::ensure!(!args.push, "--push is not available yet");
+    ctx.printer.out(&built.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How the progress is shown.
+enum View {
+    Plain,
+    Json,
+    Tty(Live),
+}
+
+struct Live {
+    multi: MultiProgress,
+    step: Option<(ProgressBar, Vec<ProgressBar>, String)>,
+}
+
+/// Output lines shown under the running step in the live view.
+const LIVE_LINES: usize = 5;
+
+impl View {
+    fn new(mode: ProgressMode) -> Self {
+        match mode {
+            ProgressMode::Json => View::Json,
+            ProgressMode::Tty => View::Tty(Live {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                step: None,
+            }),
+            _ => View::Plain,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let View::Tty(live) = self
+            && let Some((bar, lines, _)) = live.step.take()
+        {
+            bar.finish_and_clear();
+            lines.iter().for_each(ProgressBar::finish_and_clear);
+        }
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn err_line(s: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{s}");
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+impl Reporter for View {
+    fn event(&mut self, event: Event) {
+        match self {
+            View::Plain => match event {
+                Event::Start(s) => err_line(&format!(
+                    "#{} [{} {}/{}] {}",
+                    s.id, s.stage, s.index, s.total, s.text
+                )),
+                Event::Cached { id } => err_line(&format!("#{id} CACHED")),
+                Event::Output { id, line } => err_line(&format!("#{id} {line}")),
+                Event::Done { id, elapsed } => err_line(&format!("#{id} DONE {}", secs(elapsed))),
+                Event::Failed { id, error } => err_line(&format!("#{id} ERROR: {error}")),
+                Event::Note(n) => err_line(&n),
+            },
+            View::Json => {
+                let v = match event {
+                    Event::Start(s) => {
+                        serde_json::json!({"event": "start", "step": s.id, "stage": s.stage, "index": s.index, "total": s.total, "instruction": s.text})
+                    }
+                    Event::Cached { id } => serde_json::json!({"event": "cached", "step": id}),
+                    Event::Output { id, line } => {
+                        serde_json::json!({"event": "output", "step": id, "line": line})
+                    }
+                    Event::Done { id, elapsed } => {
+                        serde_json::json!({"event": "done", "step": id, "seconds": elapsed.as_secs_f64()})
+                    }
+                    Event::Failed { id, error } => {
+                        serde_json::json!({"event": "error", "step": id, "error": error})
+                    }
+                    Event::Note(n) => serde_json::json!({"event": "note", "message": n}),
+                };
+                err_line(&v.to_string());
+            }
+            View::Tty(live) => live.event(event),
+        }
+    }
+}
+
+impl Live {
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Start(s) => {
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                bar.set_style(
+                    ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                        .expect("a valid template"),
+                );
+                let title = format!("[{} {}/{}] {}", s.stage, s.index, s.total, s.text);
+                bar.set_message(title.clone());
+                bar.enable_steady_tick(Duration::from_millis(100));
+                let lines = (0..LIVE_LINES)
+                    .map(|_| {
+                        let l = self.multi.add(ProgressBar::new_spinner());
+                        l.set_style(
+                            ProgressStyle::with_template("    {msg:.dim}")
+                                .expect("a valid template"),
+                        );
+                        l
+                    })
+                    .collect();
+                self.step = Some((bar, lines, title));
+            }
+            Event::Output { line, .. } => {
+                if let Some((_, lines, _)) = &self.step {
+                    for i in 0..LIVE_LINES - 1 {
+                        lines[i].set_message(lines[i + 1].message());
+                    }
+                    lines[LIVE_LINES - 1].set_message(line);
+                }
+            }
+            Event::Cached { .. } => {
+                if let Some((bar, _, title)) = &self.step {
+                    bar.set_message(format!("{title} CACHED"));
+                }
+            }
+            Event::Done { elapsed, .. } => {
+                if let Some((bar, lines, title)) = self.step.take() {
+                    let cached = bar.message().ends_with(" CACHED");
+                    bar.finish_and_clear();
+                    lines.iter().for_each(ProgressBar::finish_and_clear);
+                    let status = if cached {
+                        "CACHED".to_owned()
+                    } else {
+                        secs(elapsed)
+                    };
+                    let _ = self.multi.println(format!("✔ {title} {status}"));
+                }
+            }
+            Event::Failed { error, .. } => {
+                if let Some((bar, lines, title)) = self.step.take() {
+                    let tail: Vec<String> = lines
+                        .iter()
+                        .map(ProgressBar::message)
+                        .filter(|m| !m.is_empty())
+                        .collect();
+                    bar.finish_and_clear();
+                    lines.iter().for_each(ProgressBar::finish_and_clear);
+                    let _ = self.multi.println(format!("✘ {title}"));
+                    for l in tail {
+                        let _ = self.multi.println(format!("    {l}"));
+                    }
+                    let _ = self.multi.println(format!("  {error}"));
+                }
+            }
+            Event::Note(n) => {
+                let _ = self.multi.println(n);
+            }
+        }
+    }
 }

@@ -75,9 +75,19 @@ pub fn human_size(bytes: u64) -> String {
     if unit == 0 {
         return format!("{bytes}B");
     }
-    let digits = if v >= 100.0 { 0 } else if v >= 10.0 { 1 } else { 2 };
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
     let s = format!("{v:.digits$}");
-    let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.') } else { &s };
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
     format!("{s}{}", UNITS[unit])
 }
 
@@ -90,7 +100,7 @@ pub fn inspect(ctx: &Context, args: &InspectArgs) -> anyhow::Result<ExitCode> {
         InspectFormat::Config | InspectFormat::Manifest => {
             let digest = match args.format {
                 InspectFormat::Config => image.id().clone(),
-                _ => image.manifest_digest.clone(),
+                _ => image.manifest_digest,
             };
             let bytes = store.read_blob(&digest)?;
             let value: serde_json::Value = serde_json::from_slice(&bytes)

@@ -17,14 +17,19 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> anyhow::Result<ExitCode> {
     let name = Reference::parse(&args.name)?;
     let store = ctx.store()?;
     let _content = store.lock_content()?;
-    let file = File::open(&args.tarball)
-        .with_context(|| format!("opening {}", args.tarball.display()))?;
+    let file =
+        File::open(&args.tarball).with_context(|| format!("opening {}", args.tarball.display()))?;
     let staged = store.tmp_path("import");
     std::fs::create_dir_all(&staged)?;
     let result = (|| -> anyhow::Result<_> {
-        let input = decompress(file).with_context(|| format!("reading {}", args.tarball.display()))?;
-        apply(input, &staged, &ApplyOptions::for_this_process(Target::LayerDir))
-            .with_context(|| format!("extracting {}", args.tarball.display()))?;
+        let input =
+            decompress(file).with_context(|| format!("reading {}", args.tarball.display()))?;
+        apply(
+            input,
+            &staged,
+            &ApplyOptions::for_this_process(Target::LayerDir),
+        )
+        .with_context(|| format!("extracting {}", args.tarball.display()))?;
         // The layer blob is written from the extracted tree, so the same tree always gives
         // the same layer whatever tool made the tarball.
         Ok(commit_dir(&store, &staged, None, CommitOptions::default())?)
@@ -47,7 +52,10 @@ pub fn import(ctx: &Context, args: &ImportArgs) -> anyhow::Result<ExitCode> {
         created: Some(created),
         created_by: Some(format!(
             "strata import {}",
-            args.tarball.file_name().unwrap_or_default().to_string_lossy()
+            args.tarball
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
         )),
         comment: Some("imported from a root filesystem tarball".to_owned()),
         ..Default::default()

@@ -41,7 +41,8 @@ impl Context {
 
     /// Opens (creating if needed) the store.
     pub fn store(&self) -> anyhow::Result<Store> {
-        Store::open(&self.root).with_context(|| format!("opening the store at {}", self.root.display()))
+        Store::open(&self.root)
+            .with_context(|| format!("opening the store at {}", self.root.display()))
     }
 }
 
@@ -53,14 +54,15 @@ fn default_root() -> anyhow::Result<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
         return Ok(PathBuf::from(x).join("strata"));
     }
-    let home = std::env::var_os("HOME").context("neither --root, STRATA_ROOT, XDG_DATA_HOME nor HOME is set")?;
+    let home = std::env::var_os("HOME")
+        .context("neither --root, STRATA_ROOT, XDG_DATA_HOME nor HOME is set")?;
     Ok(PathBuf::from(home).join(".local/share/strata"))
 }
 
 /// Runs `command`.
 pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Build(a) => build::build(ctx, a),
+        Command::Build(a) => build::build_command(ctx, &a),
         Command::Run(a) => run::run(ctx, a),
         Command::Images(a) => images::images(ctx, &a),
         Command::Inspect(a) => images::inspect(ctx, &a),

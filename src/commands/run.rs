@@ -1,10 +1,302 @@
 //! `run`: a command in a new container of an image.
+//!
+//! The image's layers (extracted if needed) become the lower layers of an overlay whose upper
+//! and work dirs live in `ROOT/containers/<id>/`; the runner mounts it inside the container's
+//! own mount namespace. strata keeps no stopped containers: the directory goes when the
+//! command ends (`--rm` is accepted for docker compatibility). Exit codes are docker's: the
+//! command's own, 128+N when signal N killed it, 125 for strata's own errors, 126 when the
+//! command cannot be executed, 127 when it does not exist.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use layerfs::layer::commit::ensure_extracted;
+use layerfs::mount::UnionSpec;
+use layerfs::store::{Store, remove_tree};
+use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec, TtySize};
 
 use super::Context;
-use crate::cli::RunArgs;
+use crate::cli::{NetworkMode, RunArgs, StorageDriver};
 
-pub fn run(_ctx: &Context, _args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata run is not available yet")
+/// The file that marks a container directory as made by `strata run`, holding its pid.
+const OWNER_FILE: &str = "strata-run.pid";
+
+/// How long a container gets between its stop signal and SIGKILL (docker's default).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if ctx.storage_driver == Some(StorageDriver::Fuse) {
+        bail!(
+            "strata run: the fuse storage driver cannot mount a container's root yet; use --storage-driver overlay"
+        );
+    }
+    let store = ctx.store()?;
+    // Shared: `prune` waits until this container is done with its layers.
+    let _content = store.lock_content()?;
+    remove_stale_containers(&store);
+    let image = store.resolve_image(&args.image)?;
+    let lowers = ensure_extracted(
+        &store,
+        image.manifest.layers(),
+        &image.config.rootfs.diff_ids,
+    )
+    .with_context(|| format!("extracting the layers of {}", args.image))?;
+    let config = &image.config.config;
+
+    let id = runner::new_container_id();
+    let container = ContainerDir::create(&store, &id)?;
+    let mut spec = Spec::new(
+        Rootfs::Union {
+            layers: UnionSpec {
+                lowers: if lowers.is_empty() {
+                    vec![store.empty_dir()]
+                } else {
+                    lowers
+                },
+                upper: container.path.join("upper"),
+                work: container.path.join("work"),
+            },
+            mountpoint: container.path.join("rootfs"),
+        },
+        runner::image::command_line(config, args.entrypoint.as_deref(), &args.command),
+    );
+    spec.env =
+        runner::image::environment(config.env.as_deref().unwrap_or_default(), &args.env, |k| {
+            std::env::var(k).ok()
+        });
+    spec.cwd = args
+        .workdir
+        .or_else(|| config.working_dir.clone())
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| "/".to_owned());
+    spec.user = args
+        .user
+        .or_else(|| config.user.clone())
+        .filter(|u| !u.is_empty());
+    spec.hostname = args.hostname.unwrap_or_else(|| id[..12].to_owned());
+    spec.network = match args.network {
+        NetworkMode::Host => runner::Network::Host,
+        NetworkMode::None => runner::Network::None,
+    };
+    spec.mounts = args
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<anyhow::Result<_>>()?;
+    spec.read_only_rootfs = args.read_only;
+    spec.limits = Limits {
+        memory: args.memory.as_deref().map(parse_bytes).transpose()?,
+        cpus: args.cpus,
+        pids: args.pids_limit,
+    };
+    if args.tty {
+        spec.tty = Some(TtySize::default()); // the real size is sent once it runs
+    }
+    if spec.args.is_empty() {
+        bail!(
+            "no command specified: {} has no Entrypoint or Cmd",
+            args.image
+        );
+    }
+    let stop_signal = match config.stop_signal.as_deref() {
+        Some(s) => runner::image::parse_signal(s)
+            .with_context(|| format!("{}: invalid StopSignal {s:?}", args.image))?,
+        None => libc::SIGTERM,
+    };
+
+    // From here on SIGTERM, SIGINT… are held and forwarded to the command once it runs.
+    let mut attach = Attach::new(true)?;
+    attach.stop_signal = stop_signal;
+    attach.stop_timeout = STOP_TIMEOUT;
+    attach.relay_stdin = args.interactive;
+    let mut command = Command::new(spec);
+    // With a terminal, stdin is relayed to it (with -i) rather than handed over.
+    command.stdin(if args.interactive && !args.tty {
+        Input::Inherit
+    } else {
+        Input::Null
+    });
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let code = match e {
+                runner::Error::CommandNotFound(_) => 127,
+                runner::Error::CommandNotExecutable { .. } => 126,
+                _ => 125,
+            };
+            ctx.printer.error(&anyhow::Error::new(e));
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let printer = ctx.printer;
+    let status = child.wait_attached(&attach, &mut |bytes| printer.out_bytes(bytes))?;
+    drop(child);
+    container.remove()?;
+    if status.oom_killed {
+        let limit = args.memory.as_deref().unwrap_or("?");
+        let what = if status.exit == runner::Exit::Signal(libc::SIGKILL) {
+            "its command"
+        } else {
+            "a process"
+        };
+        ctx.printer.note(format!(
+            "strata: container {}: {what} was killed: out of memory (--memory {limit})",
+            &id[..12]
+        ));
+    }
+    Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
+}
+
+/// `ROOT/containers/<id>/{upper,work,rootfs}`, removed when dropped.
+struct ContainerDir {
+    path: PathBuf,
+}
+
+impl ContainerDir {
+    fn create(store: &Store, id: &str) -> anyhow::Result<ContainerDir> {
+        let dir = ContainerDir {
+            path: store.containers_dir().join(id),
+        };
+        for sub in ["upper", "work", "rootfs"] {
+            let p = dir.path.join(sub);
+            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+        }
+        let owner = dir.path.join(OWNER_FILE);
+        std::fs::write(&owner, std::process::id().to_string())
+            .with_context(|| format!("writing {}", owner.display()))?;
+        Ok(dir)
+    }
+
+    /// Removes it now, reporting a failure (dropping removes it quietly).
+    fn remove(self) -> anyhow::Result<()> {
+        remove_tree(&self.path)
+            .with_context(|| format!("removing the container directory {}", self.path.display()))
+    }
+}
+
+impl Drop for ContainerDir {
+    fn drop(&mut self) {
+        let _ = remove_tree(&self.path);
+    }
+}
+
+/// Removes the directories of containers whose `strata run` was killed before it could.
+fn remove_stale_containers(store: &Store) {
+    let Ok(entries) = std::fs::read_dir(store.containers_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let owner = std::fs::read_to_string(e.path().join(OWNER_FILE));
+        let Ok(pid) = owner.as_deref().unwrap_or("").trim().parse::<u32>() else {
+            continue; // not a run container (strata mount's, or being created)
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = remove_tree(&e.path());
+        }
+    }
+}
+
+/// `-v SRC:DST[:OPTIONS]` (options: `ro`, `rw`, and docker's SELinux and propagation ones,
+/// which change nothing here).
+fn parse_volume(v: &str) -> anyhow::Result<BindMount> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (source, destination, options) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        [_] => bail!("-v {v}: anonymous volumes are not supported; give SRC:DST"),
+        _ => bail!("-v {v}: expected SRC:DST[:ro]"),
+    };
+    if !source.starts_with('/') {
+        bail!("-v {v}: named volumes are not supported; the source must be an absolute host path");
+    }
+    if !destination.starts_with('/') {
+        bail!("-v {v}: the destination must be an absolute path in the container");
+    }
+    let mut read_only = false;
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" | "readonly" => read_only = true,
+            "rw" | "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" | "rshared"
+            | "shared" | "nocopy" => {}
+            other => bail!("-v {v}: unknown option {other:?}"),
+        }
+    }
+    Ok(BindMount {
+        source: PathBuf::from(source),
+        destination: destination.to_owned(),
+        read_only,
+    })
+}
+
+/// A size as docker takes it: a number with an optional unit b, k, m, g or t (powers of
+/// 1024, case-insensitive, an optional trailing `b`): `32m`, `1g`, `512kb`.
+fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let shift = match unit.strip_suffix('b').unwrap_or(unit) {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => bail!("invalid size {s:?}: expected a number with an optional unit b, k, m, g or t"),
+    };
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+        .with_context(|| {
+            format!("invalid size {s:?}: expected a number with an optional unit b, k, m, g or t")
+        })?;
+    Ok((value * (1u64 << shift) as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_docker() {
+        assert_eq!(parse_bytes("32m").unwrap(), 32 << 20);
+        assert_eq!(parse_bytes("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("512kb").unwrap(), 512 << 10);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("1.5g").unwrap(), 3 << 29);
+        assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("32x").is_err());
+    }
+
+    #[test]
+    fn volumes_parse_like_docker() {
+        let m = parse_volume("/host/dir:/data:ro").unwrap();
+        assert_eq!(
+            (
+                m.source.to_str().unwrap(),
+                m.destination.as_str(),
+                m.read_only
+            ),
+            ("/host/dir", "/data", true)
+        );
+        assert!(!parse_volume("/a:/b").unwrap().read_only);
+        assert!(!parse_volume("/a:/b:rw,z").unwrap().read_only);
+        assert!(
+            parse_volume("data:/b")
+                .unwrap_err()
+                .to_string()
+                .contains("named volumes")
+        );
+        assert!(
+            parse_volume("/b")
+                .unwrap_err()
+                .to_string()
+                .contains("anonymous")
+        );
+        assert!(parse_volume("/a:rel").is_err());
+        assert!(parse_volume("/a:/b:bogus").is_err());
+    }
 }

@@ -50,6 +50,8 @@ pub struct ApplyOptions {
     pub mknod: bool,
     /// Set owners from the tar (needs CAP_CHOWN); without it files belong to the caller.
     pub chown: bool,
+    /// Read `.wh.` entries as whiteouts (layers); off, they are plain files (COPY, ADD).
+    pub whiteouts: bool,
 }
 
 impl ApplyOptions {
@@ -61,6 +63,7 @@ impl ApplyOptions {
             xattrs: OverlayXattrs::for_this_process(),
             mknod: root,
             chown: root,
+            whiteouts: true,
         }
     }
 }
@@ -154,10 +157,10 @@ fn read_entry<R: Read>(entry: &mut tar::Entry<'_, R>, what: &str) -> Result<TarE
                 if let Some(v) = num().and_then(|s| s.parse().ok()) {
                     t.uid = v;
                 }
-            } else if key == b"gid" {
-                if let Some(v) = num().and_then(|s| s.parse().ok()) {
-                    t.gid = v;
-                }
+            } else if key == b"gid"
+                && let Some(v) = num().and_then(|s| s.parse().ok())
+            {
+                t.gid = v;
             }
         }
     }
@@ -180,9 +183,10 @@ fn special<'a>(raw: &str, name: &'a OsStr) -> Result<Special<'a>> {
         return Ok(Special::Opaque);
     }
     match b.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-        Some(target) if target.is_empty() || target == b"." || target == b".." => {
-            Err(hostile(raw, "a whiteout must name an entry of its directory"))
-        }
+        Some(target) if target.is_empty() || target == b"." || target == b".." => Err(hostile(
+            raw,
+            "a whiteout must name an entry of its directory",
+        )),
         Some(target) => Ok(Special::Whiteout(OsStr::from_bytes(target))),
         None => Ok(Special::None),
     }
@@ -236,7 +240,7 @@ struct Applier {
     buf: Vec<u8>,
 }
 
-fn pathrs_err(op: &'static str, path: &Path, e: pathrs::error::Error) -> Error {
+fn pathrs_err(op: &'static str, path: &Path, e: &pathrs::error::Error) -> Error {
     let source = match e.kind() {
         pathrs::error::ErrorKind::OsError(Some(errno)) => io::Error::from_raw_os_error(errno),
         _ => io::Error::other(e.to_string()),
@@ -247,7 +251,7 @@ fn pathrs_err(op: &'static str, path: &Path, e: pathrs::error::Error) -> Error {
 impl Applier {
     fn new(root: &Path, opts: ApplyOptions) -> Result<Self> {
         Ok(Applier {
-            root: Root::open(root).map_err(|e| pathrs_err("open root", root, e))?,
+            root: Root::open(root).map_err(|e| pathrs_err("open root", root, &e))?,
             root_path: root.to_owned(),
             opts,
             dirs: HashMap::new(),
@@ -266,7 +270,7 @@ impl Applier {
             let handle = self
                 .root
                 .mkdir_all(rel, &perm)
-                .map_err(|e| pathrs_err("create directory", &self.root_path.join(rel), e))?;
+                .map_err(|e| pathrs_err("create directory", &self.root_path.join(rel), &e))?;
             self.dirs.insert(rel.to_owned(), OwnedFd::from(handle));
         }
         Ok(&self.dirs[rel])
@@ -282,7 +286,7 @@ impl Applier {
         match self.root.remove_all(rel) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT)) => Ok(()),
-            Err(e) => Err(pathrs_err("remove", &self.full(rel), e)),
+            Err(e) => Err(pathrs_err("remove", &self.full(rel), &e)),
         }
     }
 
@@ -293,13 +297,18 @@ impl Applier {
         };
         self.stats.entries += 1;
         let (parent, name) = split(rel);
-        match special(&t.raw, name)? {
-            Special::Opaque => return self.opaque(parent),
-            Special::Whiteout(target) => return self.whiteout(&parent.join(target)),
-            Special::None => {}
+        if self.opts.whiteouts {
+            match special(&t.raw, name)? {
+                Special::Opaque => return self.opaque(parent),
+                Special::Whiteout(target) => return self.whiteout(&parent.join(target)),
+                Special::None => {}
+            }
         }
         let is_dir = t.kind == tar::EntryType::Directory;
-        let pfd = self.dir(parent)?.try_clone().at("dup", &self.full(parent))?;
+        let pfd = self
+            .dir(parent)?
+            .try_clone()
+            .at("dup", &self.full(parent))?;
         match rustix::fs::statat(&pfd, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if is_dir && FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
             Ok(_) => self.remove(rel)?,
@@ -315,13 +324,17 @@ impl Applier {
                 let fd = rustix::fs::openat(
                     &pfd,
                     name,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .at("create", &full)?;
                 let mut file = File::from(fd);
-                self.stats.content_bytes += copy_with(&mut self.buf, data, &mut file)
-                    .map_err(|source| Error::Tar {
+                self.stats.content_bytes +=
+                    copy_with(&mut self.buf, data, &mut file).map_err(|source| Error::Tar {
                         what: format!("layer entry {:?}", t.raw),
                         source,
                     })?;
@@ -362,12 +375,12 @@ impl Applier {
                 let tfd = self
                     .root
                     .resolve(tparent)
-                    .map_err(|e| pathrs_err("resolve hard link target", &self.full(&target), e))?;
+                    .map_err(|e| pathrs_err("resolve hard link target", &self.full(&target), &e))?;
                 rustix::fs::linkat(&tfd, tname, &pfd, name, AtFlags::empty()).map_err(|e| {
                     if e == rustix::io::Errno::NOENT {
                         hostile(
                             &t.raw,
-                            &format!("hard link target {:?} is not in this layer", target),
+                            &format!("hard link target {target:?} is not in this layer"),
                         )
                     } else {
                         Error::io("create hard link", &full, e.into())
@@ -400,9 +413,15 @@ impl Applier {
     }
 
     /// Owner, then mode (so setuid bits survive the chown), then xattrs, on an open inode.
-    fn set_fd_meta(&self, fd: std::os::fd::BorrowedFd<'_>, t: &TarEntry, full: &Path) -> Result<()> {
+    fn set_fd_meta(
+        &self,
+        fd: std::os::fd::BorrowedFd<'_>,
+        t: &TarEntry,
+        full: &Path,
+    ) -> Result<()> {
         if self.opts.chown {
-            rustix::fs::fchown(fd, Some(uid(t.uid)), Some(gid(t.gid))).at("change owner of", full)?;
+            rustix::fs::fchown(fd, Some(uid(t.uid)), Some(gid(t.gid)))
+                .at("change owner of", full)?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(t.mode)).at("change mode of", full)?;
         for (k, v) in &t.xattrs {
@@ -424,8 +443,14 @@ impl Applier {
         chmod: bool,
     ) -> Result<()> {
         if self.opts.chown {
-            rustix::fs::chownat(pfd, name, Some(uid(t.uid)), Some(gid(t.gid)), AtFlags::SYMLINK_NOFOLLOW)
-                .at("change owner of", full)?;
+            rustix::fs::chownat(
+                pfd,
+                name,
+                Some(uid(t.uid)),
+                Some(gid(t.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .at("change owner of", full)?;
         }
         if chmod {
             rustix::fs::chmodat(pfd, name, Mode::from_raw_mode(t.mode), AtFlags::empty())
@@ -437,7 +462,8 @@ impl Applier {
             p.push(name);
             for (k, v) in &t.xattrs {
                 let cname = xattr_name(k, &t.raw)?;
-                if let Err(e) = rustix::fs::lsetxattr(&p, cname.as_c_str(), v, XattrFlags::empty()) {
+                if let Err(e) = rustix::fs::lsetxattr(&p, cname.as_c_str(), v, XattrFlags::empty())
+                {
                     self.xattr_error(e, k, full)?;
                 }
             }
@@ -448,8 +474,8 @@ impl Applier {
 
     /// Xattrs a filesystem or an unprivileged caller cannot hold are skipped; others fail.
     fn xattr_error(&self, e: rustix::io::Errno, name: &[u8], full: &Path) -> Result<()> {
-        let skippable = e == rustix::io::Errno::NOTSUP
-            || (e == rustix::io::Errno::PERM && !self.opts.chown);
+        let skippable =
+            e == rustix::io::Errno::NOTSUP || (e == rustix::io::Errno::PERM && !self.opts.chown);
         if skippable {
             tracing::debug!(
                 "{}: xattr {} not set: {e}",
@@ -668,7 +694,10 @@ pub fn verify(input: impl Read, root: &Path, xattrs_ns: OverlayXattrs) -> Result
             None
         };
         let link = match t.kind {
-            tar::EntryType::Link => t.link.as_ref().and_then(|l| clean_path(&t.raw, l).ok().flatten()),
+            tar::EntryType::Link => t
+                .link
+                .as_ref()
+                .and_then(|l| clean_path(&t.raw, l).ok().flatten()),
             _ => t.link.clone(),
         };
         expected.insert(
@@ -697,10 +726,17 @@ pub fn verify(input: impl Read, root: &Path, xattrs_ns: OverlayXattrs) -> Result
     };
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.map_err(|e| {
-            let path = e.path().map(Path::to_owned).unwrap_or_else(|| root.to_owned());
+            let path = e
+                .path()
+                .map(Path::to_owned)
+                .unwrap_or_else(|| root.to_owned());
             Error::io("walk", path, e.into())
         })?;
-        let rel = e.path().strip_prefix(root).expect("walkdir stays below its root").to_owned();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .expect("walkdir stays below its root")
+            .to_owned();
         let md = e.path().symlink_metadata().at("stat", e.path())?;
         let Some(exp) = expected.get(&rel) else {
             // Parents the tar did not list were created by the extraction.
@@ -713,7 +749,9 @@ pub fn verify(input: impl Read, root: &Path, xattrs_ns: OverlayXattrs) -> Result
         let ft = md.file_type();
         use std::os::unix::fs::FileTypeExt;
         let kind_ok = match exp.kind {
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Link => ft.is_file(),
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Link => {
+                ft.is_file()
+            }
             tar::EntryType::Directory => ft.is_dir(),
             tar::EntryType::Symlink => ft.is_symlink(),
             tar::EntryType::Char => ft.is_char_device(),
@@ -729,29 +767,47 @@ pub fn verify(input: impl Read, root: &Path, xattrs_ns: OverlayXattrs) -> Result
             continue; // a whiteout
         }
         if exp.kind == tar::EntryType::Link {
-            let target = exp.link.as_ref().and_then(|l| root.join(l).symlink_metadata().ok());
+            let target = exp
+                .link
+                .as_ref()
+                .and_then(|l| root.join(l).symlink_metadata().ok());
             if target.map(|t| t.ino()) != Some(md.ino()) {
                 miss(&rel, "is no longer a hard link to its target".into());
             }
             continue;
         }
         if md.mode() & 0o7777 != exp.mode {
-            miss(&rel, format!("mode {:o}, tar says {:o}", md.mode() & 0o7777, exp.mode));
+            miss(
+                &rel,
+                format!("mode {:o}, tar says {:o}", md.mode() & 0o7777, exp.mode),
+            );
         }
         if u64::from(md.uid()) != exp.uid || u64::from(md.gid()) != exp.gid {
-            miss(&rel, format!("owner {}:{}, tar says {}:{}", md.uid(), md.gid(), exp.uid, exp.gid));
+            miss(
+                &rel,
+                format!(
+                    "owner {}:{}, tar says {}:{}",
+                    md.uid(),
+                    md.gid(),
+                    exp.uid,
+                    exp.gid
+                ),
+            );
         }
         if md.mtime() != exp.mtime {
-            miss(&rel, format!("mtime {}, tar says {}", md.mtime(), exp.mtime));
+            miss(
+                &rel,
+                format!("mtime {}, tar says {}", md.mtime(), exp.mtime),
+            );
         }
-        if let Some(l) = &exp.link {
-            if std::fs::read_link(e.path()).ok().as_deref() != Some(l.as_path()) {
-                miss(&rel, "symlink target differs".into());
-            }
+        if let Some(l) = &exp.link
+            && std::fs::read_link(e.path()).ok().as_deref() != Some(l.as_path())
+        {
+            miss(&rel, "symlink target differs".into());
         }
         if let Some((size, digest)) = &exp.content {
-            let actual = File::open(e.path())
-                .and_then(|f| crate::digest::HashingReader::new(f).finish());
+            let actual =
+                File::open(e.path()).and_then(|f| crate::digest::HashingReader::new(f).finish());
             match actual {
                 Ok((d, n)) if &d == digest && n == *size => {}
                 Ok(_) => miss(&rel, "content differs".into()),
@@ -759,13 +815,18 @@ pub fn verify(input: impl Read, root: &Path, xattrs_ns: OverlayXattrs) -> Result
             }
         }
         let mut have = super::diff::read_xattrs(e.path())?;
-        let opaque = have.iter().any(|(k, v)| k.as_slice() == xattrs_ns.opaque().as_bytes() && v == b"y");
+        let opaque = have
+            .iter()
+            .any(|(k, v)| k.as_slice() == xattrs_ns.opaque().as_bytes() && v == b"y");
         have.retain(|(k, _)| !is_overlay_xattr(k) && !is_host_only_xattr(k));
         if have != exp.xattrs {
             miss(&rel, "xattrs differ".into());
         }
         if opaque != exp.opaque {
-            miss(&rel, format!("opaque marker {}", if opaque { "added" } else { "lost" }));
+            miss(
+                &rel,
+                format!("opaque marker {}", if opaque { "added" } else { "lost" }),
+            );
         }
     }
     for k in expected.keys() {

@@ -55,7 +55,10 @@ pub fn chunk_pipe() -> (ChunkWriter, ChunkReader) {
 }
 
 fn closed() -> io::Error {
-    io::Error::new(io::ErrorKind::BrokenPipe, "the other end of the pipeline stopped")
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the other end of the pipeline stopped",
+    )
 }
 
 impl ChunkWriter {
@@ -136,14 +139,16 @@ pub fn write_blob(
         let compressor = s.spawn(move || -> Result<(Digest, u64)> {
             let mut rx = rx;
             let blob_path = store.tmp_dir();
-            let mut enc = opts.compression.encoder(blob).at("compress layer in", &blob_path)?;
+            let mut enc = opts
+                .compression
+                .encoder(blob)
+                .at("compress layer in", &blob_path)?;
             io::copy(&mut rx, &mut enc).at("compress layer in", &blob_path)?;
             enc.finish().at("compress layer in", &blob_path)?.commit()
         });
         let mut tar = TarWriter::new(HashingWriter::new(tx), opts.clamp_mtime);
-        let produced = produce(&mut tar).and_then(|()| {
-            tar.finish().at("write layer tar to", &store.tmp_dir())
-        });
+        let produced = produce(&mut tar)
+            .and_then(|()| tar.finish().at("write layer tar to", &store.tmp_dir()));
         // Whatever happened, the pipe closes here (the writer is dropped), so the compressor ends.
         let (diff_id, _) = match produced {
             Ok(w) => {
@@ -156,7 +161,9 @@ pub fn write_blob(
                 return Err(e);
             }
         };
-        let (digest, size) = compressor.join().expect("the compressor thread does not panic")?;
+        let (digest, size) = compressor
+            .join()
+            .expect("the compressor thread does not panic")?;
         Ok(LayerBlob {
             descriptor: Descriptor::new(
                 MediaType::from(opts.compression.media_type()),
@@ -195,6 +202,15 @@ pub fn commit_dir(
         blob: blob.descriptor.digest().clone(),
     };
     let dir = store.install_layer(dir, &record)?;
+    // The dir was written through a volatile overlay (no fsync per file): one syncfs makes
+    // the layer as durable as its blob before anything refers to it.
+    let fd = rustix::fs::open(
+        &dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .at("open", &dir)?;
+    rustix::fs::syncfs(&fd).at("sync the filesystem of", &dir)?;
     Ok(CommittedLayer {
         blob,
         chain_id,
@@ -206,7 +222,9 @@ pub fn commit_dir(
 pub fn chain_on(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
     match parent {
         None => diff_id.clone(),
-        Some(p) => chain_ids(&[p.clone(), diff_id.clone()]).pop().expect("two ids give two chains"),
+        Some(p) => chain_ids(&[p.clone(), diff_id.clone()])
+            .pop()
+            .expect("two ids give two chains"),
     }
 }
 
@@ -280,7 +298,9 @@ fn extract_into(
             &ApplyOptions::for_this_process(Target::LayerDir),
         );
         let tar_hash = applied.and_then(|_| tar.finish().at("read layer", diff));
-        let read = reader.join().expect("the decompressor thread does not panic");
+        let read = reader
+            .join()
+            .expect("the decompressor thread does not panic");
         let (actual_diff, _) = tar_hash.map_err(|e| match e {
             Error::Tar { source, .. } | Error::Io { source, .. }
                 if source.kind() == io::ErrorKind::UnexpectedEof =>

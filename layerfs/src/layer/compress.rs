@@ -5,6 +5,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 
 use flate2::bufread::MultiGzDecoder;
 
+use super::pgzip::ParallelGzEncoder;
+
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -37,7 +39,10 @@ impl Compression {
         };
         match name {
             "gzip" => Some(Compression::Gzip {
-                level: level.map_or(Ok(1), u32::try_from).ok().filter(|l| *l <= 9)?,
+                level: level
+                    .map_or(Ok(1), u32::try_from)
+                    .ok()
+                    .filter(|l| *l <= 9)?,
             }),
             "zstd" => Some(Compression::Zstd {
                 level: level.unwrap_or(3),
@@ -51,10 +56,7 @@ impl Compression {
     pub fn encoder<W: Write>(self, out: W) -> io::Result<Encoder<W>> {
         Ok(match self {
             Compression::None => Encoder::None(out),
-            Compression::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
-                out,
-                flate2::Compression::new(level),
-            )),
+            Compression::Gzip { level } => Encoder::Gzip(ParallelGzEncoder::new(out, level)),
             Compression::Zstd { level } => {
                 let mut e = zstd::stream::write::Encoder::new(out, level)?;
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
@@ -71,7 +73,7 @@ impl Compression {
 #[allow(missing_debug_implementations)]
 pub enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -163,16 +165,28 @@ mod tests {
             enc.write_all(&data).unwrap();
             let blob = enc.finish().unwrap();
             let mut out = Vec::new();
-            decompress(&blob[..]).unwrap().read_to_end(&mut out).unwrap();
+            decompress(&blob[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             assert_eq!(out, data, "{c:?}");
         }
     }
 
     #[test]
     fn parse_names_and_levels() {
-        assert_eq!(Compression::parse("gzip"), Some(Compression::Gzip { level: 1 }));
-        assert_eq!(Compression::parse("gzip:9"), Some(Compression::Gzip { level: 9 }));
-        assert_eq!(Compression::parse("zstd:19"), Some(Compression::Zstd { level: 19 }));
+        assert_eq!(
+            Compression::parse("gzip"),
+            Some(Compression::Gzip { level: 1 })
+        );
+        assert_eq!(
+            Compression::parse("gzip:9"),
+            Some(Compression::Gzip { level: 9 })
+        );
+        assert_eq!(
+            Compression::parse("zstd:19"),
+            Some(Compression::Zstd { level: 19 })
+        );
         assert_eq!(Compression::parse("none"), Some(Compression::None));
         assert_eq!(Compression::parse("gzip:10"), None);
         assert_eq!(Compression::parse("lz4"), None);

@@ -37,7 +37,11 @@ pub fn write_layer<W: Write>(dir: &Path, tar: &mut TarWriter<W>) -> Result<DiffS
 
 /// Writes a tar of what changed from the plain tree `old` to the plain tree `new`: new and
 /// changed entries (with their parent directories), and a whiteout for each removed one.
-pub fn write_changes<W: Write>(old: &Path, new: &Path, tar: &mut TarWriter<W>) -> Result<DiffStats> {
+pub fn write_changes<W: Write>(
+    old: &Path,
+    new: &Path,
+    tar: &mut TarWriter<W>,
+) -> Result<DiffStats> {
     let mut w = Walker::new(tar);
     let mut pending = Vec::new();
     w.compare_dirs(old, new, Path::new(""), &mut pending)?;
@@ -46,6 +50,8 @@ pub fn write_changes<W: Write>(old: &Path, new: &Path, tar: &mut TarWriter<W>) -
 
 struct Walker<'a, W: Write> {
     tar: &'a mut TarWriter<W>,
+    /// Changes each entry's header before it is written (owner and mode for COPY --chown/--chmod).
+    rewrite: Option<&'a dyn Fn(&mut EntryMeta)>,
     /// (dev, ino) of multiply-linked files already written → their path in the tar.
     links: HashMap<(u64, u64), Vec<u8>>,
     stats: DiffStats,
@@ -72,6 +78,7 @@ impl<'a, W: Write> Walker<'a, W> {
     fn new(tar: &'a mut TarWriter<W>) -> Self {
         Walker {
             tar,
+            rewrite: None,
             links: HashMap::new(),
             stats: DiffStats::default(),
         }
@@ -84,7 +91,9 @@ impl<'a, W: Write> Walker<'a, W> {
             let md = fs::symlink_metadata(&path).at("stat", &path)?;
             let xattrs = read_xattrs(&path)?;
             if is_whiteout_device(&md)
-                || (md.is_file() && md.len() == 0 && xattrs.iter().any(|(k, _)| super::is_whiteout_xattr(k)))
+                || (md.is_file()
+                    && md.len() == 0
+                    && xattrs.iter().any(|(k, _)| super::is_whiteout_xattr(k)))
             {
                 self.whiteout(&rel)?;
                 continue;
@@ -253,7 +262,7 @@ impl<'a, W: Write> Walker<'a, W> {
             // Sockets have no place in an image (docker leaves them out too).
             return Ok(());
         };
-        let meta = EntryMeta {
+        let mut meta = EntryMeta {
             path: tpath,
             kind,
             mode: md.mode() & 0o7777,
@@ -262,6 +271,9 @@ impl<'a, W: Write> Walker<'a, W> {
             mtime: md.mtime(),
             xattrs,
         };
+        if let Some(rewrite) = self.rewrite {
+            rewrite(&mut meta);
+        }
         self.stats.entries += 1;
         if let EntryKind::File { size } = meta.kind {
             self.stats.content_bytes += size;
@@ -269,12 +281,100 @@ impl<'a, W: Write> Walker<'a, W> {
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
                 .open(path)
-                .or_else(|_| File::options().read(true).custom_flags(libc::O_NOFOLLOW).open(path))
+                .or_else(|_| {
+                    File::options()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW)
+                        .open(path)
+                })
                 .at("open", path)?;
             self.tar.append(&meta, Some(&mut f)).at("archive", path)
         } else {
             self.tar.append(&meta, None).at("archive", path)
         }
+    }
+}
+
+/// What a [`TreeWriter`] filter says of a source path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visit {
+    /// Write it (and, for a directory, look at its children).
+    Include,
+    /// Leave it out, and everything below it.
+    Skip,
+    /// Leave the directory's own entry out but look at its children (an exclusion that a later
+    /// exception may undo below it).
+    Descend,
+}
+
+/// Writes chosen files and trees of plain directories under new names into a tar: the source
+/// side of COPY and ADD. Hard links among everything written stay hard links; `rewrite` may
+/// change each entry's owner and mode; `filter` sees each source path (as the caller names it)
+/// before it is written.
+pub struct TreeWriter<'a, W: Write> {
+    walker: Walker<'a, W>,
+}
+
+impl<'a, W: Write> TreeWriter<'a, W> {
+    /// A writer into `tar`.
+    pub fn new(tar: &'a mut TarWriter<W>, rewrite: Option<&'a dyn Fn(&mut EntryMeta)>) -> Self {
+        let mut walker = Walker::new(tar);
+        walker.rewrite = rewrite;
+        TreeWriter { walker }
+    }
+
+    /// Writes `src` (a file, a symlink — not followed — or a directory and all below it) as
+    /// `dest`. `name` is the source's path as the filter knows it.
+    pub fn add(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        name: &Path,
+        filter: &dyn Fn(&Path, bool) -> Visit,
+    ) -> Result<()> {
+        let md = fs::symlink_metadata(src).at("stat", src)?;
+        let visit = filter(name, md.is_dir());
+        if visit == Visit::Skip {
+            return Ok(());
+        }
+        if visit == Visit::Include {
+            self.walker.entry(src, dest, &md, read_xattrs(src)?)?;
+        }
+        if md.is_dir() {
+            self.add_contents(src, dest, name, filter)?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the directory `src` holds (not the directory itself) into `dest`.
+    pub fn add_contents(
+        &mut self,
+        src: &Path,
+        dest: &Path,
+        name: &Path,
+        filter: &dyn Fn(&Path, bool) -> Visit,
+    ) -> Result<()> {
+        for e in sorted_children(src)? {
+            self.add(
+                &e.path(),
+                &dest.join(e.file_name()),
+                &name.join(e.file_name()),
+                filter,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Writes an entry that has no source: a directory to create, a heredoc file.
+    pub fn add_entry(&mut self, meta: &EntryMeta, data: Option<&mut dyn io::Read>) -> Result<()> {
+        self.walker.stats.entries += 1;
+        let p = PathBuf::from(std::ffi::OsStr::from_bytes(&meta.path));
+        self.walker.tar.append(meta, data).at("write entry", &p)
+    }
+
+    /// What was written.
+    pub fn stats(&self) -> DiffStats {
+        self.walker.stats
     }
 }
 
@@ -284,7 +384,8 @@ fn same_inode_metadata(a: &Metadata, b: &Metadata) -> bool {
         && a.uid() == b.uid()
         && a.gid() == b.gid()
         && a.rdev() == b.rdev()
-        && (a.is_dir() || (a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()))
+        && (a.is_dir()
+            || (a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()))
 }
 
 /// All xattrs of `path` (not following a final symlink), sorted by name.

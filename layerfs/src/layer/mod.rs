@@ -15,6 +15,7 @@ pub mod apply;
 pub mod commit;
 pub mod compress;
 pub mod diff;
+pub mod pgzip;
 pub mod tarball;
 
 /// The prefix of a whiteout entry in a layer tar.

@@ -14,13 +14,25 @@ const MAX_OCTAL_8: u64 = 0o777_7777;
 /// What kind of inode an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { size: u64 },
+    File {
+        size: u64,
+    },
     Dir,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A hard link to an earlier entry of the same tar.
-    Hardlink { target: Vec<u8> },
-    Char { major: u32, minor: u32 },
-    Block { major: u32, minor: u32 },
+    Hardlink {
+        target: Vec<u8>,
+    },
+    Char {
+        major: u32,
+        minor: u32,
+    },
+    Block {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
@@ -106,7 +118,10 @@ impl<W: Write> TarWriter<W> {
             pax.sort();
             let body = pax_records(&pax);
             let mut pax_name = b"PaxHeaders/".to_vec();
-            let base = name.rsplit(|b| *b == b'/').find(|c| !c.is_empty()).unwrap_or(b"");
+            let base = name
+                .rsplit(|b| *b == b'/')
+                .find(|c| !c.is_empty())
+                .unwrap_or(b"");
             pax_name.extend_from_slice(&base[..base.len().min(100 - pax_name.len())]);
             let h = header(&HeaderFields {
                 name: &pax_name,
@@ -273,7 +288,10 @@ mod tests {
         for len in [1usize, 5, 90, 94, 95, 96, 994, 995, 996] {
             let r = pax_records(&[(b"k".to_vec(), vec![b'v'; len])]);
             let s = String::from_utf8(r.clone()).unwrap();
-            assert_eq!(s.split_once(' ').unwrap().0.parse::<usize>().unwrap(), r.len());
+            assert_eq!(
+                s.split_once(' ').unwrap().0.parse::<usize>().unwrap(),
+                r.len()
+            );
         }
     }
 
@@ -304,7 +322,12 @@ mod tests {
             (b"security.capability".to_vec(), vec![1, 0, 0, 2]),
             (b"user.note".to_vec(), b"hello".to_vec()),
         ];
-        let s = meta("link", EntryKind::Symlink { target: target.clone().into_bytes() });
+        let s = meta(
+            "link",
+            EntryKind::Symlink {
+                target: target.clone().into_bytes(),
+            },
+        );
         let mut old = meta("old", EntryKind::File { size: 0 });
         old.mtime = -5;
         let bytes = write(&[(f, b"hello"), (s, b""), (old, b"")]);
@@ -325,7 +348,10 @@ mod tests {
             .filter(|(k, _)| k.starts_with("SCHILY.xattr."))
             .collect();
         assert_eq!(x.len(), 2);
-        assert_eq!(x[0], ("SCHILY.xattr.security.capability".into(), vec![1, 0, 0, 2]));
+        assert_eq!(
+            x[0],
+            ("SCHILY.xattr.security.capability".into(), vec![1, 0, 0, 2])
+        );
         let mut content = String::new();
         e.read_to_string(&mut content).unwrap();
         assert_eq!(content, "hello");

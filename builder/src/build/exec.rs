@@ -1,0 +1,1141 @@
+//! Runs the stages of a Dockerfile that a target needs, step by step, with the build cache.
+//!
+//! Each step has a key (its parent state's key and everything it depends on); a key found in
+//! the cache gives the step's resulting state without running anything (`CACHED`). Otherwise:
+//! metadata instructions change the config and add a history entry; RUN runs in the sandbox
+//! over the parent's layers with a fresh upper dir that becomes the new layer; COPY, ADD and
+//! WORKDIR write through a union mount private to one thread (nothing shows in the host's
+//! mount table, nothing is left if strata dies) and their upper dir becomes the layer. A step
+//! that changes nothing adds no layer (its history entry says `empty_layer`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use layerfs::config::{Empty, History, creation_time, rfc3339};
+use layerfs::layer::commit::{CommitOptions, commit_dir};
+use layerfs::layer::compress::Compression;
+use layerfs::layer::diff::Visit;
+use layerfs::mount::{UnionSpec, enter_private_mount_namespace, mount_overlay, unmount};
+use layerfs::reference::Reference;
+use layerfs::store::{Store, remove_tree};
+use oci_spec::image::{Descriptor, Digest};
+use serde_json::json;
+
+use super::copy::{self, CopyError, Inline, Placement, Rewrite, SourceRoot};
+use super::events::{Event, Reporter, StepInfo};
+use super::state::{DEFAULT_PATH_ENV, ImageState, step_key};
+use super::userdb;
+use crate::dockerfile::{self, Command, CommandLine, Dockerfile, Instruction, RunScript, Source};
+use crate::dockerignore::{Dockerignore, Verdict};
+use crate::plan::{self, Base, Plan, PlanOptions, Platform, Stage};
+use crate::shell_words::Variables;
+
+/// `--network` of RUN steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Host,
+    None,
+}
+
+/// Fetches an image that is not in the store into it.
+pub type Puller<'a> = &'a (dyn Fn(&Reference) -> Result<(), String> + Sync);
+
+/// What to build and how.
+pub struct BuildOptions<'a> {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// The Dockerfile (inside the context or not).
+    pub dockerfile: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub network: Network,
+    pub compression: Compression,
+    /// Fetches an image that is not in the store (FROM, COPY --from); `None` to refuse.
+    pub pull: Option<Puller<'a>>,
+    /// Set when the user interrupts: the build stops at the next chance, leaving nothing.
+    pub cancel: &'a AtomicBool,
+}
+
+impl std::fmt::Debug for BuildOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildOptions")
+            .field("context", &self.context)
+            .field("dockerfile", &self.dockerfile)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The built image.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub manifest: Descriptor,
+    pub id: Digest,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile does not parse (already `FILE:LINE: …`).
+    #[error("{0}")]
+    Parse(String),
+    /// A step failed.
+    #[error("{file}:{line}: {text}: {source}")]
+    Step {
+        file: String,
+        line: usize,
+        text: String,
+        #[source]
+        source: Box<StepError>,
+    },
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the build was interrupted")]
+    Interrupted,
+    #[error(transparent)]
+    Store(#[from] layerfs::Error),
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("the command returned a non-zero code: {0}")]
+    ExitCode(i32),
+    #[error("the command was killed by signal {0}")]
+    Signal(i32),
+    #[error("the command was killed: out of memory")]
+    OutOfMemory,
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    Expand(#[from] crate::shell_words::ExpandError),
+    #[error(transparent)]
+    Store(#[from] layerfs::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Builds the target of `opts` and stores the result (untagged: the caller tags it).
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions<'_>,
+    reporter: &mut dyn Reporter,
+) -> Result<Built, BuildError> {
+    let _content = store.lock_content()?;
+    let file = opts.dockerfile.file_name().map_or_else(
+        || "Dockerfile".to_owned(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let text = std::fs::read_to_string(&opts.dockerfile).map_err(|source| BuildError::Read {
+        path: opts.dockerfile.clone(),
+        source,
+    })?;
+    let df =
+        dockerfile::parse(&text).map_err(|e| BuildError::Parse(e.in_file(&file).to_string()))?;
+    let plan = plan::plan(
+        &df,
+        &PlanOptions {
+            target: opts.target.as_deref(),
+            build_args: &opts.build_args,
+            platform: Platform::host(),
+        },
+    )
+    .map_err(|e| BuildError::Parse(e.in_file(&file).to_string()))?;
+    let ignore = load_ignore(&opts.context, &opts.dockerfile)?;
+    let mut b = Builder {
+        store,
+        opts,
+        df: &df,
+        plan: &plan,
+        file,
+        ignore,
+        reporter,
+        next_id: 0,
+        current: 0,
+        stages: HashMap::new(),
+    };
+    for stage in plan.build_order() {
+        b.current = stage.index;
+        let state = b.stage(stage)?;
+        b.stages.insert(stage.index, state);
+    }
+    let unused = plan.unused_build_args();
+    if !unused.is_empty() {
+        b.reporter.event(Event::Note(format!(
+            "warning: build arguments not consumed by any ARG: {}",
+            unused.join(", ")
+        )));
+    }
+    let state = b
+        .stages
+        .remove(&plan.target)
+        .expect("the target stage was built");
+    let manifest = state.save(store)?;
+    Ok(Built {
+        id: state.config_digest(),
+        manifest,
+    })
+}
+
+fn load_ignore(context: &Path, dockerfile: &Path) -> Result<Dockerignore, BuildError> {
+    // BuildKit reads `<Dockerfile>.dockerignore` next to the Dockerfile first.
+    let specific = dockerfile.with_file_name(format!(
+        "{}.dockerignore",
+        dockerfile.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let path = [specific, context.join(".dockerignore")]
+        .into_iter()
+        .find(|p| p.is_file());
+    let text = match &path {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| BuildError::Read {
+            path: p.clone(),
+            source,
+        })?,
+        None => String::new(),
+    };
+    Dockerignore::parse(&text).map_err(|e| {
+        BuildError::Parse(format!(
+            "{}: {e}",
+            path.map_or_else(|| ".dockerignore".into(), |p| p.display().to_string())
+        ))
+    })
+}
+
+struct Builder<'a, 'o> {
+    store: &'a Store,
+    opts: &'a BuildOptions<'o>,
+    df: &'a Dockerfile,
+    plan: &'a Plan<'a>,
+    file: String,
+    ignore: Dockerignore,
+    reporter: &'a mut dyn Reporter,
+    next_id: usize,
+    /// The stage being built.
+    current: usize,
+    /// Finished stages' states, by stage index.
+    stages: HashMap<usize, ImageState>,
+}
+
+/// What a `.dockerignore` verdict means to a source walk.
+fn visit(ignore: &Dockerignore, path: &Path, is_dir: bool) -> Visit {
+    match ignore.check(&path.to_string_lossy(), is_dir) {
+        Verdict::Included => Visit::Include,
+        Verdict::Excluded => Visit::Descend,
+        Verdict::ExcludedTree => Visit::Skip,
+    }
+}
+
+/// The variables of a step: ENV of the image, then the ARGs in scope (ENV wins).
+struct Scope<'s> {
+    env: &'s [String],
+    args: &'s BTreeMap<String, String>,
+}
+
+impl Variables for Scope<'_> {
+    fn get(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        for kv in self.env.iter().rev() {
+            if let Some((k, v)) = kv.split_once('=')
+                && k == name
+            {
+                return Some(v.into());
+            }
+        }
+        self.args.get(name).map(|v| v.as_str().into())
+    }
+}
+
+impl Builder<'_, '_> {
+    fn step_err(&self, ins: &Instruction, source: impl Into<StepError>) -> BuildError {
+        BuildError::Step {
+            file: self.file.clone(),
+            line: ins.location.start,
+            text: ins.original.clone(),
+            source: Box::new(source.into()),
+        }
+    }
+
+    fn check_cancel(&self) -> Result<(), BuildError> {
+        if self.opts.cancel.load(Ordering::Relaxed) {
+            Err(BuildError::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Builds one stage and returns its final state.
+    fn stage(&mut self, stage: &Stage<'_>) -> Result<ImageState, BuildError> {
+        let stage_label = stage
+            .name
+            .map_or_else(|| format!("stage-{}", stage.index), str::to_owned);
+        let instructions = stage.instructions;
+        let total = instructions.len() + 1;
+        let from_ins = stage.from;
+        let id = self.start(&stage_label, 1, total, from_ins);
+        let started = Instant::now();
+        let mut state = self.base(&stage.base, from_ins)?;
+        self.reporter.event(Event::Cached { id });
+        self.reporter.event(Event::Done {
+            id,
+            elapsed: started.elapsed(),
+        });
+        let mut args: BTreeMap<String, String> = BTreeMap::new();
+        // ONBUILD triggers of the base image run first, then leave the config.
+        let triggers = state.config.config.on_build.take().unwrap_or_default();
+        let mut pending: Vec<Instruction> = Vec::new();
+        for t in &triggers {
+            let ins = dockerfile::parse_trigger(t).map_err(|e| {
+                BuildError::Parse(
+                    e.in_file(&format!("{} (ONBUILD of its base)", self.file))
+                        .to_string(),
+                )
+            })?;
+            pending.push(ins);
+        }
+        let all: Vec<&Instruction> = pending.iter().chain(instructions.iter()).collect();
+        for (i, ins) in all.into_iter().enumerate() {
+            self.check_cancel()?;
+            let id = self.start(&stage_label, i + 2, total + triggers.len(), ins);
+            let started = Instant::now();
+            match self.step(&mut state, &mut args, ins, id) {
+                Ok(()) => self.reporter.event(Event::Done {
+                    id,
+                    elapsed: started.elapsed(),
+                }),
+                Err(e) => {
+                    self.reporter.event(Event::Failed {
+                        id,
+                        error: e.to_string(),
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    fn start(&mut self, stage: &str, index: usize, total: usize, ins: &Instruction) -> usize {
+        self.next_id += 1;
+        self.reporter.event(Event::Start(StepInfo {
+            id: self.next_id,
+            stage: stage.to_owned(),
+            index,
+            total,
+            text: ins.original.clone(),
+        }));
+        self.next_id
+    }
+
+    /// The state a FROM starts from.
+    fn base(&mut self, base: &Base, ins: &Instruction) -> Result<ImageState, BuildError> {
+        match base {
+            Base::Scratch => Ok(ImageState::scratch()),
+            Base::Stage(i) => Ok(self.stages[i].clone()),
+            Base::Image { name, .. } => {
+                let image = self.image(name).map_err(|e| self.step_err(ins, e))?;
+                Ok(ImageState::of_image(&image))
+            }
+        }
+    }
+
+    /// An image from the store, pulled first if it is not there.
+    fn image(&self, name: &str) -> Result<layerfs::store::Image, StepError> {
+        match self.store.resolve_image(name) {
+            Ok(img) => Ok(img),
+            Err(layerfs::Error::ImageNotFound(_)) => {
+                let reference =
+                    Reference::parse(name).map_err(|e| StepError::Other(e.to_string()))?;
+                match self.opts.pull {
+                    Some(pull) => {
+                        pull(&reference)
+                            .map_err(|e| StepError::Other(format!("pulling {name}: {e}")))?;
+                        Ok(self.store.resolve_image(&reference.to_string())?)
+                    }
+                    None => Err(StepError::Other(format!(
+                        "image {name} is not in the store"
+                    ))),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Runs one step (or takes it from the cache), updating `state`.
+    fn step(
+        &mut self,
+        state: &mut ImageState,
+        args: &mut BTreeMap<String, String>,
+        ins: &Instruction,
+        id: usize,
+    ) -> Result<(), BuildError> {
+        let lexer = self.df.lexer();
+        if let Command::Arg(decls) = &ins.command {
+            for d in decls {
+                let value = plan::resolve_arg(
+                    d,
+                    &self.opts.build_args,
+                    &self.plan.global,
+                    &lexer,
+                    &Scope {
+                        env: state.config.config.env.as_deref().unwrap_or_default(),
+                        args,
+                    },
+                )
+                .map_err(|e| self.step_err(ins, e))?;
+                match value {
+                    Some(v) => {
+                        args.insert(d.name.clone(), v);
+                    }
+                    None => {
+                        args.remove(&d.name);
+                    }
+                }
+            }
+            // ARG changes no config, but what follows depends on the values.
+            state.key = step_key(&state.key, &json!({ "arg": args }));
+            self.reporter.event(Event::Cached { id });
+            return Ok(());
+        }
+        let env = state.config.config.env.clone().unwrap_or_default();
+        let command = ins
+            .command
+            .expand(&lexer, &Scope { env: &env, args })
+            .map_err(|e| self.step_err(ins, e))?;
+        // What the step depends on besides its parent.
+        let mut key_input =
+            json!({ "instruction": serde_json::to_value(&command).expect("the AST serializes") });
+        match &command {
+            Command::Run(_) => {
+                key_input["args"] = json!(args);
+                key_input["network"] = json!(format!("{:?}", self.opts.network));
+            }
+            Command::Copy(c) | Command::Add(c) => {
+                let hash = self
+                    .copy_key(state, c, &command)
+                    .map_err(|e| self.step_err(ins, e))?;
+                key_input["sources"] = json!(hash);
+            }
+            _ => {}
+        }
+        let key = step_key(&state.key, &key_input);
+        if !self.opts.no_cache
+            && let Some(cached) = ImageState::from_cache(self.store, &key)
+        {
+            *state = cached;
+            self.reporter.event(Event::Cached { id });
+            return Ok(());
+        }
+        let mut next = state.clone();
+        next.key = key;
+        let created_by = history_text(&command, ins);
+        let changed_fs = match &command {
+            Command::Run(run) => self.run(&mut next, args, run, ins, id)?,
+            Command::Copy(c) | Command::Add(c) => {
+                let is_add = matches!(command, Command::Add(_));
+                self.copy(&mut next, c, is_add)
+                    .map_err(|e| self.step_err(ins, e))?
+            }
+            Command::Workdir(dir) => {
+                let cfg = &mut next.config.config;
+                let path = resolve_workdir(cfg.working_dir.as_deref(), dir);
+                cfg.working_dir = Some(path.clone());
+                self.workdir(&mut next, &path)
+                    .map_err(|e| self.step_err(ins, e))?
+            }
+            other => {
+                apply_metadata(&mut next, other);
+                false
+            }
+        };
+        let now = rfc3339(creation_time());
+        next.config.created = Some(now.clone());
+        next.config.history.push(History {
+            created: Some(now),
+            created_by: Some(created_by),
+            comment: Some("strata".into()),
+            empty_layer: !changed_fs,
+            ..Default::default()
+        });
+        next.to_cache(self.store)
+            .map_err(|e| self.step_err(ins, e))?;
+        *state = next;
+        Ok(())
+    }
+
+    /// The content part of a COPY/ADD cache key: the sources' hash (the context), or the key
+    /// of the stage they come from.
+    fn copy_key(
+        &mut self,
+        state: &ImageState,
+        c: &dockerfile::Copy,
+        command: &Command,
+    ) -> Result<String, StepError> {
+        let _ = (state, command);
+        if let Some(from) = &c.from {
+            return Ok(self.source_state(from)?.key);
+        }
+        let paths: Vec<String> = c
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Path(p) => Some(p.clone()),
+                Source::Heredoc(_) => None,
+            })
+            .collect();
+        if paths.iter().any(|p| is_url(p)) {
+            return Err(StepError::Other(
+                "ADD from a URL is not supported yet".into(),
+            ));
+        }
+        let filter = |p: &Path, d: bool| visit(&self.ignore, p, d);
+        let root = SourceRoot {
+            root: &self.opts.context,
+            filter: Some(&filter),
+            keep_owner: false,
+        };
+        let items = copy::resolve_sources(&paths, &root, "build context")?;
+        let placement = Placement {
+            dest: PathBuf::from(&c.dest),
+            dest_is_dir: c.dest.ends_with('/'),
+        };
+        Ok(copy::content_hash(
+            &root,
+            &items,
+            &inline_sources(c),
+            &placement,
+            Rewrite::default(),
+        )?)
+    }
+
+    /// The state `COPY --from=FROM` copies from: an earlier stage, or an image.
+    fn source_state(&self, from: &str) -> Result<ImageState, StepError> {
+        match self
+            .plan
+            .resolve_from(self.current, from)
+            .map_err(|e| StepError::Other(e.to_string()))?
+        {
+            Base::Stage(i) => Ok(self.stages[&i].clone()),
+            Base::Scratch => Ok(ImageState::scratch()),
+            Base::Image { name, .. } => Ok(ImageState::of_image(&self.image(&name)?)),
+        }
+    }
+
+    /// RUN: the command in the sandbox over the parent's layers; returns whether it changed
+    /// the filesystem.
+    fn run(
+        &mut self,
+        next: &mut ImageState,
+        args: &BTreeMap<String, String>,
+        run: &dockerfile::Run,
+        ins: &Instruction,
+        id: usize,
+    ) -> Result<bool, BuildError> {
+        if !run.mounts.is_empty() {
+            return Err(self.step_err(
+                ins,
+                StepError::Other("RUN --mount is not supported yet".into()),
+            ));
+        }
+        let cfg = &next.config.config;
+        let shell = cfg
+            .shell
+            .clone()
+            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let mut files: Vec<(String, String)> = Vec::new();
+        let argv = match (&run.command, run.shell_script()) {
+            (CommandLine::Exec(argv), _) => argv.clone(),
+            (_, Some(RunScript::Executable { name, body })) => {
+                let path = format!("/.strata-heredoc-{name}");
+                files.push((path.clone(), body.into_owned()));
+                vec![path]
+            }
+            (_, Some(RunScript::Shell(text))) => {
+                let mut v = shell;
+                v.push(text.into_owned());
+                v
+            }
+            (CommandLine::Shell(text), None) => {
+                let mut v = shell;
+                v.push(text.clone());
+                v
+            }
+        };
+        // ARG values are in the environment of RUN, unless ENV sets the same name.
+        let mut env: Vec<String> = cfg
+            .env
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_PATH_ENV.into()]);
+        for (k, v) in args {
+            if !env
+                .iter()
+                .any(|kv| kv.split_once('=').map(|(ek, _)| ek) == Some(k))
+            {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let network = match run.network {
+            Some(dockerfile::NetworkMode::None) => Network::None,
+            Some(dockerfile::NetworkMode::Host) => Network::Host,
+            _ => self.opts.network,
+        };
+        let lowers = next
+            .layer_dirs(self.store)
+            .map_err(|e| self.step_err(ins, e))?;
+        let step = super::sandbox::RunStep {
+            argv,
+            env,
+            workdir: cfg.working_dir.clone().unwrap_or_else(|| "/".into()),
+            user: cfg.user.clone().filter(|u| !u.is_empty()),
+            network,
+            files,
+        };
+        let scratch = self.scratch_dirs()?;
+        let mountpoint = scratch.home.join("rootfs");
+        std::fs::create_dir_all(&mountpoint)
+            .map_err(|e| layerfs::Error::io("create directory", &mountpoint, e))?;
+        let layers = UnionSpec {
+            lowers: lowers_or_empty(self.store, lowers),
+            upper: scratch.upper.clone(),
+            work: scratch.work.clone(),
+        };
+        let reporter = &mut *self.reporter;
+        let result = super::sandbox::run_step(
+            self.store,
+            &step,
+            &layers,
+            &mountpoint,
+            self.opts.cancel,
+            &mut |line| reporter.event(Event::Output { id, line }),
+        );
+        let changed = match result {
+            Ok(()) => self.commit(next, &scratch),
+            Err(e) => {
+                let _ = remove_tree(&scratch.home);
+                return Err(if self.opts.cancel.load(Ordering::Relaxed) {
+                    BuildError::Interrupted
+                } else {
+                    self.step_err(ins, e)
+                });
+            }
+        };
+        changed.map_err(|e| self.step_err(ins, e))
+    }
+
+    /// A fresh upper and work dir for a step, under the store's tmp.
+    fn scratch_dirs(&self) -> Result<Scratch, BuildError> {
+        let home = self.store.tmp_path("step");
+        let s = Scratch {
+            upper: home.join("upper"),
+            work: home.join("work"),
+            home,
+        };
+        for d in [&s.upper, &s.work] {
+            std::fs::create_dir_all(d).map_err(|e| layerfs::Error::io("create directory", d, e))?;
+        }
+        Ok(s)
+    }
+
+    /// Turns a step's upper dir into the state's new top layer (none if it is empty).
+    fn commit(&self, next: &mut ImageState, scratch: &Scratch) -> Result<bool, StepError> {
+        let result = (|| {
+            let empty = std::fs::read_dir(&scratch.upper)
+                .map_err(|e| layerfs::Error::io("read directory", &scratch.upper, e))?
+                .next()
+                .is_none();
+            if empty {
+                return Ok(false);
+            }
+            let opts = CommitOptions {
+                compression: self.opts.compression,
+                clamp_mtime: source_date_epoch(),
+            };
+            let layer = commit_dir(self.store, &scratch.upper, next.top_chain().as_ref(), opts)?;
+            next.layers.push(layer.blob.descriptor);
+            next.config.rootfs.diff_ids.push(layer.blob.diff_id);
+            Ok(true)
+        })();
+        let _ = remove_tree(&scratch.home);
+        result
+    }
+
+    /// Runs `f` with the state's layers mounted writable at a private mount point; the upper
+    /// dir then becomes the new layer.
+    fn with_union<T: Send>(
+        &self,
+        next: &mut ImageState,
+        f: impl FnOnce(&Path) -> Result<T, StepError> + Send,
+    ) -> Result<(T, bool), StepError> {
+        let lowers = lowers_or_empty(self.store, next.layer_dirs(self.store)?);
+        let scratch = self
+            .scratch_dirs()
+            .map_err(|e| StepError::Other(e.to_string()))?;
+        let target = scratch.home.join("rootfs");
+        std::fs::create_dir_all(&target)
+            .map_err(|e| layerfs::Error::io("create directory", &target, e))?;
+        let spec = UnionSpec {
+            lowers,
+            upper: scratch.upper.clone(),
+            work: scratch.work.clone(),
+        };
+        let out = std::thread::scope(|s| {
+            s.spawn(|| -> Result<T, StepError> {
+                enter_private_mount_namespace()?;
+                mount_overlay(&spec, &target)?;
+                let r = f(&target);
+                unmount(&target)?;
+                r
+            })
+            .join()
+            .expect("the mount thread does not panic")
+        });
+        match out {
+            Ok(v) => {
+                let changed = self.commit(next, &scratch)?;
+                Ok((v, changed))
+            }
+            Err(e) => {
+                let _ = remove_tree(&scratch.home);
+                Err(e)
+            }
+        }
+    }
+
+    /// COPY and ADD.
+    fn copy(
+        &mut self,
+        next: &mut ImageState,
+        c: &dockerfile::Copy,
+        is_add: bool,
+    ) -> Result<bool, StepError> {
+        let workdir = next
+            .config
+            .config
+            .working_dir
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let dest_text = c.dest.clone();
+        let dest = absolute(&workdir, &dest_text);
+        let paths: Vec<String> = c
+            .sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Path(p) => Some(p.clone()),
+                Source::Heredoc(_) => None,
+            })
+            .collect();
+        let inline = inline_sources(c);
+        let chmod = c
+            .chmod
+            .as_deref()
+            .map(|m| {
+                u32::from_str_radix(m, 8)
+                    .map_err(|_| StepError::Other(format!("--chmod={m}: not an octal mode")))
+            })
+            .transpose()?;
+        // The source: the context, or a stage's or image's layers mounted read-only.
+        let from_layers = match &c.from {
+            None => None,
+            Some(from) => Some(lowers_or_empty(
+                self.store,
+                self.source_state(from)?.layer_dirs(self.store)?,
+            )),
+        };
+        let ignore = &self.ignore;
+        let context = self.opts.context.clone();
+        let many =
+            paths.len() + inline.len() > 1 || paths.iter().any(|p| p.contains(['*', '?', '[']));
+        if many && !dest_text.ends_with('/') {
+            return Err(CopyError::DestNotDir(dest_text).into());
+        }
+        let chown = c.chown.clone();
+        let from_name = c.from.clone();
+        let (_, changed) = self.with_union(next, move |rootfs| {
+            let owner = chown
+                .as_deref()
+                .map(|spec| userdb::resolve_chown(rootfs, spec).map_err(StepError::Other))
+                .transpose()?;
+            let src_mount = rootfs.with_file_name("source");
+            let run = |root: SourceRoot<'_>, kind: &'static str| -> Result<(), StepError> {
+                let items = copy::resolve_sources(&paths, &root, kind)?;
+                let dest_is_dir = dest_text.ends_with('/')
+                    || dest_text.ends_with("/.")
+                    || dest_text == "."
+                    || copy::is_dir_in_root(rootfs, &dest);
+                if is_add
+                    && let Some(done) = add_archives(rootfs, &items, &dest)?
+                    && done
+                {
+                    return Ok(());
+                }
+                let all_dirs =
+                    !items.is_empty() && items.iter().all(|i| i.is_dir) && inline.is_empty();
+                let placement = Placement {
+                    dest: dest.clone(),
+                    dest_is_dir: dest_is_dir || all_dirs,
+                };
+                let parents = copy::missing_parents(rootfs, &dest, owner, placement.dest_is_dir);
+                let rewrite = Rewrite {
+                    owner,
+                    chmod,
+                    root_owned: !root.keep_owner,
+                };
+                copy::copy_into(
+                    rootfs, &root, &items, &inline, &placement, rewrite, &parents,
+                )?;
+                Ok(())
+            };
+            match &from_layers {
+                None => {
+                    let filter = |p: &Path, d: bool| visit(ignore, p, d);
+                    run(
+                        SourceRoot {
+                            root: &context,
+                            filter: Some(&filter),
+                            keep_owner: false,
+                        },
+                        "build context",
+                    )
+                }
+                Some(lowers) => {
+                    std::fs::create_dir_all(&src_mount)
+                        .map_err(|e| layerfs::Error::io("create directory", &src_mount, e))?;
+                    layerfs::mount::mount_overlay_readonly(lowers, &src_mount)?;
+                    let kind = "source stage";
+                    let r = run(
+                        SourceRoot {
+                            root: &src_mount,
+                            filter: None,
+                            keep_owner: true,
+                        },
+                        kind,
+                    );
+                    let _ = unmount(&src_mount);
+                    let _ = &from_name;
+                    r
+                }
+            }
+        })?;
+        Ok(changed)
+    }
+
+    /// WORKDIR: creates the directory (owned by the current USER) when it is missing.
+    fn workdir(&mut self, next: &mut ImageState, path: &str) -> Result<bool, StepError> {
+        let user = next.config.config.user.clone().filter(|u| !u.is_empty());
+        let path = PathBuf::from(path);
+        let (_, changed) = self.with_union(next, move |rootfs| {
+            if copy::is_dir_in_root(rootfs, &path) {
+                return Ok(());
+            }
+            let owner = user
+                .as_deref()
+                .map(|u| userdb::resolve_user(rootfs, u).map_err(StepError::Other))
+                .transpose()?;
+            let parents = copy::missing_parents(rootfs, &path, owner, true);
+            let root = SourceRoot {
+                root: rootfs,
+                filter: None,
+                keep_owner: true,
+            };
+            let placement = Placement {
+                dest: path,
+                dest_is_dir: true,
+            };
+            copy::copy_into(
+                rootfs,
+                &root,
+                &[],
+                &[],
+                &placement,
+                Rewrite::default(),
+                &parents,
+            )?;
+            Ok(())
+        })?;
+        Ok(changed)
+    }
+}
+
+/// ADD of local archives: extracts each archive source into `dest`. `Some(true)` when every
+/// source was an archive (nothing left to copy), `None`/`Some(false)` otherwise.
+fn add_archives(
+    rootfs: &Path,
+    items: &[copy::Item],
+    dest: &Path,
+) -> Result<Option<bool>, StepError> {
+    let archives: Vec<&copy::Item> = items
+        .iter()
+        .filter(|i| !i.is_dir && is_archive(&i.path))
+        .collect();
+    if archives.is_empty() {
+        return Ok(None);
+    }
+    if archives.len() != items.len() {
+        return Err(StepError::Other(
+            "ADD cannot mix archives and other sources in one instruction".into(),
+        ));
+    }
+    let parents = copy::missing_parents(rootfs, dest, None, true);
+    let root = SourceRoot {
+        root: rootfs,
+        filter: None,
+        keep_owner: true,
+    };
+    copy::copy_into(
+        rootfs,
+        &root,
+        &[],
+        &[],
+        &Placement {
+            dest: dest.to_owned(),
+            dest_is_dir: true,
+        },
+        Rewrite::default(),
+        &parents,
+    )?;
+    for a in archives {
+        let f = std::fs::File::open(&a.path).map_err(|e| layerfs::Error::io("open", &a.path, e))?;
+        let input = layerfs::layer::compress::decompress(f)
+            .map_err(|e| layerfs::Error::io("read", &a.path, e))?;
+        let mut opts = layerfs::layer::apply::ApplyOptions::for_this_process(
+            layerfs::layer::apply::Target::Rootfs,
+        );
+        opts.whiteouts = false;
+        let target = rootfs.join(dest.strip_prefix("/").unwrap_or(dest));
+        layerfs::layer::apply::apply(input, &target, &opts)?;
+    }
+    Ok(Some(true))
+}
+
+/// Whether a file is a tar archive (plain, gzip, zstd or xz), by its content.
+fn is_archive(path: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(mut r) = layerfs::layer::compress::decompress(f) else {
+        return false;
+    };
+    let mut head = vec![0u8; 512];
+    let mut n = 0;
+    while n < head.len() {
+        match std::io::Read::read(&mut r, &mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n == 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head))
+}
+
+fn tar_checksum_ok(h: &[u8]) -> bool {
+    let stored = std::str::from_utf8(&h[148..156])
+        .ok()
+        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
+        .and_then(|s| u32::from_str_radix(s, 8).ok());
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    stored == Some(sum) && h[0] != 0
+}
+
+/// The lower dirs of a union: an image without layers gets the store's empty dir.
+fn lowers_or_empty(store: &Store, lowers: Vec<PathBuf>) -> Vec<PathBuf> {
+    if lowers.is_empty() {
+        vec![store.empty_dir()]
+    } else {
+        lowers
+    }
+}
+
+struct Scratch {
+    home: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+}
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+fn inline_sources(c: &dockerfile::Copy) -> Vec<Inline> {
+    c.sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Heredoc(doc) => Some(Inline {
+                name: doc.name.clone(),
+                content: doc.text().into_owned().into_bytes(),
+            }),
+            Source::Path(_) => None,
+        })
+        .collect()
+}
+
+/// `dest` made absolute against the working directory.
+fn absolute(workdir: &str, dest: &str) -> PathBuf {
+    if dest.starts_with('/') {
+        PathBuf::from(dest)
+    } else {
+        Path::new(workdir).join(dest)
+    }
+}
+
+/// WORKDIR: relative paths chain onto the current one; the result is clean and absolute.
+fn resolve_workdir(current: Option<&str>, dir: &str) -> String {
+    let joined = if dir.starts_with('/') {
+        PathBuf::from(dir)
+    } else {
+        Path::new(current.unwrap_or("/")).join(dir)
+    };
+    let mut parts: Vec<String> = Vec::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            _ => {}
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment.
+fn source_date_epoch() -> Option<i64> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What the history says a step did.
+fn history_text(command: &Command, ins: &Instruction) -> String {
+    match command {
+        Command::Run(r) => match &r.command {
+            CommandLine::Shell(t) => format!("RUN /bin/sh -c {t}"),
+            CommandLine::Exec(a) => format!(
+                "RUN {}",
+                serde_json::to_string(a).expect("strings serialize")
+            ),
+        },
+        _ => ins.original.clone(),
+    }
+}
+
+/// The config changes of instructions that touch no files.
+fn apply_metadata(next: &mut ImageState, command: &Command) {
+    let cfg = &mut next.config.config;
+    let shell = || cfg_shell(cfg.shell.as_ref());
+    match command {
+        Command::Env(kvs) => {
+            for kv in kvs {
+                cfg.set_env_var(&kv.key, &kv.value);
+            }
+        }
+        Command::Label(kvs) => {
+            let labels = cfg.labels.get_or_insert_with(BTreeMap::new);
+            for kv in kvs {
+                labels.insert(kv.key.clone(), kv.value.clone());
+            }
+        }
+        Command::Expose(ports) => {
+            let map = cfg.exposed_ports.get_or_insert_with(BTreeMap::new);
+            for p in ports {
+                let p = if p.contains('/') {
+                    p.to_lowercase()
+                } else {
+                    format!("{p}/tcp")
+                };
+                map.insert(p, Empty {});
+            }
+        }
+        Command::Volume(vols) => {
+            let map = cfg.volumes.get_or_insert_with(BTreeMap::new);
+            for v in vols {
+                map.insert(v.clone(), Empty {});
+            }
+        }
+        Command::User(u) => cfg.user = Some(u.clone()),
+        Command::Cmd(line) => cfg.cmd = Some(command_argv(line, &shell())),
+        Command::Entrypoint(line) => {
+            cfg.entrypoint = Some(command_argv(line, &shell()));
+            // A new entrypoint drops the CMD inherited from the base, as docker does.
+            cfg.cmd = None;
+        }
+        Command::Shell(s) => cfg.shell = Some(s.clone()),
+        Command::StopSignal(s) => cfg.stop_signal = Some(s.clone()),
+        Command::Healthcheck(h) => cfg.healthcheck = Some(h.clone()),
+        Command::Onbuild(o) => cfg
+            .on_build
+            .get_or_insert_with(Vec::new)
+            .push(o.trigger.clone()),
+        Command::Maintainer(m) => next.config.author = Some(m.clone()),
+        Command::From(_)
+        | Command::Arg(_)
+        | Command::Run(_)
+        | Command::Copy(_)
+        | Command::Add(_)
+        | Command::Workdir(_) => {}
+    }
+}
+
+fn cfg_shell(shell: Option<&Vec<String>>) -> Vec<String> {
+    shell
+        .cloned()
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+}
+
+/// CMD/ENTRYPOINT argv: the exec form as is, the shell form through the shell.
+fn command_argv(line: &CommandLine, shell: &[String]) -> Vec<String> {
+    match line {
+        CommandLine::Exec(argv) => argv.clone(),
+        CommandLine::Shell(text) => {
+            let mut v = shell.to_vec();
+            v.push(text.clone());
+            v
+        }
+    }
+}
+
+impl ImageState {
+    /// The id the state would have as an image: the digest of its config.
+    pub fn config_digest(&self) -> Digest {
+        layerfs::digest::digest_of(&self.config.to_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workdir_chains_and_cleans() {
+        assert_eq!(resolve_workdir(None, "/a/b"), "/a/b");
+        assert_eq!(resolve_workdir(Some("/a/b"), "c"), "/a/b/c");
+        assert_eq!(resolve_workdir(Some("/a/b"), "../d/./e/"), "/a/d/e");
+        assert_eq!(resolve_workdir(Some("/"), ".."), "/");
+    }
+
+    #[test]
+    fn shell_form_goes_through_the_shell() {
+        let sh = vec!["/bin/sh".to_owned(), "-c".to_owned()];
+        assert_eq!(
+            command_argv(&CommandLine::Shell("echo hi".into()), &sh),
+            ["/bin/sh", "-c", "echo hi"]
+        );
+        assert_eq!(
+            command_argv(&CommandLine::Exec(vec!["a".into()]), &sh),
+            ["a"]
+        );
+    }
+}

@@ -1,0 +1,243 @@
+//! What to run and how: the description of one container that [`crate::Command`] starts.
+//!
+//! A [`Spec`] is plain data (it crosses to the setup helper as JSON); the docker semantics
+//! that turn an image config and `run` flags into one live in [`crate::image`].
+
+use std::path::PathBuf;
+
+use layerfs::mount::UnionSpec;
+use serde::{Deserialize, Serialize};
+
+/// The search path a container gets when its environment has none (docker's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// One container: its process, its filesystem, its isolation and its limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    /// The command and its arguments. A first word without `/` is looked up in the
+    /// container's `PATH`.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` pairs, in order. `PATH` defaults to [`DEFAULT_PATH`] and `HOME` to the
+    /// user's home directory from the image's /etc/passwd; `HOSTNAME` is always set.
+    pub env: Vec<String>,
+    /// The working directory inside the container; created (owned by root) if missing.
+    pub cwd: String,
+    /// `name|uid[:group|gid]`, resolved through the image's /etc/passwd and /etc/group;
+    /// `None` is root.
+    pub user: Option<String>,
+    pub hostname: String,
+    pub network: Network,
+    pub rootfs: Rootfs,
+    /// Host paths bind-mounted into the container, in order.
+    pub mounts: Vec<BindMount>,
+    /// Mount the root filesystem read-only (the mounts above keep their own mode).
+    pub read_only_rootfs: bool,
+    pub limits: Limits,
+    /// A pseudo-terminal of this size for the command's stdin, stdout and stderr; `None`
+    /// for plain file descriptors.
+    pub tty: Option<TtySize>,
+}
+
+/// The container's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// The host's network namespace.
+    Host,
+    /// A network namespace of its own with only the loopback interface, up.
+    None,
+}
+
+/// The container's root filesystem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Rootfs {
+    /// A ready directory, bind-mounted as the root.
+    Dir(PathBuf),
+    /// Image layers mounted as an overlay at `mountpoint` (an empty directory) inside the
+    /// container's own mount namespace, so that no mount is ever left in the host's: the
+    /// container's writes end up in `layers.upper`.
+    Union {
+        layers: UnionSpec,
+        mountpoint: PathBuf,
+    },
+}
+
+/// A host path bind-mounted (recursively) into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// An absolute host path; a missing one is created as a directory (as `docker run -v`
+    /// does).
+    pub source: PathBuf,
+    /// An absolute path inside the container; created if missing.
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// Resource limits, applied through a cgroup of the container's own (cgroup v2, v1 or
+/// hybrid hosts). No limit, no cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory in bytes (swap may add as much again, as docker allows by default).
+    pub memory: Option<u64>,
+    /// CPU time as a number of CPUs (`0.5` is half of one).
+    pub cpus: Option<f64>,
+    /// The most processes (and threads) the container may have at once.
+    pub pids: Option<i64>,
+}
+
+impl Limits {
+    /// Whether any limit is set.
+    pub fn any(&self) -> bool {
+        self.memory.is_some() || self.cpus.is_some() || self.pids.is_some()
+    }
+}
+
+/// A terminal's size.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+impl Spec {
+    /// A spec that runs `args` as root in `/` of `rootfs`, with the host's network, no
+    /// mounts and no limits.
+    pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
+        Spec {
+            args,
+            env: Vec::new(),
+            cwd: "/".to_owned(),
+            user: None,
+            hostname: "strata".to_owned(),
+            network: Network::Host,
+            rootfs,
+            mounts: Vec::new(),
+            read_only_rootfs: false,
+            limits: Limits::default(),
+            tty: None,
+        }
+    }
+
+    /// Checks what can be checked before anything is started.
+    pub(crate) fn validate(&self) -> crate::Result<()> {
+        let invalid = |m: String| Err(crate::Error::Invalid(m));
+        if self.args.is_empty() || self.args[0].is_empty() {
+            return invalid(
+                "no command to run: the image has no Entrypoint or Cmd and none was given".into(),
+            );
+        }
+        if !self.cwd.starts_with('/') {
+            return invalid(format!(
+                "the working directory must be an absolute path, not {:?}",
+                self.cwd
+            ));
+        }
+        if self.hostname.is_empty()
+            || self.hostname.len() > 64
+            || self.hostname.contains(['/', '\0'])
+        {
+            return invalid(format!("invalid hostname {:?}", self.hostname));
+        }
+        for m in &self.mounts {
+            if !m.source.is_absolute() {
+                return invalid(format!(
+                    "bind mount source {} must be an absolute path (named volumes are not supported)",
+                    m.source.display()
+                ));
+            }
+            if !m.destination.starts_with('/') {
+                return invalid(format!(
+                    "bind mount destination {:?} must be an absolute path",
+                    m.destination
+                ));
+            }
+            if m.destination.split('/').any(|c| c == "..") {
+                return invalid(format!(
+                    "bind mount destination {:?} must not contain ..",
+                    m.destination
+                ));
+            }
+        }
+        for kv in &self.env {
+            if !kv.contains('=') || kv.starts_with('=') || kv.contains('\0') {
+                return invalid(format!(
+                    "invalid environment entry {kv:?}: expected KEY=VALUE"
+                ));
+            }
+        }
+        if self.args.iter().any(|a| a.contains('\0')) {
+            return invalid("a command argument holds a NUL byte".into());
+        }
+        if let Some(m) = self.limits.memory
+            && m < 6 * 1024 * 1024
+        {
+            return invalid("the memory limit must be at least 6 MiB".into());
+        }
+        if let Some(c) = self.limits.cpus
+            && !(c > 0.0 && c.is_finite())
+        {
+            return invalid(format!("invalid CPU limit {c}: expected a positive number"));
+        }
+        if let Some(p) = self.limits.pids
+            && p <= 0
+        {
+            return invalid(format!(
+                "invalid process limit {p}: expected a positive number"
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec::new(Rootfs::Dir("/tmp".into()), vec!["true".into()])
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.args.clear();
+        assert!(s.validate().unwrap_err().to_string().contains("no command"));
+        let mut s = spec();
+        s.cwd = "rel".into();
+        assert!(s.validate().unwrap_err().to_string().contains("\"rel\""));
+        let mut s = spec();
+        s.mounts.push(BindMount {
+            source: "vol".into(),
+            destination: "/x".into(),
+            read_only: false,
+        });
+        assert!(
+            s.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("named volumes")
+        );
+        let mut s = spec();
+        s.env.push("NOVALUE".into());
+        assert!(s.validate().unwrap_err().to_string().contains("NOVALUE"));
+        let mut s = spec();
+        s.limits.memory = Some(1024);
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn round_trips_as_json() {
+        let mut s = spec();
+        s.rootfs = Rootfs::Union {
+            layers: UnionSpec {
+                lowers: vec!["/a".into(), "/b".into()],
+                upper: "/u".into(),
+                work: "/w".into(),
+            },
+            mountpoint: "/m".into(),
+        };
+        s.limits.memory = Some(1 << 30);
+        let back: Spec = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(format!("{back:?}"), format!("{s:?}"));
+    }
+}

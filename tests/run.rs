@@ -1,0 +1,1070 @@
+//! End-to-end tests of `strata run` and of the runner's library API: real namespaces, real
+//! mounts, real cgroups, on a busybox image imported from the host's static busybox.
+//! They need root; each one checks afterwards that no mount, cgroup or process is left.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{TestStore, busybox_tarball, is_root_or_skip, repo_root, sh, strata_bin};
+use layerfs::config::ContainerConfig;
+use layerfs::reference::Reference;
+
+/// The tests run containers one at a time, so that "nothing left behind" can be checked
+/// exactly (no other test's container is running).
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A store with busybox, for a root-only test; `None` (after printing why) without root.
+fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, TestStore)> {
+    if !is_root_or_skip(test) {
+        return None;
+    }
+    let guard = serial();
+    Some((guard, TestStore::with_busybox()))
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// `strata run ARGS…` and its output.
+fn run(store: &TestStore, args: &[&str]) -> Output {
+    let mut full = vec!["run", "--rm"];
+    full.extend_from_slice(args);
+    store.output(&full)
+}
+
+/// `strata run ARGS…`, asserting success; its stdout, trimmed.
+fn run_ok(store: &TestStore, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(
+        out.status.success(),
+        "strata run {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout).trim().to_owned()
+}
+
+/// Asserts the exit code of `strata run ARGS…` and returns its stderr.
+fn run_code(store: &TestStore, args: &[&str], code: i32) -> String {
+    let out = run(store, args);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "strata run {args:?}:\nstdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+/// The container cgroups that exist under strata's parent cgroup, in every hierarchy.
+fn container_cgroups() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let parents = ["/sys/fs/cgroup/strata"]
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(
+            ["memory", "pids", "cpu", "cpu,cpuacct"]
+                .iter()
+                .map(|c| Path::new("/sys/fs/cgroup").join(c).join("strata")),
+        );
+    for parent in parents {
+        if let Ok(entries) = std::fs::read_dir(&parent) {
+            found.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    found
+}
+
+/// Processes whose command line starts with `needle` (`sleep 100`, not a strata running it).
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
+            let cmdline = text(&cmdline).replace('\0', " ");
+            if cmdline.starts_with(needle) {
+                found.push(format!("{}: {cmdline}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+/// Asserts that no mount under the store, no container directory and no container cgroup is
+/// left.
+fn assert_nothing_left(store: &TestStore) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = store.root();
+    let root = root.to_str().unwrap();
+    let mounts: Vec<&str> = info.lines().filter(|l| l.contains(root)).collect();
+    assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
+    let containers: Vec<_> = std::fs::read_dir(store.root().join("containers"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(
+        containers.is_empty(),
+        "container directories left behind: {containers:?}"
+    );
+    let cgroups = container_cgroups();
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+}
+
+/// Tags a copy of image `from` as `name` with its container config changed by `edit`.
+fn derive_image(
+    store: &TestStore,
+    from: &str,
+    name: &str,
+    edit: impl FnOnce(&mut ContainerConfig),
+) {
+    let s = layerfs::store::Store::open(store.root()).unwrap();
+    let image = s.resolve_image(from).unwrap();
+    let mut config = image.config.clone();
+    edit(&mut config.config);
+    let manifest = s.put_image(&config, image.manifest.layers()).unwrap();
+    s.tag(&Reference::parse(name).unwrap(), &manifest).unwrap();
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn the_command_is_in_its_own_pid_namespace() {
+    let Some((_g, store)) = setup("the_command_is_in_its_own_pid_namespace") else {
+        return;
+    };
+    // The built-in init is PID 1 and the command PID 2; no host process is visible.
+    assert_eq!(run_ok(&store, &["busybox", "sh", "-c", "echo $$"]), "2");
+    let pids = run_ok(
+        &store,
+        &["busybox", "sh", "-c", "ls /proc | grep -c '^[0-9]'"],
+    );
+    assert!(
+        pids.parse::<u32>().unwrap() < 5,
+        "the container sees {pids} processes"
+    );
+    let ps = run_ok(&store, &["busybox", "ps", "-o", "pid,comm"]);
+    assert!(
+        ps.contains("strata-init") && ps.lines().count() <= 4,
+        "ps shows:\n{ps}"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn the_hostname_is_the_containers_own() {
+    let Some((_g, store)) = setup("the_hostname_is_the_containers_own") else {
+        return;
+    };
+    let host = sh("hostname").trim().to_owned();
+    assert_eq!(
+        run_ok(&store, &["--hostname", "box1", "busybox", "hostname"]),
+        "box1"
+    );
+    assert_eq!(
+        run_ok(
+            &store,
+            &["--hostname", "box1", "busybox", "cat", "/etc/hostname"]
+        ),
+        "box1"
+    );
+    let hosts = run_ok(
+        &store,
+        &["--hostname", "box1", "busybox", "cat", "/etc/hosts"],
+    );
+    assert!(
+        hosts.contains("127.0.0.1\tlocalhost") && hosts.contains("\tbox1"),
+        "{hosts}"
+    );
+    // By default, the first 12 hex digits of the container id.
+    let default = run_ok(&store, &["busybox", "hostname"]);
+    assert!(
+        default.len() == 12 && default.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{default}"
+    );
+    assert_eq!(sh("hostname").trim(), host, "the host's hostname changed");
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn network_none_leaves_only_loopback_up() {
+    let Some((_g, store)) = setup("network_none_leaves_only_loopback_up") else {
+        return;
+    };
+    let net = ["--network", "none", "busybox", "sh", "-c"];
+    let ifaces = run_ok(
+        &store,
+        &[&net[..], &["ls /sys/class/net | tr '\\n' ' '"]].concat(),
+    );
+    assert_eq!(ifaces, "lo");
+    // IFF_UP | IFF_LOOPBACK
+    let flags = run_ok(
+        &store,
+        &[&net[..], &["cat /sys/class/net/lo/flags"]].concat(),
+    );
+    assert_eq!(
+        u32::from_str_radix(flags.trim_start_matches("0x"), 16).unwrap() & 0x9,
+        0x9
+    );
+    let host_ifaces = std::fs::read_dir("/sys/class/net").unwrap().count();
+    let shared = run_ok(
+        &store,
+        &["busybox", "sh", "-c", "ls /sys/class/net | wc -l"],
+    );
+    assert_eq!(
+        shared.parse::<usize>().unwrap(),
+        host_ifaces,
+        "--network host shares the host's"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn mounting_and_kernel_writes_are_refused() {
+    let Some((_g, store)) = setup("mounting_and_kernel_writes_are_refused") else {
+        return;
+    };
+    let refused = |script: &str| {
+        let out = run(&store, &["busybox", "sh", "-c", script]);
+        assert!(
+            !out.status.success(),
+            "{script:?} succeeded in the container: {}",
+            text(&out.stdout)
+        );
+    };
+    refused("mount -t tmpfs none /mnt");
+    refused("mount --bind /bin /mnt");
+    refused("umount /proc");
+    refused("echo x > /proc/sys/kernel/domainname");
+    refused("echo 1 > /proc/sys/vm/drop_caches");
+    refused("unshare -n true");
+    refused("unshare -U true");
+    if Path::new("/proc/sysrq-trigger").exists() {
+        refused("echo h > /proc/sysrq-trigger");
+    }
+    // The masked files read as empty.
+    assert_eq!(
+        run_ok(
+            &store,
+            &[
+                "busybox",
+                "sh",
+                "-c",
+                "cat /proc/keys /proc/timer_list | wc -c"
+            ]
+        ),
+        "0"
+    );
+    // A device node made in the container cannot be opened (the root and /dev are nodev):
+    // only the bound null, zero, full, random, urandom and tty are usable.
+    refused("mknod /tmp/null c 1 3 && echo x > /tmp/null");
+    refused("mknod /dev/null2 c 1 3 && echo x > /dev/null2");
+    run_ok(
+        &store,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /dev/null && head -c 1 /dev/urandom >/dev/null",
+        ],
+    );
+    let status = run_ok(
+        &store,
+        &[
+            "busybox",
+            "grep",
+            "-E",
+            "^(Seccomp|NoNewPrivs)",
+            "/proc/self/status",
+        ],
+    );
+    assert!(
+        status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t0"),
+        "{status}"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn capabilities_are_dockers_default_set() {
+    let Some((_g, store)) = setup("capabilities_are_dockers_default_set") else {
+        return;
+    };
+    let caps = |user: &str| {
+        let out = run_ok(
+            &store,
+            &["-u", user, "busybox", "grep", "^Cap", "/proc/self/status"],
+        );
+        out.lines()
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.to_owned(), v.trim().to_owned())
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let docker = format!("{:016x}", runner::default_capability_mask());
+    assert_eq!(docker, "00000000a80425fb");
+    let root = caps("root");
+    for set in ["CapPrm", "CapEff", "CapBnd"] {
+        assert_eq!(root[set], docker, "{set} of root");
+    }
+    assert_eq!(root["CapInh"], "0000000000000000");
+    assert_eq!(root["CapAmb"], "0000000000000000");
+    let app = caps("app");
+    assert_eq!(app["CapEff"], "0000000000000000");
+    assert_eq!(app["CapPrm"], "0000000000000000");
+    assert_eq!(app["CapBnd"], docker);
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn bind_mounts_read_write_and_read_only() {
+    let Some((_g, store)) = setup("bind_mounts_read_write_and_read_only") else {
+        return;
+    };
+    let vol = store.path("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("in.txt"), "ok\n").unwrap();
+    let rw = format!("{}:/data", vol.display());
+    let ro = format!("{}:/data:ro", vol.display());
+    assert_eq!(
+        run_ok(&store, &["-v", &ro, "busybox", "cat", "/data/in.txt"]),
+        "ok"
+    );
+    let out = run(
+        &store,
+        &["-v", &ro, "busybox", "sh", "-c", "echo x > /data/new"],
+    );
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("Read-only"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!vol.join("new").exists());
+    run_ok(
+        &store,
+        &["-v", &rw, "busybox", "sh", "-c", "echo written > /data/new"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(vol.join("new")).unwrap(),
+        "written\n"
+    );
+    // A single file, a destination that does not exist in the image, a missing source.
+    let file = format!("{}:/etc/motd:ro", vol.join("in.txt").display());
+    assert_eq!(
+        run_ok(&store, &["-v", &file, "busybox", "cat", "/etc/motd"]),
+        "ok"
+    );
+    let deep = format!("{}:/a/b/c", vol.display());
+    assert_eq!(
+        run_ok(&store, &["-v", &deep, "busybox", "cat", "/a/b/c/in.txt"]),
+        "ok"
+    );
+    let missing = store.path("made-by-run");
+    let made = format!("{}:/m", missing.display());
+    run_ok(&store, &["-v", &made, "busybox", "true"]);
+    assert!(missing.is_dir(), "-v creates a missing source directory");
+    let err = run_code(&store, &["-v", "named:/x", "busybox", "true"], 125);
+    assert!(err.contains("named volumes"), "{err}");
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn read_only_rootfs() {
+    let Some((_g, store)) = setup("read_only_rootfs") else {
+        return;
+    };
+    let out = run(&store, &["--read-only", "busybox", "touch", "/x"]);
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("Read-only"),
+        "{}",
+        text(&out.stderr)
+    );
+    // /dev and /dev/shm stay writable, as in docker.
+    run_ok(
+        &store,
+        &[
+            "--read-only",
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /dev/shm/f && echo y > /dev/null",
+        ],
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn memory_limit_kills_a_large_allocation_with_137() {
+    let Some((_g, store)) = setup("memory_limit_kills_a_large_allocation_with_137") else {
+        return;
+    };
+    let err = run_code(
+        &store,
+        &[
+            "--memory",
+            "32m",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=200M",
+            "count=1",
+        ],
+        137,
+    );
+    assert!(err.contains("out of memory (--memory 32m)"), "{err}");
+    // The same allocation fits without the limit.
+    run_ok(
+        &store,
+        &[
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=200M",
+            "count=1",
+        ],
+    );
+    // And a small one fits within it.
+    run_ok(
+        &store,
+        &[
+            "--memory",
+            "32m",
+            "busybox",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=4M",
+            "count=1",
+        ],
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let Some((_g, store)) = setup("pids_limit_stops_a_fork_bomb") else {
+        return;
+    };
+    let bomb = "i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done; echo all-forked";
+    let start = Instant::now();
+    let out = run(&store, &["--pids-limit", "20", "busybox", "sh", "-c", bomb]);
+    assert!(start.elapsed() < Duration::from_secs(20));
+    assert!(
+        !text(&out.stdout).contains("all-forked"),
+        "100 processes under --pids-limit 20"
+    );
+    assert!(
+        text(&out.stderr).contains("can't fork"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        processes_with("sleep 30").is_empty(),
+        "{:?}",
+        processes_with("sleep 30")
+    );
+    // CPU limit: accepted, and the command still runs.
+    assert_eq!(
+        run_ok(&store, &["--cpus", "0.5", "busybox", "echo", "limited"]),
+        "limited"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn exit_codes_follow_docker() {
+    let Some((_g, store)) = setup("exit_codes_follow_docker") else {
+        return;
+    };
+    run_code(&store, &["busybox", "sh", "-c", "exit 7"], 7);
+    run_code(&store, &["busybox", "sh", "-c", "kill -TERM $$"], 143);
+    run_code(&store, &["busybox", "sh", "-c", "kill -KILL $$"], 137);
+    let err = run_code(&store, &["busybox", "no-such-command"], 127);
+    assert!(
+        err.contains("no-such-command: executable file not found in $PATH"),
+        "{err}"
+    );
+    let err = run_code(&store, &["busybox", "/no/such/file"], 127);
+    assert!(err.contains("/no/such/file"), "{err}");
+    let err = run_code(&store, &["busybox", "/etc/passwd"], 126);
+    assert!(err.contains("/etc/passwd: permission denied"), "{err}");
+    let err = run_code(&store, &["busybox", "/bin"], 126);
+    assert!(err.contains("/bin: is a directory"), "{err}");
+    let err = run_code(&store, &["no-such-image", "true"], 125);
+    assert!(err.contains("no-such-image"), "{err}");
+    let err = run_code(&store, &["-u", "ghost", "busybox", "true"], 125);
+    assert!(err.contains("unable to find user ghost"), "{err}");
+    let err = run_code(&store, &["--memory", "lots", "busybox", "true"], 125);
+    assert!(err.contains("lots"), "{err}");
+    let err = run_code(&store, &["-w", "relative", "busybox", "true"], 125);
+    assert!(err.contains("\"relative\""), "{err}");
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn the_host_strata_binary_is_never_executed() {
+    let Some((_g, store)) = setup("the_host_strata_binary_is_never_executed") else {
+        return;
+    };
+    let err = run_code(&store, &["busybox", "/proc/self/exe", "--version"], 126);
+    assert!(
+        err.contains("refusing to execute the host's strata binary"),
+        "{err}"
+    );
+    // A script whose interpreter is the executing process's own binary.
+    let dir = store.path("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("s"), "#!/proc/self/exe --version\n").unwrap();
+    sh(&format!("chmod 755 {}/s", dir.display()));
+    let vol = format!("{}:/x:ro", dir.display());
+    let out = run(&store, &["-v", &vol, "busybox", "/x/s"]);
+    assert!(
+        !text(&out.stdout).contains("strata"),
+        "strata ran in the container: {}",
+        text(&out.stdout)
+    );
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("refusing to execute the host's strata binary"));
+    // /proc/1 is the init, a fork of strata: not dumpable, so its exe is out of reach.
+    let out = run(
+        &store,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "ls -l /proc/1/exe; cat /proc/1/exe | head -c 4",
+        ],
+    );
+    assert!(!text(&out.stdout).contains("ELF"), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains(strata_bin().to_str().unwrap()));
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn a_working_directory_through_a_leaked_descriptor_is_impossible() {
+    let Some((_g, store)) = setup("a_working_directory_through_a_leaked_descriptor_is_impossible")
+    else {
+        return;
+    };
+    for dir in [
+        "/proc/self/fd/3",
+        "/proc/self/fd/4",
+        "/proc/self/fd/5",
+        "/proc/self/fd/7",
+        "/proc/1/cwd",
+        "/proc/1/root",
+    ] {
+        let out = run(&store, &["-w", dir, "busybox", "sh", "-c", "pwd; ls"]);
+        assert_eq!(
+            out.status.code(),
+            Some(125),
+            "-w {dir}: {}",
+            text(&out.stdout)
+        );
+    }
+    // Only stdio is open in the command.
+    let fds = run_ok(&store, &["busybox", "ls", "/proc/self/fd"]);
+    assert_eq!(
+        fds.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"],
+        "ls's own directory fd is 3"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn signals_reach_the_command_and_strata_returns_promptly() {
+    let Some((_g, store)) = setup("signals_reach_the_command_and_strata_returns_promptly") else {
+        return;
+    };
+    for (sig, code) in [
+        (libc::SIGTERM, 143),
+        (libc::SIGINT, 130),
+        (libc::SIGHUP, 129),
+    ] {
+        let mut child = store
+            .cmd(&["run", "--rm", "busybox", "sleep", "100"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_process("sleep 100");
+        let start = Instant::now();
+        // SAFETY: kill takes plain integers.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+        let status =
+            wait_timeout(&mut child, Duration::from_secs(5)).expect("strata run did not return");
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            start.elapsed()
+        );
+        assert_eq!(status.code(), Some(code), "signal {sig}");
+    }
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn the_images_stop_signal_replaces_sigterm() {
+    let Some((_g, store)) = setup("the_images_stop_signal_replaces_sigterm") else {
+        return;
+    };
+    derive_image(&store, "busybox", "stoppable:latest", |c| {
+        c.stop_signal = Some("SIGUSR1".into());
+        c.cmd = Some(strings(&[
+            "sh",
+            "-c",
+            "trap 'echo got-usr1; exit 0' USR1; echo ready; while :; do sleep 0.05; done",
+        ]));
+    });
+    let mut child = store
+        .cmd(&["run", "--rm", "stoppable"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 6];
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"ready\n");
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_timeout(&mut child, Duration::from_secs(5)).expect("did not stop");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!((status.code(), rest.trim()), (Some(0), "got-usr1"));
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn orphans_are_reaped_and_killed_at_the_end() {
+    let Some((_g, store)) = setup("orphans_are_reaped_and_killed_at_the_end") else {
+        return;
+    };
+    // Double-forked children end as orphans of PID 1; none may stay a zombie.
+    let script = "for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 0.8; \
+                  cat /proc/[0-9]*/stat | cut -d' ' -f3 | grep -c Z";
+    let out = run(&store, &["busybox", "sh", "-c", script]);
+    assert_eq!(text(&out.stdout).trim(), "0", "zombies in the container");
+    // A background process outlives its command only as long as the container does.
+    run_ok(
+        &store,
+        &["busybox", "sh", "-c", "sleep 7777 & echo started"],
+    );
+    assert!(
+        processes_with("sleep 7777").is_empty(),
+        "{:?}",
+        processes_with("sleep 7777")
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn a_tty_is_a_real_pseudo_terminal() {
+    let Some((_g, store)) = setup("a_tty_is_a_real_pseudo_terminal") else {
+        return;
+    };
+    assert_eq!(run_ok(&store, &["-t", "busybox", "tty"]), "/dev/pts/0");
+    let out = run_ok(
+        &store,
+        &[
+            "-t",
+            "busybox",
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && echo $TERM; stty size",
+        ],
+    );
+    assert!(out.starts_with("xterm"), "{out}");
+    // -i relays stdin to the terminal; its end is the terminal's end of file.
+    let mut child = store
+        .cmd(&["run", "--rm", "-i", "-t", "busybox", "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo from-$((40+2))\nexit 3\n")
+        .unwrap();
+    let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("sh did not end");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(status.code(), Some(3));
+    assert!(out.contains("from-42"), "{out}");
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn stdin_is_passed_only_with_interactive() {
+    let Some((_g, store)) = setup("stdin_is_passed_only_with_interactive") else {
+        return;
+    };
+    let feed = |args: &[&str]| {
+        let mut child = store
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"fed\n").unwrap();
+        text(&child.wait_with_output().unwrap().stdout)
+    };
+    assert_eq!(feed(&["run", "--rm", "-i", "busybox", "cat"]), "fed\n");
+    assert_eq!(feed(&["run", "--rm", "busybox", "cat"]), "");
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn users_working_directories_and_environment() {
+    let Some((_g, store)) = setup("users_working_directories_and_environment") else {
+        return;
+    };
+    assert_eq!(
+        run_ok(
+            &store,
+            &["-u", "app", "busybox", "sh", "-c", "id; echo $HOME"]
+        ),
+        "uid=1000(app) gid=1000(app) groups=1000(app)\n/home/app"
+    );
+    assert_eq!(
+        run_ok(&store, &["-u", "1000:nogroup", "busybox", "id"]),
+        "uid=1000(app) gid=65534(nogroup) groups=65534(nogroup)"
+    );
+    assert_eq!(
+        run_ok(
+            &store,
+            &[
+                "-u",
+                "4242",
+                "busybox",
+                "sh",
+                "-c",
+                "id -u; id -g; echo $HOME"
+            ]
+        ),
+        "4242\n0\n/"
+    );
+    assert_eq!(
+        run_ok(&store, &["-w", "/new/dir", "busybox", "pwd"]),
+        "/new/dir"
+    );
+    let out = store
+        .cmd(&[
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-e",
+            "FROM_HOST",
+            "-e",
+            "NOT_SET_ANYWHERE",
+            "busybox",
+            "env",
+        ])
+        .env("FROM_HOST", "copied")
+        .env_remove("NOT_SET_ANYWHERE")
+        .output()
+        .unwrap();
+    let env = text(&out.stdout);
+    assert!(
+        env.contains("A=1\n") && env.contains("FROM_HOST=copied\n"),
+        "{env}"
+    );
+    assert!(!env.contains("NOT_SET_ANYWHERE"), "{env}");
+    assert!(
+        env.contains("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"),
+        "{env}"
+    );
+    assert!(
+        env.contains("HOME=/root\n") && env.contains("HOSTNAME="),
+        "{env}"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn the_image_config_is_honoured() {
+    let Some((_g, store)) = setup("the_image_config_is_honoured") else {
+        return;
+    };
+    derive_image(&store, "busybox", "configured:1", |c| {
+        c.entrypoint = Some(strings(&["/bin/echo", "entry"]));
+        c.cmd = Some(strings(&["default-cmd"]));
+        c.env = Some(strings(&["GREETING=hello", "PATH=/bin"]));
+        c.working_dir = Some("/home/app".into());
+        c.user = Some("app".into());
+    });
+    assert_eq!(run_ok(&store, &["configured:1"]), "entry default-cmd");
+    assert_eq!(run_ok(&store, &["configured:1", "given"]), "entry given");
+    let out = run_ok(
+        &store,
+        &[
+            "--entrypoint",
+            "/bin/sh",
+            "configured:1",
+            "-c",
+            "echo $GREETING $PATH; pwd; id -un",
+        ],
+    );
+    assert_eq!(out, "hello /bin\n/home/app\napp");
+    assert_eq!(
+        run_ok(&store, &["--entrypoint", "", "configured:1", "id", "-u"]),
+        "1000"
+    );
+    assert_eq!(
+        run_ok(&store, &["-u", "root", "-w", "/", "configured:1"]),
+        "entry default-cmd"
+    );
+    derive_image(&store, "busybox", "nocmd:1", |c| {
+        c.cmd = None;
+        c.entrypoint = None;
+    });
+    let err = run_code(&store, &["nocmd:1"], 125);
+    assert!(err.contains("no command specified"), "{err}");
+    assert_nothing_left(&store);
+}
+
+/// The `strata run` parts of the conformance cases 14-isolation and 01-basic-run, on images
+/// made without the builder.
+#[test]
+#[allow(clippy::print_stderr)] // a skip says why, as tests/common does
+fn conformance_cases_run_parts() {
+    let Some((_g, store)) = setup("conformance_cases_run_parts") else {
+        return;
+    };
+    let cases = repo_root().join("../shared/conformance");
+    let cases = if cases.is_dir() {
+        cases
+    } else {
+        PathBuf::from("/work/shared/conformance")
+    };
+    if !cases.is_dir() {
+        eprintln!(
+            "SKIP conformance_cases_run_parts: no conformance cases at {}",
+            cases.display()
+        );
+        return;
+    }
+    // 01-basic-run's image: busybox, /hello, CMD cat /hello.
+    let tar = store.path("hello.tar");
+    std::fs::copy(busybox_tarball(), &tar).unwrap();
+    let staging = store.path("hello");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::write(staging.join("hello"), "hi\n").unwrap();
+    sh(&format!(
+        "tar -rf {} -C {} ./hello",
+        tar.display(),
+        staging.display()
+    ));
+    store.ok(&["import", tar.to_str().unwrap(), "basic-base:latest"]);
+    derive_image(
+        &store,
+        "basic-base",
+        "conformance-01-basic-run:latest",
+        |c| {
+            c.cmd = Some(strings(&["cat", "/hello"]));
+        },
+    );
+    for (case, image) in [
+        ("14-isolation", "busybox:latest"),
+        ("01-basic-run", "conformance-01-basic-run:latest"),
+    ] {
+        let work = store.path(&format!("work-{case}"));
+        std::fs::create_dir_all(&work).unwrap();
+        let script = format!(
+            "failed=0; fail() {{ echo \"FAIL: $*\"; failed=1; }}; . {}/expect.sh; exit $failed",
+            cases.join(case).display()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(&script)
+            .env(
+                "STRATA",
+                format!(
+                    "{} --root {}",
+                    strata_bin().display(),
+                    store.root().display()
+                ),
+            )
+            .env("IMAGE", image)
+            .env("CASE", cases.join(case))
+            .env("WORK", &work)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{case}:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    assert_nothing_left(&store);
+}
+
+/// The library as the builder uses it: from a multi-threaded process (through the setup
+/// helper), with piped output, on an overlay whose upper dir keeps the writes.
+#[test]
+fn the_library_runs_steps_from_a_multithreaded_caller() {
+    let Some((_g, store)) = setup("the_library_runs_steps_from_a_multithreaded_caller") else {
+        return;
+    };
+    let lower = store.path("lower");
+    std::fs::create_dir_all(&lower).unwrap();
+    sh(&format!(
+        "tar -xf {} -C {}",
+        busybox_tarball().display(),
+        lower.display()
+    ));
+    let (upper, work, mnt) = (store.path("upper"), store.path("work"), store.path("mnt"));
+    for d in [&upper, &work, &mnt] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // A second thread runs throughout, as the builder's progress view would.
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let ticker =
+        std::thread::spawn(
+            move || while stop_rx.recv_timeout(Duration::from_millis(5)).is_err() {},
+        );
+
+    let rootfs = runner::Rootfs::Union {
+        layers: layerfs::mount::UnionSpec {
+            lowers: vec![lower.clone()],
+            upper: upper.clone(),
+            work,
+        },
+        mountpoint: mnt.clone(),
+    };
+    let mut spec = runner::Spec::new(
+        rootfs,
+        strings(&[
+            "sh",
+            "-c",
+            "echo out; echo err >&2; echo built > /artifact; hostname; exit 4",
+        ]),
+    );
+    spec.hostname = "buildbox".into();
+    spec.network = runner::Network::None;
+    let mut command = runner::Command::new(spec);
+    command
+        .setup_helper(strata_bin())
+        .stdout(runner::Output::Piped)
+        .stderr(runner::Output::Piped);
+    let mut child = command.spawn().unwrap();
+    let created = child.created_mountpoints().to_vec();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        (out.as_str(), err.as_str(), status.code()),
+        ("out\nbuildbox\n", "err\n", 4)
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("artifact")).unwrap(),
+        "built\n"
+    );
+    // The sandbox's own files are bind mounts: what lands in the upper dir is at most the
+    // empty mount points it had to create, which it reports so a builder can drop them.
+    assert_eq!(created, ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"]);
+    for f in &created {
+        let len = std::fs::metadata(upper.join(&f[1..])).unwrap().len();
+        assert_eq!(len, 0, "{f} in the upper dir");
+    }
+    assert!(
+        !runner_mounted(&mnt),
+        "the overlay was mounted in the host's namespace"
+    );
+
+    // A setup failure is reported as an error naming the thing, and leaves nothing.
+    let mut bad = runner::Spec::new(runner::Rootfs::Dir(lower.clone()), strings(&["true"]));
+    bad.user = Some("ghost".into());
+    let e = runner::Command::new(bad)
+        .setup_helper(strata_bin())
+        .spawn()
+        .unwrap_err();
+    assert!(matches!(e, runner::Error::UnknownId { .. }), "{e}");
+
+    // Dropping a running container kills it.
+    let spec = runner::Spec::new(runner::Rootfs::Dir(lower), strings(&["sleep", "6543"]));
+    let child = runner::Command::new(spec)
+        .setup_helper(strata_bin())
+        .spawn()
+        .unwrap();
+    assert_eq!(processes_with("sleep 6543").len(), 1);
+    drop(child);
+    assert!(
+        processes_with("sleep 6543").is_empty(),
+        "dropping the child left its process"
+    );
+
+    stop_tx.send(()).unwrap();
+    ticker.join().unwrap();
+    assert_nothing_left(&store);
+}
+
+/// Whether `dir` is a mount point in this (the host's) mount namespace.
+fn runner_mounted(dir: &Path) -> bool {
+    layerfs::mount::is_mount_point(dir)
+}
+
+/// Waits until a process whose command line starts with `needle` runs.
+fn wait_for_process(needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(needle).is_empty() {
+        assert!(Instant::now() < deadline, "{needle} never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn wait_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

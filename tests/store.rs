@@ -1,0 +1,406 @@
+//! End to end: the store and the image commands (import, images, inspect, tag, rmi, save, load,
+//! prune, fsck), and interop with skopeo, umoci and oci-image-tool on the same files.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{TestStore, have_or_skip, is_root_or_skip, sh};
+
+/// A fingerprint of a directory tree: every entry's type, mode, owner, size, mtime and link
+/// target, and every file's content hash.
+fn fingerprint(dir: &Path) -> String {
+    let d = dir.display();
+    sh(&format!(
+        "cd '{d}' && find . -mindepth 1 -printf '%p %y %m %U:%G %s %T@ %l\\n' | sort && \
+         find . -type f -print0 | sort -z | xargs -0r sha256sum"
+    ))
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[test]
+fn import_then_images_inspect_tag_rmi() {
+    if !is_root_or_skip("import_then_images_inspect_tag_rmi") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let id = s
+        .ok(&["inspect", "--format", "id", "busybox"])
+        .trim()
+        .to_owned();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    // The id is the digest of the config blob, which is what `inspect` prints by default.
+    let config = json(&s.ok(&["inspect", "docker.io/library/busybox:latest"]));
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    let blob = fs::read(s.root().join("blobs/sha256").join(&id[7..])).unwrap();
+    assert_eq!(json(&String::from_utf8(blob).unwrap()), config);
+    let digest = s
+        .ok(&["inspect", "--format", "digest", "busybox"])
+        .trim()
+        .to_owned();
+    let manifest = json(&s.ok(&["inspect", "--format", "manifest", "busybox"]));
+    assert_eq!(manifest["config"]["digest"], id.as_str());
+    // By id prefix and by digest too.
+    assert_eq!(
+        s.ok(&["inspect", "--format", "digest", &id[7..19]]).trim(),
+        digest
+    );
+    assert_eq!(
+        s.ok(&["inspect", "--format", "id", &format!("busybox@{digest}")])
+            .trim(),
+        id
+    );
+
+    s.ok(&["tag", "busybox", "localhost:5000/mine:v1"]);
+    let list = json(&s.ok(&["images", "--format", "json"]));
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["docker.io/library/busybox:latest", "localhost:5000/mine:v1"]
+    );
+    let table = s.ok(&["images"]);
+    assert!(
+        table.contains("busybox")
+            && table.contains("localhost:5000/mine")
+            && table.contains(&id[7..19]),
+        "{table}"
+    );
+
+    // rmi by name drops just that name; the image stays under its other name.
+    assert_eq!(s.ok(&["rmi", "busybox"]).trim(), "Untagged: busybox:latest");
+    assert_eq!(
+        s.ok(&["inspect", "--format", "id", "localhost:5000/mine:v1"])
+            .trim(),
+        id
+    );
+    let err = s.fails(&["inspect", "busybox"]);
+    assert!(err.contains("busybox"), "{err}");
+    let out = s.ok(&["rmi", "localhost:5000/mine:v1"]);
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    // prune drops what no image needs; fsck is clean afterwards.
+    let pruned = s.ok(&["prune"]);
+    assert!(
+        pruned.contains("3 blob(s)") && pruned.contains("1 extracted layer(s)"),
+        "{pruned}"
+    );
+    assert_eq!(
+        fs::read_dir(s.root().join("blobs/sha256")).unwrap().count(),
+        0
+    );
+    s.ok(&["fsck"]);
+}
+
+#[test]
+fn bad_names_and_missing_images_are_named_in_errors() {
+    let s = TestStore::new();
+    let err = s.fails(&["inspect", "Not/Valid:"]);
+    assert!(err.contains("Not/Valid:"), "{err}");
+    let err = s.fails(&["inspect", "nothere:v1"]);
+    assert!(err.contains("nothere:v1"), "{err}");
+    let err = s.fails(&["import", "/no/such/rootfs.tar", "x"]);
+    assert!(err.contains("/no/such/rootfs.tar"), "{err}");
+}
+
+#[test]
+fn skopeo_and_umoci_read_the_store_directly() {
+    if !is_root_or_skip("skopeo_and_umoci_read_the_store_directly")
+        || !have_or_skip("skopeo", "skopeo_and_umoci_read_the_store_directly")
+        || !have_or_skip("umoci", "skopeo_and_umoci_read_the_store_directly")
+    {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let root = s.root();
+    let name = "docker.io/library/busybox:latest";
+    let digest = s
+        .ok(&["inspect", "--format", "digest", "busybox"])
+        .trim()
+        .to_owned();
+    let info = json(&sh(&format!(
+        "skopeo inspect oci:{}:{name}",
+        root.display()
+    )));
+    assert_eq!(info["Digest"], digest.as_str());
+    let archive = s.path("skopeo.tar");
+    sh(&format!(
+        "skopeo copy -q oci:{}:{name} oci-archive:{}:copied",
+        root.display(),
+        archive.display()
+    ));
+    assert!(archive.metadata().unwrap().len() > 100_000);
+    let bundle = s.path("bundle");
+    sh(&format!(
+        "umoci unpack --image {}:{name} {}",
+        root.display(),
+        bundle.display()
+    ));
+    assert!(bundle.join("rootfs/bin/busybox").is_file());
+}
+
+#[test]
+fn saved_oci_archive_passes_oci_image_tool_and_umoci() {
+    if !is_root_or_skip("saved_oci_archive_passes_oci_image_tool_and_umoci")
+        || !have_or_skip(
+            "oci-image-tool",
+            "saved_oci_archive_passes_oci_image_tool_and_umoci",
+        )
+        || !have_or_skip("umoci", "saved_oci_archive_passes_oci_image_tool_and_umoci")
+    {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let archive = s.path("img.tar");
+    s.ok(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        "busybox",
+    ]);
+    // oci-image-tool 1.0.0-rc1 cannot walk tar files (skopeo's archives fail the same way),
+    // so validate the layout the archive holds.
+    let layout = s.path("layout");
+    fs::create_dir(&layout).unwrap();
+    sh(&format!(
+        "tar -xf {} -C {}",
+        archive.display(),
+        layout.display()
+    ));
+    let out = sh(&format!(
+        "cd {} && oci-image-tool validate --type image --ref name=latest . 2>&1",
+        layout.display()
+    ));
+    assert!(out.contains("Validation succeeded"), "{out}");
+    let bundle = s.path("bundle");
+    sh(&format!(
+        "umoci unpack --image {}:latest {}",
+        layout.display(),
+        bundle.display()
+    ));
+    assert_eq!(
+        fs::read_to_string(bundle.join("rootfs/etc/group"))
+            .unwrap()
+            .lines()
+            .next(),
+        Some("root:x:0:")
+    );
+    // The oci-dir format is the same layout, written directly.
+    let dir = s.path("dir");
+    s.ok(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        dir.to_str().unwrap(),
+        "busybox",
+    ]);
+    let out = sh(&format!(
+        "cd {} && oci-image-tool validate --type image --ref name=latest . 2>&1",
+        dir.display()
+    ));
+    assert!(out.contains("Validation succeeded"), "{out}");
+}
+
+#[test]
+fn load_takes_what_skopeo_writes_and_the_rootfs_matches_byte_for_byte() {
+    if !is_root_or_skip("load_takes_what_skopeo_writes_and_the_rootfs_matches_byte_for_byte")
+        || !have_or_skip(
+            "skopeo",
+            "load_takes_what_skopeo_writes_and_the_rootfs_matches_byte_for_byte",
+        )
+    {
+        return;
+    }
+    let src = TestStore::with_busybox();
+    let id = src
+        .ok(&["inspect", "--format", "id", "busybox"])
+        .trim()
+        .to_owned();
+    let layer = |s: &TestStore| {
+        let layers = fs::read_dir(s.root().join("layers"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect::<Vec<_>>();
+        assert_eq!(layers.len(), 1, "{layers:?}");
+        fingerprint(&layers[0].join("diff"))
+    };
+    let want = layer(&src);
+    let name = "docker.io/library/busybox:latest";
+    for (transport, file) in [("docker-archive", "d.tar"), ("oci-archive", "o.tar")] {
+        let path = src.path(file);
+        let dest = match transport {
+            "docker-archive" => format!("docker-archive:{}:busybox:latest", path.display()),
+            _ => format!("oci-archive:{}:{name}", path.display()),
+        };
+        sh(&format!(
+            "skopeo copy -q oci:{}:{name} {dest}",
+            src.root().display()
+        ));
+        let dst = TestStore::new();
+        let out = dst.ok(&["load", "-i", path.to_str().unwrap()]);
+        assert!(out.contains("busybox:latest"), "{transport}: {out}");
+        assert_eq!(
+            dst.ok(&["inspect", "--format", "id", "busybox"]).trim(),
+            id,
+            "{transport}"
+        );
+        assert_eq!(layer(&dst), want, "{transport}: the loaded rootfs differs");
+        dst.ok(&["fsck"]);
+    }
+}
+
+#[test]
+fn save_load_round_trip_in_every_format() {
+    if !is_root_or_skip("save_load_round_trip_in_every_format") {
+        return;
+    }
+    let src = TestStore::with_busybox();
+    src.ok(&["tag", "busybox", "example.com/team/app:1.0"]);
+    let id = src
+        .ok(&["inspect", "--format", "id", "busybox"])
+        .trim()
+        .to_owned();
+    for format in ["docker-archive", "oci-archive", "oci-dir"] {
+        let out = src.path(format);
+        src.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+            "example.com/team/app:1.0",
+        ]);
+        let dst = TestStore::new();
+        let loaded = dst.ok(&["load", "-i", out.to_str().unwrap()]);
+        assert_eq!(
+            loaded.trim(),
+            "Loaded image: example.com/team/app:1.0",
+            "{format}"
+        );
+        assert_eq!(
+            dst.ok(&["inspect", "--format", "id", "example.com/team/app:1.0"])
+                .trim(),
+            id
+        );
+        dst.ok(&["fsck"]);
+    }
+}
+
+#[test]
+fn corrupt_blobs_are_reported_by_fsck_and_refused_by_load() {
+    if !is_root_or_skip("corrupt_blobs_are_reported_by_fsck_and_refused_by_load") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let manifest = json(&s.ok(&["inspect", "--format", "manifest", "busybox"]));
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    // An OCI layout dir with one flipped byte in the layer blob.
+    let dir = s.path("dir");
+    s.ok(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        dir.to_str().unwrap(),
+        "busybox",
+    ]);
+    let blob = dir.join("blobs/sha256").join(&layer[7..]);
+    let mut bytes = fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&blob, &bytes).unwrap();
+    let dst = TestStore::new();
+    dst.ok(&["images"]);
+    let index_before = fs::read(dst.root().join("index.json")).unwrap();
+    let err = dst.fails(&["load", "-i", dir.to_str().unwrap()]);
+    assert!(err.contains(&layer), "load must name the bad blob: {err}");
+    assert_eq!(
+        fs::read(dst.root().join("index.json")).unwrap(),
+        index_before
+    );
+    assert_eq!(
+        fs::read_dir(dst.root().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0,
+        "a blob of a failed load is visible"
+    );
+    assert_eq!(fs::read_dir(dst.root().join("layers")).unwrap().count(), 0);
+
+    // The same corruption inside the store: fsck names the blob and fails.
+    let stored = s.root().join("blobs/sha256").join(&layer[7..]);
+    fs::write(&stored, &bytes).unwrap();
+    let out = s.output(&["fsck"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("blob {layer}")), "{stdout}");
+}
+
+#[test]
+fn a_tampered_layer_dir_is_reported_by_fsck() {
+    if !is_root_or_skip("a_tampered_layer_dir_is_reported_by_fsck") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    s.ok(&["fsck"]);
+    let layer = fs::read_dir(s.root().join("layers"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(layer.join("diff/etc/passwd"), b"root::0:0::/:/bin/sh\n").unwrap();
+    let out = s.output(&["fsck"]);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("/etc/passwd: content differs"), "{stdout}");
+}
+
+#[test]
+fn a_truncated_archive_fails_and_leaves_the_store_as_it_was() {
+    if !is_root_or_skip("a_truncated_archive_fails_and_leaves_the_store_as_it_was") {
+        return;
+    }
+    let src = TestStore::with_busybox();
+    for format in ["docker-archive", "oci-archive"] {
+        let full = src.path(&format!("{format}.tar"));
+        src.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            full.to_str().unwrap(),
+            "busybox",
+        ]);
+        let bytes = fs::read(&full).unwrap();
+        let cut = src.path(&format!("{format}-cut.tar"));
+        fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let dst = TestStore::with_busybox();
+        let listing = |s: &TestStore| {
+            sh(&format!(
+                "cd {} && find . -path ./tmp -prune -o -print | sort",
+                s.root().display()
+            ))
+        };
+        let before = listing(&dst);
+        let index = fs::read(dst.root().join("index.json")).unwrap();
+        let err = dst.fails(&["load", "-i", cut.to_str().unwrap()]);
+        assert!(
+            err.contains(cut.to_str().unwrap()) && err.contains("truncated"),
+            "{format}: {err}"
+        );
+        assert_eq!(listing(&dst), before, "{format}: the store changed");
+        assert_eq!(fs::read(dst.root().join("index.json")).unwrap(), index);
+    }
+}
