@@ -655,3 +655,65 @@ fn file_data_round_trips() {
         assert!(out.ops.contains(&line.to_owned()), "{line}: {:?}", out.ops);
     }
 }
+
+/// A build on the FUSE union makes the same layers as a build on overlayfs: the upper dirs
+/// both write are the same overlay format, entry for entry.
+#[test]
+fn builds_on_fuse_and_on_overlayfs_make_the_same_layers() {
+    if !can_run("builds_on_fuse_and_on_overlayfs_make_the_same_layers") {
+        return;
+    }
+    let t = common::TestStore::with_busybox();
+    let ctx = t.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("file.txt"), "from the context\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        r#"FROM busybox
+RUN mkdir -p /data/sub /data/other /keep /etc/conf.d && echo 1 > /data/a && echo 2 > /data/sub/b \
+ && ln -s a /data/a-sym && echo k > /keep/k && chmod 4755 /data/a && mkfifo /data/fifo \
+ && echo c > /etc/conf.d/c && ln /keep/k /keep/k-link
+RUN rm /data/sub/b && mv /data/sub /data/sub2 && echo new > /data/sub2/c && rm -rf /keep \
+ && mkdir /keep && echo 3 >> /data/a && chmod 700 /data/other && rm /bin/ls && echo root2 >> /etc/passwd
+RUN mv /data /moved && chown 1000:1000 /moved/a && rm -rf /etc/conf.d && mkdir /etc/conf.d \
+ && ln /moved/a /moved/a-link2 && touch /moved/sub2/c
+COPY file.txt /moved/
+RUN rm /moved/file.txt && mkdir -p /moved/file.txt/inside
+"#,
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for driver in ["overlay", "fuse"] {
+        let tag = format!("same-{driver}");
+        let out = t
+            .cmd(&[
+                "--storage-driver",
+                driver,
+                "build",
+                "-t",
+                &tag,
+                "--progress",
+                "plain",
+                ctx.to_str().unwrap(),
+            ])
+            .env("SOURCE_DATE_EPOCH", "0")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "build on {driver}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let config: serde_json::Value = serde_json::from_str(&t.ok(&["inspect", &tag])).unwrap();
+        ids.push(config["rootfs"]["diff_ids"].clone());
+    }
+    assert_eq!(
+        ids[0], ids[1],
+        "layers built on overlayfs and on FUSE differ"
+    );
+    assert_eq!(
+        ids[0].as_array().map(Vec::len),
+        Some(6),
+        "the base and five layers"
+    );
+}

@@ -74,6 +74,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         compression,
         pull: None,
         cancel,
+        storage_driver: super::mount::storage_driver(ctx),
     };
     let mode = match args.progress {
         ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,
