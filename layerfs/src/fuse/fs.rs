@@ -49,25 +49,18 @@ impl Default for FsOptions {
     }
 }
 
-/// An open file or directory.
+/// An open file.
 #[derive(Debug)]
-enum Handle {
-    File {
-        fd: OwnedFd,
-        node: Arc<Node>,
-        /// Whether it shares the node's passthrough backing file.
-        passthrough: bool,
-    },
-    Dir {
-        node: Arc<Node>,
-        listing: Mutex<Option<Arc<Listing>>>,
-    },
+struct Handle {
+    fd: OwnedFd,
+    node: Arc<Node>,
+    /// Whether it shares the node's passthrough backing file.
+    passthrough: bool,
 }
 
-/// A directory's merged entries as read at `opendir` (or the last rewind), so that offsets
-/// stay valid for the whole time it is open.
+/// A directory's merged entries as read at offset 0, so that offsets stay valid for a pass.
 #[derive(Debug)]
-struct Listing {
+pub(crate) struct Listing {
     path: PathBuf,
     upper: bool,
     lowers: Vec<u16>,
@@ -936,7 +929,7 @@ impl UnionFs {
                 },
             };
             if usable {
-                let fh = self.handles.insert(Handle::File {
+                let fh = self.handles.insert(Handle {
                     fd,
                     node: node.clone(),
                     passthrough: true,
@@ -945,7 +938,7 @@ impl UnionFs {
                 return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b.id);
             }
         }
-        let fh = self.handles.insert(Handle::File {
+        let fh = self.handles.insert(Handle {
             fd,
             node: node.clone(),
             passthrough: false,
@@ -960,12 +953,8 @@ impl UnionFs {
         let Some(h) = self.handles.remove(fh) else {
             return;
         };
-        if let Handle::File {
-            node,
-            passthrough: true,
-            ..
-        } = &*h
-        {
+        if h.passthrough {
+            let node = &h.node;
             let mut backing = node
                 .backing
                 .lock()
@@ -979,43 +968,56 @@ impl UnionFs {
         }
     }
 
-    fn file_fd(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
-        let h = self.handles.get(fh)?;
-        match &*h {
-            Handle::File { .. } => Ok(h),
-            Handle::Dir { .. } => Err(Errno::ISDIR),
-        }
-    }
-
     // ------------------------------------------------------------ directories
 
-    fn listing(&self, fh: FileHandle, offset: u64) -> Result<Arc<Listing>, Errno> {
-        let h = self.handles.get(fh)?;
-        let Handle::Dir { node, listing } = &*h else {
+    /// The merged listing of directory `ino` that reads from `offset` are served from: read
+    /// afresh at offset 0 (an opendir or a rewind), kept until the end is reached so that
+    /// offsets stay valid between the calls of one pass.
+    fn listing(&self, ino: INodeNo, offset: u64) -> Result<(Arc<Node>, Arc<Listing>), Errno> {
+        let node = self.node(ino)?;
+        if !node.is_dir {
             return Err(Errno::NOTDIR);
-        };
-        let mut cur = listing
+        }
+        let mut cur = node
+            .listing
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if offset == 0 || cur.is_none() {
-            let (path, upper, lowers, parent) = {
-                let s = node.state();
-                (s.path().clone(), s.in_upper(), s.lowers.clone(), s.parent)
-            };
-            let entries = self.layers.list(&DirView {
-                path: &path,
-                upper,
-                lowers: &lowers,
-            })?;
-            *cur = Some(Arc::new(Listing {
-                path,
-                upper,
-                lowers,
-                parent,
-                entries,
-            }));
+        let listing = match cur.as_ref() {
+            Some(l) if offset != 0 => l.clone(),
+            _ => {
+                let (path, upper, lowers, parent) = {
+                    let s = node.state();
+                    (s.path().clone(), s.in_upper(), s.lowers.clone(), s.parent)
+                };
+                let entries = self.layers.list(&DirView {
+                    path: &path,
+                    upper,
+                    lowers: &lowers,
+                })?;
+                let l = Arc::new(Listing {
+                    path,
+                    upper,
+                    lowers,
+                    parent,
+                    entries,
+                });
+                *cur = Some(l.clone());
+                l
+            }
+        };
+        drop(cur);
+        Ok((node, listing))
+    }
+
+    /// A pass over `node`'s listing reached its end: the kernel caches it from here on.
+    fn listing_done(node: &Node, listing: &Arc<Listing>) {
+        let mut cur = node
+            .listing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cur.as_ref().is_some_and(|l| Arc::ptr_eq(l, listing)) {
+            *cur = None;
         }
-        Ok(cur.clone().expect("just filled"))
     }
 
     // ------------------------------------------------------------ attributes
@@ -1043,7 +1045,7 @@ impl UnionFs {
         if let Some(size) = size {
             let by_handle = fh.and_then(|fh| self.handles.get(fh).ok());
             match by_handle.as_deref() {
-                Some(Handle::File { fd, .. }) if rustix::fs::ftruncate(fd, size).is_ok() => {}
+                Some(Handle { fd, .. }) if rustix::fs::ftruncate(fd, size).is_ok() => {}
                 _ => {
                     let fd = self
                         .layers
@@ -1392,13 +1394,11 @@ impl Filesystem for UnionFs {
         thread_local! {
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let h = match self.file_fd(fh) {
+        let h = match self.handles.get(fh) {
             Ok(h) => h,
             Err(e) => return reply.error(fuse_err(e)),
         };
-        let Handle::File { fd, .. } = &*h else {
-            unreachable!("checked by file_fd")
-        };
+        let fd = &h.fd;
         BUF.with_borrow_mut(|buf| {
             buf.clear();
             buf.reserve(size as usize);
@@ -1430,10 +1430,8 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyWrite,
     ) {
-        let res = self.file_fd(fh).and_then(|h| {
-            let Handle::File { fd, .. } = &*h else {
-                unreachable!("checked by file_fd")
-            };
+        let res = self.handles.get(fh).and_then(|h| {
+            let fd = &h.fd;
             let mut done = 0;
             while done < data.len() {
                 match rustix::io::pwrite(fd, &data[done..], offset + done as u64) {
@@ -1483,10 +1481,8 @@ impl Filesystem for UnionFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let res = self.file_fd(fh).and_then(|h| {
-            let Handle::File { fd, .. } = &*h else {
-                unreachable!("checked by file_fd")
-            };
+        let res = self.handles.get(fh).and_then(|h| {
+            let fd = &h.fd;
             if datasync {
                 rustix::fs::fdatasync(fd)
             } else {
@@ -1499,32 +1495,22 @@ impl Filesystem for UnionFs {
         }
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.node(ino) {
-            Ok(node) if node.is_dir => {
-                let fh = self.handles.insert(Handle::Dir {
-                    node,
-                    listing: Mutex::new(None),
-                });
-                reply.opened(
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE,
-                );
-            }
-            Ok(_) => reply.error(fuser::Errno::ENOTDIR),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // No open directories: the kernel then skips OPENDIR and RELEASEDIR for good and
+        // caches every listing it reads (FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE), which only this
+        // filesystem can change. Listings are kept per directory instead.
+        reply.error(fuser::Errno::ENOSYS);
     }
 
     fn readdir(
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let listing = match self.listing(fh, offset) {
+        let (node, listing) = match self.listing(ino, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(fuse_err(e)),
         };
@@ -1534,7 +1520,10 @@ impl Filesystem for UnionFs {
                 0 => reply.add(ino, 1, fuser::FileType::Directory, "."),
                 1 => reply.add(INodeNo(listing.parent), 2, fuser::FileType::Directory, ".."),
                 _ => match listing.entries.get(i - 2) {
-                    None => break,
+                    None => {
+                        Self::listing_done(&node, &listing);
+                        break;
+                    }
                     Some(e) => {
                         let id = self.id_of(e.place, &e.stat);
                         reply.add(
@@ -1558,11 +1547,11 @@ impl Filesystem for UnionFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        fh: FileHandle,
+        _fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let listing = match self.listing(fh, offset) {
+        let (dir, listing) = match self.listing(ino, offset) {
             Ok(l) => l,
             Err(e) => return reply.error(fuse_err(e)),
         };
@@ -1595,6 +1584,7 @@ impl Filesystem for UnionFs {
                 }
             } else {
                 let Some(e) = listing.entries.get(i - 2) else {
+                    Self::listing_done(&dir, &listing);
                     break;
                 };
                 let found = match self.layers.complete(&view, e) {
@@ -1624,18 +1614,6 @@ impl Filesystem for UnionFs {
             }
             i += 1;
         }
-        reply.ok();
-    }
-
-    fn releasedir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        fh: FileHandle,
-        _flags: OpenFlags,
-        reply: ReplyEmpty,
-    ) {
-        self.handles.remove(fh);
         reply.ok();
     }
 
@@ -1790,7 +1768,7 @@ impl Filesystem for UnionFs {
                 }
             }
         }
-        let fh = self.handles.insert(Handle::File {
+        let fh = self.handles.insert(Handle {
             fd,
             node: node.clone(),
             passthrough,
@@ -1859,10 +1837,8 @@ impl Filesystem for UnionFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let res = self.file_fd(fh).and_then(|h| {
-            let Handle::File { fd, .. } = &*h else {
-                unreachable!("checked by file_fd")
-            };
+        let res = self.handles.get(fh).and_then(|h| {
+            let fd = &h.fd;
             rustix::fs::fallocate(
                 fd,
                 rustix::fs::FallocateFlags::from_bits_retain(mode as u32),
@@ -1885,10 +1861,8 @@ impl Filesystem for UnionFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let res = self.file_fd(fh).and_then(|h| {
-            let Handle::File { fd, .. } = &*h else {
-                unreachable!("checked by file_fd")
-            };
+        let res = self.handles.get(fh).and_then(|h| {
+            let fd = &h.fd;
             let pos = match whence {
                 libc::SEEK_DATA => rustix::fs::SeekFrom::Data(offset as u64),
                 libc::SEEK_HOLE => rustix::fs::SeekFrom::Hole(offset as u64),
@@ -1918,12 +1892,9 @@ impl Filesystem for UnionFs {
         reply: ReplyWrite,
     ) {
         let res = (|| {
-            let hin = self.file_fd(fh_in)?;
-            let hout = self.file_fd(fh_out)?;
-            let (Handle::File { fd: fin, .. }, Handle::File { fd: fout, .. }) = (&*hin, &*hout)
-            else {
-                unreachable!("checked by file_fd")
-            };
+            let hin = self.handles.get(fh_in)?;
+            let hout = self.handles.get(fh_out)?;
+            let (fin, fout) = (&hin.fd, &hout.fd);
             let (mut i, mut o) = (offset_in, offset_out);
             rustix::fs::copy_file_range(fin, Some(&mut i), fout, Some(&mut o), len as usize)
         })();

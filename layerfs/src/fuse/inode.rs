@@ -79,6 +79,8 @@ pub(crate) struct Node {
     /// Serializes copy-ups of this node.
     pub copy_up: Mutex<()>,
     pub backing: Mutex<Option<Backing>>,
+    /// A directory's listing while a pass over it is under way.
+    pub listing: Mutex<Option<Arc<super::fs::Listing>>>,
 }
 
 impl Node {
@@ -90,6 +92,7 @@ impl Node {
             state: RwLock::new(state),
             copy_up: Mutex::new(()),
             backing: Mutex::new(None),
+            listing: Mutex::new(None),
         }
     }
 
