@@ -67,6 +67,14 @@ fn mounted_type(dir: &Path) -> Option<String> {
     })
 }
 
+/// A store holding busybox, and an empty directory to mount it at.
+fn busybox_and_mount_point() -> (TestStore, PathBuf) {
+    let t = TestStore::with_busybox();
+    let dir = t.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    (t, dir)
+}
+
 fn containers(t: &TestStore) -> Vec<PathBuf> {
     match std::fs::read_dir(t.root().join("containers")) {
         Ok(d) => d.map(|e| e.unwrap().path()).collect(),
@@ -135,9 +143,7 @@ fn the_storage_driver_comes_from_the_environment_too() {
     if !can_run("the_storage_driver_comes_from_the_environment_too") {
         return;
     }
-    let t = TestStore::with_busybox();
-    let dir = t.path("mnt");
-    std::fs::create_dir(&dir).unwrap();
+    let (t, dir) = busybox_and_mount_point();
     let out = t
         .cmd(&["mount", "busybox", dir.to_str().unwrap()])
         .env("STRATA_STORAGE_DRIVER", "fuse")
@@ -158,9 +164,7 @@ fn a_fuse_mount_outlives_its_command_and_a_killed_daemon_leaves_nothing_hung() {
     if !can_run("a_fuse_mount_outlives_its_command_and_a_killed_daemon_leaves_nothing_hung") {
         return;
     }
-    let t = TestStore::with_busybox();
-    let dir = t.path("mnt");
-    std::fs::create_dir(&dir).unwrap();
+    let (t, dir) = busybox_and_mount_point();
     let dir_s = dir.to_str().unwrap();
     t.ok(&["--storage-driver", "fuse", "mount", "busybox", dir_s]);
     let record = containers(&t).pop().unwrap().join("mount.json");
@@ -219,9 +223,7 @@ fn mount_errors_name_what_is_wrong_and_leave_nothing_behind() {
     if !can_run("mount_errors_name_what_is_wrong_and_leave_nothing_behind") {
         return;
     }
-    let t = TestStore::with_busybox();
-    let dir = t.path("mnt");
-    std::fs::create_dir(&dir).unwrap();
+    let (t, dir) = busybox_and_mount_point();
     let dir_s = dir.to_str().unwrap();
     let err = t.fails(&["mount", "no-such-image", dir_s]);
     assert!(err.contains("no-such-image"), "{err}");

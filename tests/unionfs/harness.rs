@@ -79,17 +79,15 @@ impl Layers {
         self
     }
 
+    fn mknod(&self, layer: usize, path: &str, kind: FileType, mode: u32) -> &Self {
+        let p = self.at(layer, path);
+        rustix::fs::mknodat(rustix::fs::CWD, &p, kind, Mode::from_raw_mode(mode), 0).unwrap();
+        self
+    }
+
     /// A whiteout as overlayfs writes it: a 0/0 character device.
     pub fn whiteout(&self, layer: usize, path: &str) -> &Self {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            self.at(layer, path),
-            FileType::CharacterDevice,
-            Mode::empty(),
-            0,
-        )
-        .unwrap();
-        self
+        self.mknod(layer, path, FileType::CharacterDevice, 0)
     }
 
     /// A whiteout in the Linux 6.7 form: an empty file with `trusted.overlay.whiteout`, in a
@@ -115,15 +113,7 @@ impl Layers {
     }
 
     pub fn fifo(&self, layer: usize, path: &str) -> &Self {
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            self.at(layer, path),
-            FileType::Fifo,
-            Mode::from_raw_mode(0o644),
-            0,
-        )
-        .unwrap();
-        self
+        self.mknod(layer, path, FileType::Fifo, 0o644)
     }
 
     /// Sets every time in every layer to [`OLD`], so what a test changes stands out.
@@ -696,6 +686,17 @@ pub fn assert_lines(what: &str, kernel: &[String], fuse: &[String]) {
             }
         }
         panic!("{what} differs between kernel overlayfs and FUSE:\n{report}");
+    }
+}
+
+/// Asserts that each of `lines` is in an outcome's operation log.
+pub fn assert_logged(outcome: &Outcome, lines: &[&str]) {
+    for line in lines {
+        assert!(
+            outcome.ops.iter().any(|l| l == line),
+            "{line:?} is not in the log: {:#?}",
+            outcome.ops
+        );
     }
 }
 

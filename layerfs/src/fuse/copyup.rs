@@ -19,7 +19,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, T
 use rustix::io::Errno;
 
 use super::fs::UnionFs;
-use super::inode::Node;
+use super::inode::{Node, NodeState};
 use super::layers::{Place, XattrTarget, split};
 use super::resolve::{Found, is_dir, read_names};
 use crate::layer::is_overlay_xattr;
@@ -254,20 +254,10 @@ impl UnionFs {
 
     /// Makes sure the directory node `node` exists in the upper layer.
     pub(super) fn copy_up_dir(&self, node: &Arc<Node>) -> Result<(), Errno> {
-        if node.state().in_upper() {
+        let Some((_guard, st)) = lock_for_copy_up(node) else {
             return Ok(());
-        }
-        let _guard = node
-            .copy_up
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (parent, path, place) = {
-            let st = node.state();
-            if st.in_upper() {
-                return Ok(());
-            }
-            (st.parent, st.path().clone(), st.place)
         };
+        let (parent, path, place) = (st.parent, st.path().clone(), st.place);
         match self.nodes.get(parent) {
             Some(p) if p.id != node.id => self.copy_up_dir(&p)?,
             _ => self.copy_up_dir_path(split(&path).0)?,
@@ -335,20 +325,10 @@ impl UnionFs {
         if node.is_dir {
             return self.copy_up_dir(node);
         }
-        if node.state().in_upper() {
+        let Some((_guard, st)) = lock_for_copy_up(node) else {
             return Ok(());
-        }
-        let _guard = node
-            .copy_up
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (parent, paths, place) = {
-            let st = node.state();
-            if st.in_upper() {
-                return Ok(());
-            }
-            (st.parent, st.paths.clone(), st.place)
         };
+        let (parent, paths, place) = (st.parent, st.paths, st.place);
         let Place::Lower(i) = place else {
             return Ok(());
         };
@@ -564,6 +544,20 @@ impl UnionFs {
         }
         Ok(())
     }
+}
+
+/// Takes `node`'s copy-up lock and returns what the node is, or `None` when it is in the upper
+/// layer already (checked before and after waiting for the lock).
+fn lock_for_copy_up(node: &Node) -> Option<(std::sync::MutexGuard<'_, ()>, NodeState)> {
+    if node.state().in_upper() {
+        return None;
+    }
+    let guard = node
+        .copy_up
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let st = node.state().clone();
+    (!st.in_upper()).then_some((guard, st))
 }
 
 /// Removes the opaque markers (both namespaces) of a directory.

@@ -213,6 +213,13 @@ const OMIT: Timespec = Timespec {
     tv_nsec: rustix::fs::UTIME_OMIT,
 };
 
+/// One slot of a directory listing as the kernel reads it.
+enum Slot<'a> {
+    Dot,
+    DotDot,
+    Entry(&'a Listed),
+}
+
 /// What a setattr request changes.
 #[derive(Clone, Copy)]
 struct SetAttr {
@@ -1009,6 +1016,34 @@ impl UnionFs {
         Ok((node, listing))
     }
 
+    /// Hands the slots of directory `ino` from `offset` on to `add` (with the offset of the
+    /// next one) until it says the reply is full or the listing ends (which ends the pass).
+    fn fill_dir(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+        mut add: impl FnMut(Slot<'_>, u64, &Listing) -> bool,
+    ) -> Result<(), Errno> {
+        let (node, listing) = self.listing(ino, offset)?;
+        for i in offset as usize.. {
+            let slot = match i {
+                0 => Slot::Dot,
+                1 => Slot::DotDot,
+                _ => match listing.entries.get(i - 2) {
+                    Some(e) => Slot::Entry(e),
+                    None => {
+                        Self::listing_done(&node, &listing);
+                        break;
+                    }
+                },
+            };
+            if add(slot, i as u64 + 1, &listing) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// A pass over `node`'s listing reached its end: the kernel caches it from here on.
     fn listing_done(node: &Node, listing: &Arc<Listing>) {
         let mut cur = node
@@ -1129,6 +1164,27 @@ impl UnionFs {
     }
 }
 
+fn reply_empty(reply: ReplyEmpty, res: Result<(), Errno>) {
+    match res {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(fuse_err(e)),
+    }
+}
+
+fn reply_attr(reply: ReplyAttr, res: Result<FileAttr, Errno>) {
+    match res {
+        Ok(attr) => reply.attr(&TTL, &attr),
+        Err(e) => reply.error(fuse_err(e)),
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, res: Result<FileAttr, Errno>) {
+    match res {
+        Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        Err(e) => reply.error(fuse_err(e)),
+    }
+}
+
 fn reply_xattr(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, Errno>) {
     match data {
         Ok(v) if size == 0 => reply.size(v.len() as u32),
@@ -1174,10 +1230,7 @@ impl Filesystem for UnionFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino).and_then(|n| self.getattr_of(&n)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_attr(reply, self.node(ino).and_then(|n| self.getattr_of(&n)));
     }
 
     fn setattr(
@@ -1260,10 +1313,11 @@ impl Filesystem for UnionFs {
                 rdev: dev_from_kernel(rdev),
             }
         };
-        match self.create_entry(req, parent, name, what) {
-            Ok((_, attr, _)) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_entry(
+            reply,
+            self.create_entry(req, parent, name, what)
+                .map(|(_, attr, _)| attr),
+        );
     }
 
     fn mkdir(
@@ -1296,17 +1350,11 @@ impl Filesystem for UnionFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_unlink(parent, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(reply, self.do_unlink(parent, name, false));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_unlink(parent, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(reply, self.do_unlink(parent, name, true));
     }
 
     fn rename(
@@ -1319,10 +1367,10 @@ impl Filesystem for UnionFs {
         flags: FuseRenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.do_rename(parent, name, newparent, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(
+            reply,
+            self.do_rename(parent, name, newparent, newname, flags),
+        );
     }
 
     fn link(
@@ -1367,10 +1415,7 @@ impl Filesystem for UnionFs {
             node.state_mut().paths.push(rel);
             self.getattr_of(&node)
         })();
-        match res {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_entry(reply, res);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -1489,10 +1534,7 @@ impl Filesystem for UnionFs {
                 rustix::fs::fsync(fd)
             }
         });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(reply, res);
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -1510,37 +1552,23 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let (node, listing) = match self.listing(ino, offset) {
-            Ok(l) => l,
-            Err(e) => return reply.error(fuse_err(e)),
-        };
-        let mut i = offset as usize;
-        loop {
-            let full = match i {
-                0 => reply.add(ino, 1, fuser::FileType::Directory, "."),
-                1 => reply.add(INodeNo(listing.parent), 2, fuser::FileType::Directory, ".."),
-                _ => match listing.entries.get(i - 2) {
-                    None => {
-                        Self::listing_done(&node, &listing);
-                        break;
-                    }
-                    Some(e) => {
-                        let id = self.id_of(e.place, &e.stat);
-                        reply.add(
-                            INodeNo(id),
-                            i as u64 + 1,
-                            file_kind(e.stat.st_mode),
-                            &e.name,
-                        )
-                    }
-                },
-            };
-            if full {
-                break;
+        let res = self.fill_dir(ino, offset, |slot, next, listing| match slot {
+            Slot::Dot => reply.add(ino, next, fuser::FileType::Directory, "."),
+            Slot::DotDot => reply.add(
+                INodeNo(listing.parent),
+                next,
+                fuser::FileType::Directory,
+                "..",
+            ),
+            Slot::Entry(e) => {
+                let id = self.id_of(e.place, &e.stat);
+                reply.add(INodeNo(id), next, file_kind(e.stat.st_mode), &e.name)
             }
-            i += 1;
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fuse_err(e)),
         }
-        reply.ok();
     }
 
     fn readdirplus(
@@ -1551,70 +1579,45 @@ impl Filesystem for UnionFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let (dir, listing) = match self.listing(ino, offset) {
-            Ok(l) => l,
-            Err(e) => return reply.error(fuse_err(e)),
-        };
-        let view = DirView {
-            path: &listing.path,
-            upper: listing.upper,
-            lowers: &listing.lowers,
-        };
-        let mut i = offset as usize;
-        loop {
-            let full = if i < 2 {
+        let res = self.fill_dir(ino, offset, |slot, next, listing| {
+            let (id, name, attr) = match slot {
                 // `.` and `..` are not looked up by the kernel: no reference is counted.
-                let (id, name) = if i == 0 {
-                    (ino.0, ".")
-                } else {
-                    (listing.parent, "..")
-                };
-                let node = self.nodes.get(id);
-                let attr = node.and_then(|n| self.getattr_of(&n).ok());
-                match attr {
-                    Some(attr) => reply.add(
-                        INodeNo(id),
-                        i as u64 + 1,
-                        name,
-                        &Duration::ZERO,
-                        &attr,
-                        Generation(0),
-                    ),
-                    None => false,
+                Slot::Dot | Slot::DotDot => {
+                    let (id, name) = match slot {
+                        Slot::Dot => (ino.0, "."),
+                        _ => (listing.parent, ".."),
+                    };
+                    let Some(attr) = self.nodes.get(id).and_then(|n| self.getattr_of(&n).ok())
+                    else {
+                        return false;
+                    };
+                    let ttl = Duration::ZERO;
+                    return reply.add(INodeNo(id), next, name, &ttl, &attr, Generation(0));
                 }
-            } else {
-                let Some(e) = listing.entries.get(i - 2) else {
-                    Self::listing_done(&dir, &listing);
-                    break;
-                };
-                let found = match self.layers.complete(&view, e) {
-                    Ok(f) => f,
-                    // Gone since the listing was read.
-                    Err(_) => {
-                        i += 1;
-                        continue;
-                    }
-                };
-                let (node, attr) = self.register(ino.0, listing.path.join(&e.name), found);
-                let full = reply.add(
-                    INodeNo(node.id),
-                    i as u64 + 1,
-                    &e.name,
-                    &TTL,
-                    &attr,
-                    Generation(0),
-                );
-                if full {
-                    self.nodes.unreference(node.id);
+                Slot::Entry(e) => {
+                    let view = DirView {
+                        path: &listing.path,
+                        upper: listing.upper,
+                        lowers: &listing.lowers,
+                    };
+                    // Gone since the listing was read: skipped.
+                    let Ok(found) = self.layers.complete(&view, e) else {
+                        return false;
+                    };
+                    let (node, attr) = self.register(ino.0, listing.path.join(&e.name), found);
+                    (node.id, &e.name, attr)
                 }
-                full
             };
+            let full = reply.add(INodeNo(id), next, name, &TTL, &attr, Generation(0));
             if full {
-                break;
+                self.nodes.unreference(id);
             }
-            i += 1;
+            full
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fuse_err(e)),
         }
-        reply.ok();
     }
 
     fn fsyncdir(
@@ -1638,10 +1641,7 @@ impl Filesystem for UnionFs {
                     .upper_open(&path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
             rustix::fs::fsync(&fd)
         });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(reply, res);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -1686,10 +1686,7 @@ impl Filesystem for UnionFs {
                 rustix::fs::XattrFlags::from_bits_retain(flags as u32),
             )
         });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(reply, res);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -1726,10 +1723,7 @@ impl Filesystem for UnionFs {
             self.xattr_target_of(&node, &mut keep, &mut path)?
                 .remove(&real)
         });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(reply, res);
     }
 
     fn create(
@@ -1846,10 +1840,7 @@ impl Filesystem for UnionFs {
                 length,
             )
         });
-        match res {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(fuse_err(e)),
-        }
+        reply_empty(reply, res);
     }
 
     fn lseek(
