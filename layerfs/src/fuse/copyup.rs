@@ -20,7 +20,7 @@ use rustix::io::Errno;
 
 use super::fs::UnionFs;
 use super::inode::{Node, NodeState};
-use super::layers::{Place, XattrTarget, split};
+use super::layers::{Entry, Place, XattrTarget, split};
 use super::resolve::{Found, is_dir, read_names};
 use crate::layer::is_overlay_xattr;
 
@@ -535,11 +535,10 @@ impl UnionFs {
             .layers
             .upper_open(rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
         for name in read_names(&dir)? {
-            let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
-            if FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice && st.st_rdev == 0 {
-                rustix::fs::unlinkat(&dir, &name, AtFlags::empty())?;
-            } else if is_dir(&st) {
-                self.strip_tree(&rel.join(&name), false)?;
+            match self.layers.classify_upper(dir.as_fd(), &name)? {
+                Entry::Whiteout => rustix::fs::unlinkat(&dir, &name, AtFlags::empty())?,
+                Entry::Present(st) if is_dir(&st) => self.strip_tree(&rel.join(&name), false)?,
+                _ => {}
             }
         }
         Ok(())

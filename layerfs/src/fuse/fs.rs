@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -415,7 +415,7 @@ impl UnionFs {
         // Made in the work dir when it must replace a whiteout, in place otherwise.
         let tmp = over_whiteout.then(|| OsString::from(format!("#strata-{:x}", self.next_temp())));
         let work = self.layers.work()?;
-        let (at, at_name): (std::os::fd::BorrowedFd<'_>, &OsStr) = match &tmp {
+        let (at, at_name): (BorrowedFd<'_>, &OsStr) = match &tmp {
             Some(t) => (work, t.as_os_str()),
             None => (pdir.as_fd(), name),
         };
@@ -542,11 +542,11 @@ impl UnionFs {
     /// Puts a whiteout at `name` in the upper dir `pdir`, over whatever is there.
     fn put_whiteout(&self, pdir: &OwnedFd, name: &OsStr, over: Option<bool>) -> Result<(), Errno> {
         let Some(over_dir) = over else {
-            return rustix::fs::mknodat(pdir, name, FileType::CharacterDevice, Mode::empty(), 0);
+            return Self::make_whiteout(pdir.as_fd(), name);
         };
         let work = self.layers.work()?;
         let tmp = OsString::from(format!("#strata-{:x}", self.next_temp()));
-        rustix::fs::mknodat(work, &tmp, FileType::CharacterDevice, Mode::empty(), 0)?;
+        Self::make_whiteout(work, &tmp)?;
         let flags = if over_dir {
             RenameFlags::EXCHANGE
         } else {
@@ -560,6 +560,11 @@ impl UnionFs {
             self.remove_temp(&tmp);
         }
         Ok(())
+    }
+
+    /// Makes a whiteout, a 0/0 character device (which Linux lets anyone make), at `name`.
+    fn make_whiteout(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
+        rustix::fs::mknodat(dir, name, FileType::CharacterDevice, Mode::empty(), 0)
     }
 
     fn do_unlink(&self, parent: INodeNo, name: &OsStr, dir: bool) -> Result<(), Errno> {
