@@ -99,7 +99,7 @@ pub enum Command {
     /// Remove untagged images and every blob and layer no image or cache entry needs
     Prune(PruneArgs),
     /// Verify every blob against its digest and every extracted layer against its blob
-    Fsck,
+    Fsck(FsckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +325,14 @@ pub struct MountArgs {
 #[derive(Debug, Args)]
 pub struct UmountArgs {
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Remove extracted layers that do not match their blob (they are extracted again, from
+    /// the verified blob, when next needed)
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]

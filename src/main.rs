@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod printer;
+mod progress;
 mod signals;
 
 use std::process::ExitCode;

@@ -34,6 +34,23 @@ impl Printer {
         eprintln!("strata: error: {}", one_line(err));
     }
 
+    /// Where live progress views draw: stderr, redrawn in place.
+    pub fn progress_target(&self) -> indicatif::ProgressDrawTarget {
+        indicatif::ProgressDrawTarget::stderr()
+    }
+
+    /// Whether stdin is a terminal (prompts need one).
+    pub fn stdin_is_tty(&self) -> bool {
+        std::io::stdin().is_terminal()
+    }
+
+    /// A prompt on stderr, without a newline, for an answer on stdin.
+    pub fn prompt(&self, text: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "{text}");
+        let _ = err.flush();
+    }
+
     /// Whether stderr is a terminal (live progress views go there).
     pub fn stderr_is_tty(&self) -> bool {
         std::io::stderr().is_terminal()

@@ -280,3 +280,70 @@ fn json_progress_is_one_event_per_line() {
     let iid = fs::read_to_string(s.path("iid")).unwrap();
     assert_eq!(iid, s.ok(&["inspect", "--format", "id", "j"]).trim());
 }
+
+#[test]
+fn run_mounts_bind_cache_and_tmpfs_leave_nothing_in_the_image() {
+    if !is_root_or_skip("run_mounts_bind_cache_and_tmpfs_leave_nothing_in_the_image") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let ctx = s.path("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("data.txt"), "ctx-data\n").unwrap();
+    fs::write(ctx.join("secret.txt"), "hidden\n").unwrap();
+    fs::write(ctx.join(".dockerignore"), "secret.txt\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS gen\n\
+         RUN mkdir /out && echo from-stage > /out/f\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,target=/ctx cat /ctx/data.txt > /from-ctx && ! test -e /ctx/secret.txt\n\
+         RUN --mount=type=bind,from=gen,source=/out,target=/g cat /g/f > /from-stage\n\
+         RUN --mount=type=cache,target=/cache,id=counter sh -c 'echo run >> /cache/log; wc -l < /cache/log > /cache-count'\n\
+         RUN --mount=type=tmpfs,target=/scratch sh -c 'echo x > /scratch/y && ls /scratch > /tmpfs-ls'\n\
+         RUN --mount=type=bind,target=/ro sh -c 'echo x > /ro/new' || echo refused > /ro-refused\n",
+    )
+    .unwrap();
+    let c = ctx.to_str().unwrap();
+    s.ok(&["build", "-t", "mnt", c]);
+    let cat = |img: &str, f: &str| s.ok(&["run", "--rm", img, "cat", f]).trim().to_owned();
+    assert_eq!(cat("mnt", "/from-ctx"), "ctx-data");
+    assert_eq!(cat("mnt", "/from-stage"), "from-stage");
+    assert_eq!(cat("mnt", "/cache-count"), "1");
+    assert_eq!(cat("mnt", "/tmpfs-ls"), "y");
+    assert_eq!(cat("mnt", "/ro-refused"), "refused");
+    assert!(
+        !ctx.join("new").exists(),
+        "a read-only bind of the context was written"
+    );
+    let root = s.ok(&["run", "--rm", "mnt", "ls", "/"]);
+    for stub in ["ctx", "g", "cache", "scratch", "ro"] {
+        assert!(
+            !root.lines().any(|l| l == stub),
+            "mount point /{stub} leaked into the image: {root}"
+        );
+    }
+    // The cache outlives the build; a changed context file reruns the step that binds it.
+    s.ok(&["build", "--no-cache", "-t", "mnt2", c]);
+    assert_eq!(cat("mnt2", "/cache-count"), "2");
+    fs::write(ctx.join("data.txt"), "changed\n").unwrap();
+    s.ok(&["build", "-t", "mnt3", c]);
+    assert_eq!(cat("mnt3", "/from-ctx"), "changed");
+    fs::write(
+        ctx.join("Dockerfile.secret"),
+        "FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok\n",
+    )
+    .unwrap();
+    let err = s.fails(&[
+        "build",
+        "-t",
+        "x",
+        "-f",
+        ctx.join("Dockerfile.secret").to_str().unwrap(),
+        c,
+    ]);
+    assert!(
+        err.contains("Dockerfile.secret:2") && err.contains("type=secret"),
+        "{err}"
+    );
+}

@@ -113,15 +113,48 @@ fn assert_nothing_left(store: &TestStore) {
     let root = root.to_str().unwrap();
     let mounts: Vec<&str> = info.lines().filter(|l| l.contains(root)).collect();
     assert!(mounts.is_empty(), "mounts left behind: {mounts:#?}");
-    let containers: Vec<_> = std::fs::read_dir(store.root().join("containers"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let leftovers = container_leftovers(&store.root());
     assert!(
-        containers.is_empty(),
-        "container directories left behind: {containers:?}"
+        leftovers.is_empty(),
+        "container files left behind: {leftovers:?}"
     );
     let cgroups = container_cgroups();
     assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+}
+
+/// What containers left in a store: anything in `containers/` but the reusable slots' empty
+/// `upper` and `work` dirs.
+fn container_leftovers(root: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for slot in std::fs::read_dir(root.join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let is_slot = slot.file_name().to_string_lossy().starts_with("slot-");
+        for e in std::fs::read_dir(slot.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name();
+            if is_slot && (name == "upper" || name == "work") {
+                found.extend(
+                    std::fs::read_dir(e.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|x| x.path()),
+                );
+            } else {
+                found.push(e.path());
+            }
+        }
+        if !is_slot {
+            found.push(slot.path());
+        }
+    }
+    found
 }
 
 /// Tags a copy of image `from` as `name` with its container config changed by `edit`.
@@ -490,6 +523,62 @@ fn pids_limit_stops_a_fork_bomb() {
 }
 
 #[test]
+fn limits_are_written_to_the_containers_cgroup() {
+    let Some((_g, store)) = setup("limits_are_written_to_the_containers_cgroup") else {
+        return;
+    };
+    let limits = ["--cpus", "0.5", "--memory", "64m", "--pids-limit", "50"];
+    let mut child = store
+        .cmd(&[&["run", "--rm"][..], &limits, &["busybox", "sleep", "3210"]].concat())
+        .spawn()
+        .unwrap();
+    wait_for_process("sleep 3210");
+    let mut seen = std::collections::BTreeMap::new();
+    for dir in container_cgroups() {
+        for file in [
+            "cpu.cfs_quota_us",
+            "cpu.max",
+            "memory.limit_in_bytes",
+            "memory.max",
+            "pids.max",
+        ] {
+            if let Ok(v) = std::fs::read_to_string(dir.join(file)) {
+                seen.insert(file, v.trim().to_owned());
+            }
+        }
+        // The container runs in it.
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        assert!(!procs.trim().is_empty(), "{} is empty", dir.display());
+    }
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let cpu = seen
+        .get("cpu.cfs_quota_us")
+        .or(seen.get("cpu.max"))
+        .expect("a cpu limit");
+    assert!(cpu == "50000" || cpu == "50000 100000", "{cpu}");
+    let memory = seen
+        .get("memory.limit_in_bytes")
+        .or(seen.get("memory.max"))
+        .expect("a memory limit");
+    assert_eq!(memory, "67108864");
+    assert_eq!(seen.get("pids.max").map(String::as_str), Some("50"));
+    // Inside, /sys/fs/cgroup shows the container's own cgroup as the root, read-only.
+    let script = "cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null; \
+                  grep -c ':/$' /proc/self/cgroup >/dev/null && echo own-root; \
+                  (echo 1 > /sys/fs/cgroup/memory.max || echo 1 > /sys/fs/cgroup/memory/memory.limit_in_bytes) \
+                  2>/dev/null || echo read-only";
+    let out = run_ok(&store, &["--memory", "64m", "busybox", "sh", "-c", script]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["67108864", "own-root", "read-only"],
+        "{out}"
+    );
+    assert_nothing_left(&store);
+}
+
+#[test]
 fn exit_codes_follow_docker() {
     let Some((_g, store)) = setup("exit_codes_follow_docker") else {
         return;
@@ -623,6 +712,29 @@ fn signals_reach_the_command_and_strata_returns_promptly() {
 }
 
 #[test]
+fn a_killed_strata_takes_its_container_along() {
+    let Some((_g, store)) = setup("a_killed_strata_takes_its_container_along") else {
+        return;
+    };
+    let mut child = store
+        .cmd(&["run", "--rm", "busybox", "sleep", "4321"])
+        .spawn()
+        .unwrap();
+    wait_for_process("sleep 4321");
+    child.kill().unwrap(); // SIGKILL: strata cleans nothing up itself
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with("sleep 4321").is_empty() {
+        assert!(Instant::now() < deadline, "the container outlived strata");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // What it wrote stays until the next `strata run` takes the slot.
+    assert!(!container_leftovers(&store.root()).is_empty());
+    run_ok(&store, &["busybox", "true"]);
+    assert_nothing_left(&store);
+}
+
+#[test]
 fn the_images_stop_signal_replaces_sigterm() {
     let Some((_g, store)) = setup("the_images_stop_signal_replaces_sigterm") else {
         return;
@@ -716,6 +828,33 @@ fn a_tty_is_a_real_pseudo_terminal() {
         .unwrap();
     assert_eq!(status.code(), Some(3));
     assert!(out.contains("from-42"), "{out}");
+    assert_nothing_left(&store);
+}
+
+#[test]
+fn the_terminal_gets_the_callers_window_size() {
+    let Some((_g, store)) = setup("the_terminal_gets_the_callers_window_size") else {
+        return;
+    };
+    if !common::have_or_skip("script", "the_terminal_gets_the_callers_window_size") {
+        return;
+    }
+    // `script` gives strata a terminal of its own, 45 rows by 123 columns.
+    let line = format!(
+        "stty cols 123 rows 45; {} --root {} run --rm -t busybox stty size",
+        strata_bin().display(),
+        store.root().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("45 123"),
+        "{:?}",
+        text(&out.stdout)
+    );
     assert_nothing_left(&store);
 }
 
@@ -857,15 +996,13 @@ fn conformance_cases_run_parts() {
     let Some((_g, store)) = setup("conformance_cases_run_parts") else {
         return;
     };
-    let cases = repo_root().join("../shared/conformance");
-    let cases = if cases.is_dir() {
-        cases
-    } else {
-        PathBuf::from("/work/shared/conformance")
-    };
-    if !cases.is_dir() {
+    // `$STRATA_CONFORMANCE`, or `shared/conformance` beside the checkout (as tests/conformance.rs).
+    let cases = std::env::var_os("STRATA_CONFORMANCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/conformance"));
+    if !cases.join("14-isolation").is_dir() {
         eprintln!(
-            "SKIP conformance_cases_run_parts: no conformance cases at {}",
+            "SKIP conformance_cases_run_parts: no conformance cases at {} (set STRATA_CONFORMANCE)",
             cases.display()
         );
         return;
@@ -923,6 +1060,60 @@ fn conformance_cases_run_parts() {
             text(&out.stderr)
         );
     }
+    assert_nothing_left(&store);
+}
+
+/// strata run by an unprivileged user: the container gets a user namespace where the user is
+/// root (a single-id map: `nobody` has no /etc/subuid range), and its directory still goes.
+#[test]
+fn an_unprivileged_strata_runs_in_a_user_namespace() {
+    let Some((_g, store)) = setup("an_unprivileged_strata_runs_in_a_user_namespace") else {
+        return;
+    };
+    let nobody = 65534;
+    let root = store.path("nobody-store");
+    std::fs::create_dir(&root).unwrap();
+    sh(&format!(
+        "chmod 755 {} && chown {nobody}:{nobody} {}",
+        store.dir.path().display(),
+        root.display()
+    ));
+    let tar = store.path("busybox.tar");
+    std::fs::copy(busybox_tarball(), &tar).unwrap();
+    sh(&format!("chmod 644 {}", tar.display()));
+    let as_nobody = |args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        Command::new(strata_bin())
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .uid(nobody)
+            .gid(nobody)
+            .env("HOME", &root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = as_nobody(&["import", tar.to_str().unwrap(), "busybox"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = as_nobody(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "id -u; cat /proc/self/uid_map; echo x > /made && cat /made",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(lines, ["0", "0 65534 1", "x"]);
+    let err = text(&as_nobody(&["run", "--rm", "--memory", "32m", "busybox", "true"]).stderr);
+    assert!(err.contains("need root"), "{err}");
+    let left = container_leftovers(&root);
+    assert!(left.is_empty(), "container files left behind: {left:?}");
     assert_nothing_left(&store);
 }
 

@@ -365,6 +365,11 @@ fn a_tampered_layer_dir_is_reported_by_fsck() {
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("/etc/passwd: content differs"), "{stdout}");
+    // --repair drops the damaged dir; the next use extracts it again from the blob.
+    s.ok(&["fsck", "--repair"]);
+    let passwd = s.ok(&["run", "--rm", "busybox", "cat", "/etc/passwd"]);
+    assert_eq!(passwd.lines().next(), Some("root:x:0:0:root:/root:/bin/sh"));
+    s.ok(&["fsck"]);
 }
 
 #[test]

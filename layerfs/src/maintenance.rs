@@ -60,6 +60,7 @@ pub fn prune(store: &Store, all: bool) -> Result<Pruned> {
     let mut pruned = Pruned::default();
     if all {
         store.cache_clear()?;
+        store.clear_cache_mounts()?;
     }
     pruned.images = store.update_records(|records| {
         let before = records.len();
@@ -95,6 +96,9 @@ pub struct Problem {
     /// The blob, layer or image it is about.
     pub subject: String,
     pub what: String,
+    /// For a damaged extracted layer: its chain id (removing it repairs the store, since the
+    /// layer is extracted again from its verified blob when next needed).
+    pub layer: Option<Digest>,
 }
 
 /// Verifies every blob against its digest, every extracted layer dir against the blob it came
@@ -112,6 +116,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Problem>> {
             problems.push(Problem {
                 subject: format!("blob {blob}"),
                 what: format!("content hashes to {actual}"),
+                layer: None,
             });
         }
     }
@@ -130,6 +135,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Problem>> {
                 problems.push(Problem {
                     subject: format!("image {name}"),
                     what: format!("blob {d} is missing"),
+                    layer: None,
                 });
             }
         }
@@ -141,6 +147,7 @@ pub fn fsck(store: &Store) -> Result<Vec<Problem>> {
             problems.push(Problem {
                 subject,
                 what: "its blob is missing or corrupt, so the layer dir cannot be checked".into(),
+                layer: None,
             });
             continue;
         }
@@ -151,10 +158,12 @@ pub fn fsck(store: &Store) -> Result<Vec<Problem>> {
             Ok(mismatches) => problems.extend(mismatches.into_iter().map(|m| Problem {
                 subject: subject.clone(),
                 what: format!("/{}: {}", m.path.display(), m.what),
+                layer: Some(layer.chain_id.clone()),
             })),
             Err(e) => problems.push(Problem {
                 subject: subject.clone(),
                 what: e.to_string(),
+                layer: Some(layer.chain_id.clone()),
             }),
         }
     }

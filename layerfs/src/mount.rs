@@ -228,7 +228,7 @@ fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result
 fn overlay_options() -> [(&'static str, &'static str); 3] {
     [
         ("index", "off"),
-        ("redirect_dir", "off"),
+        ("redirect_dir", "nofollow"),
         ("metacopy", "off"),
     ]
 }

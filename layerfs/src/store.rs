@@ -149,6 +149,34 @@ impl Store {
         self.root.join("cache")
     }
 
+    /// The directory of the `RUN --mount=type=cache` with this `id`, kept across builds; made
+    /// with `mode` and owner `uid:gid` when new.
+    pub fn cache_mount_dir(&self, id: &str, mode: u32, uid: u32, gid: u32) -> Result<PathBuf> {
+        let dir = self
+            .root
+            .join("cache-mounts")
+            .join(&digest_of(id.as_bytes()).digest()[..32]);
+        if !dir.is_dir() {
+            let staged = self.tmp_path("cache-mount");
+            fs::create_dir_all(&staged).at("create directory", &staged)?;
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&staged, fs::Permissions::from_mode(mode)).at("chmod", &staged)?;
+            std::os::unix::fs::chown(&staged, Some(uid), Some(gid)).at("chown", &staged)?;
+            let parent = dir.parent().expect("has a parent");
+            fs::create_dir_all(parent).at("create directory", parent)?;
+            if fs::rename(&staged, &dir).is_err() {
+                // Another build made it first.
+                let _ = fs::remove_dir(&staged);
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Removes every `RUN --mount=type=cache` directory.
+    pub fn clear_cache_mounts(&self) -> Result<()> {
+        remove_tree(&self.root.join("cache-mounts"))
+    }
+
     /// `ROOT/containers`, for the writable layers of mounts and containers.
     pub fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
@@ -298,7 +326,10 @@ impl Store {
             .at("create", &tmp)?;
         Ok(BlobWriter {
             blobs: self.root.join("blobs/sha256"),
-            out: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))),
+            out: Some(HashingWriter::new(BufWriter::with_capacity(
+                256 << 10,
+                file,
+            ))),
             tmp,
             keep_partial: false,
             expected: expected.cloned(),
@@ -329,7 +360,7 @@ impl Store {
         Ok(BlobWriter {
             blobs: self.root.join("blobs/sha256"),
             out: Some(HashingWriter::resume(
-                BufWriter::with_capacity(1 << 20, file),
+                BufWriter::with_capacity(256 << 10, file),
                 hasher,
             )),
             tmp,
@@ -798,8 +829,26 @@ impl BlobWriter {
             .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
         file.set_len(0).at("truncate", &tmp)?;
         file.rewind().at("seek", &tmp)?;
-        self.out = Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file)));
+        self.out = Some(HashingWriter::new(BufWriter::with_capacity(
+            256 << 10,
+            file,
+        )));
         Ok(())
+    }
+
+    /// Reads back what has been written so far (a resumed download replays the bytes an
+    /// earlier attempt kept to whoever consumes the whole stream, such as an extraction).
+    pub fn replay(&mut self) -> Result<io::Take<File>> {
+        let len = self.len();
+        self.out().flush().at("write", &self.tmp)?;
+        let file = File::open(&self.tmp).at("open", &self.tmp)?;
+        Ok(file.take(len))
+    }
+
+    /// Drops the blob and whatever was written of it, even a resumable partial download
+    /// (whose content turned out to be of no use).
+    pub fn discard(mut self) {
+        self.keep_partial = false;
     }
 
     /// Verifies the content, fsyncs it and moves it into `blobs/`. Returns digest and size.

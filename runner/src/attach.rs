@@ -14,6 +14,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::child::{Child, ExitStatus};
 use crate::error::{Result, SysContext};
+use crate::spec::TtySize;
 use crate::sys;
 
 /// The signals a foreground container gets from its caller.
@@ -158,14 +159,19 @@ impl Child {
 
     /// Gives the container's terminal the size of the caller's.
     fn sync_window_size(&self) -> Result<()> {
-        let size = [rustix::stdio::stdin(), rustix::stdio::stdout()]
-            .into_iter()
-            .find_map(sys::window_size);
-        match size {
+        match caller_terminal_size() {
             Some(size) => self.resize_terminal(size),
             None => Ok(()),
         }
     }
+}
+
+/// The size of the terminal this process runs in, if its stdin or stdout is one (for a
+/// container's [`crate::Spec::tty`]).
+pub fn caller_terminal_size() -> Option<TtySize> {
+    [rustix::stdio::stdin(), rustix::stdio::stdout()]
+        .into_iter()
+        .find_map(sys::window_size)
 }
 
 /// Which way a relay descriptor pumps.

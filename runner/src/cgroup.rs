@@ -51,11 +51,15 @@ impl Controller {
 
 /// How this host mounts cgroups.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Layout {
+pub(crate) enum Layout {
     /// The unified hierarchy at this mount point.
     V2(PathBuf),
-    /// v1 hierarchies: mount point and the controllers (and names) it holds.
-    V1(Vec<(PathBuf, Vec<String>)>),
+    /// v1 hierarchies: mount point and the controllers (and names) it holds; on hybrid
+    /// hosts also the mount point of the (controller-less) unified hierarchy.
+    V1 {
+        hierarchies: Vec<(PathBuf, Vec<String>)>,
+        unified: Option<PathBuf>,
+    },
 }
 
 impl Layout {
@@ -63,6 +67,7 @@ impl Layout {
     fn from_mountinfo(mountinfo: &str) -> Option<Layout> {
         let mut v1 = Vec::new();
         let mut unified_root = None;
+        let mut unified = None;
         for line in mountinfo.lines() {
             let Some((left, right)) = line.split_once(" - ") else {
                 continue;
@@ -76,6 +81,7 @@ impl Layout {
                 Some("cgroup2") if mount_point == "/sys/fs/cgroup" => {
                     unified_root = Some(PathBuf::from(mount_point));
                 }
+                Some("cgroup2") => unified = Some(PathBuf::from(mount_point)),
                 Some("cgroup") => {
                     let controllers = options.split(',').map(str::to_owned).collect();
                     v1.push((PathBuf::from(mount_point), controllers));
@@ -85,12 +91,15 @@ impl Layout {
         }
         match unified_root {
             Some(root) => Some(Layout::V2(root)),
-            None if !v1.is_empty() => Some(Layout::V1(v1)),
+            None if !v1.is_empty() => Some(Layout::V1 {
+                hierarchies: v1,
+                unified,
+            }),
             None => None,
         }
     }
 
-    fn detect() -> Result<Layout> {
+    pub(crate) fn detect() -> Result<Layout> {
         let info = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
         Layout::from_mountinfo(&info).ok_or_else(|| {
@@ -128,7 +137,9 @@ impl Cgroup {
         // On failure, `cgroup` removes what was made so far when dropped.
         match Layout::detect()? {
             Layout::V2(root) => cgroup.create_v2(&root, name, &wanted, limits)?,
-            Layout::V1(hierarchies) => cgroup.create_v1(&hierarchies, name, &wanted, limits)?,
+            Layout::V1 { hierarchies, .. } => {
+                cgroup.create_v1(&hierarchies, name, &wanted, limits)?;
+            }
         }
         Ok(cgroup)
     }
@@ -345,9 +356,17 @@ mod tests {
 
     #[test]
     fn layouts_are_told_apart() {
-        let Some(Layout::V1(h)) = Layout::from_mountinfo(HYBRID) else {
+        let Some(Layout::V1 {
+            hierarchies: h,
+            unified,
+        }) = Layout::from_mountinfo(HYBRID)
+        else {
             panic!("hybrid should be v1");
         };
+        assert_eq!(
+            unified.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/unified"))
+        );
         assert_eq!(h.len(), 3);
         assert!(
             h.iter()
@@ -358,7 +377,7 @@ mod tests {
             Layout::from_mountinfo(V2),
             Some(Layout::V2("/sys/fs/cgroup".into()))
         );
-        let Some(Layout::V1(h)) = Layout::from_mountinfo(COMOUNTED) else {
+        let Some(Layout::V1 { hierarchies: h, .. }) = Layout::from_mountinfo(COMOUNTED) else {
             panic!("v1");
         };
         assert!(h[0].1.contains(&"cpuacct".to_owned()) && h[0].1.contains(&"cpu".to_owned()));

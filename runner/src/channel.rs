@@ -13,6 +13,8 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
     recvmsg, sendmsg, socketpair,
 };
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Remote, Result, SysContext};
@@ -23,9 +25,15 @@ use crate::spec::Spec;
 pub(crate) enum Message {
     /// caller → helper: the container to start.
     Start(Box<Spec>),
+    /// caller → helper: remove this tree as root of a user namespace mapped like a
+    /// container's (it holds files of the container's users).
+    RemoveTree(PathBuf),
+    /// helper → caller: the tree is gone.
+    Removed,
     /// helper → caller: the init exists (its pidfd attached) and waits for [`Message::Go`].
     Born { pid: i32 },
-    /// caller → init: the cgroup is joined and the id maps are written: set up and start.
+    /// caller → init: the cgroup is joined and the id maps are written: set up and start
+    /// (only when there was any of that to do: `init::needs_go`).
     Go,
     /// init → caller: the pseudo-terminal master (attached) of the command's terminal.
     Terminal,

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
 
 use rustix::process::{WaitId, WaitIdOptions};
 use serde::{Deserialize, Serialize};
@@ -75,6 +76,8 @@ pub struct Child {
     pub stderr: Option<File>,
     pub(crate) terminal: Option<File>,
     created: Vec<String>,
+    /// The overlay work dir to empty once the container is gone.
+    overlay_work: Option<PathBuf>,
     /// How the command ended, as the init reported it.
     pub(crate) exit: Option<Exit>,
     /// The init's own wait status once reaped.
@@ -100,22 +103,30 @@ impl Child {
             stderr,
             terminal: None,
             created: Vec::new(),
+            overlay_work: None,
             exit: None,
             init_status: None,
             status: None,
         }
     }
 
-    /// Joins the init to its cgroup and user namespace maps, lets it go on, and waits until
-    /// the command was executed (or setting up failed).
-    pub(crate) fn start(&mut self, in_userns: bool) -> Result<()> {
+    /// Empties `work` (an overlay work dir) once the container is gone.
+    pub(crate) fn set_overlay_work(&mut self, work: PathBuf) {
+        self.overlay_work = Some(work);
+    }
+
+    /// Joins the init to its cgroup and user namespace maps, lets it go on (when it waits
+    /// for that: `go`), and waits until the command was executed (or setting up failed).
+    pub(crate) fn start(&mut self, in_userns: bool, go: bool) -> Result<()> {
         if let Some(cgroup) = &self.cgroup {
             cgroup.add(self.pid)?;
         }
         if in_userns {
             userns::write_id_maps(self.pid)?;
         }
-        self.channel.send(&Message::Go, None)?;
+        if go {
+            self.channel.send(&Message::Go, None)?;
+        }
         loop {
             match self.channel.recv()? {
                 Some((Message::Terminal, Some(master))) => self.terminal = Some(File::from(master)),
@@ -217,6 +228,9 @@ impl Child {
         if let Some(mut cgroup) = self.cgroup.take() {
             cgroup.remove()?;
         }
+        if let Some(work) = self.overlay_work.take() {
+            empty_dir(&work)?;
+        }
         let status = ExitStatus { exit, oom_killed };
         self.status = Some(status);
         Ok(status)
@@ -251,6 +265,33 @@ impl Child {
     }
 }
 
+/// Removes everything inside `dir` (overlayfs's work files and its `volatile` marker).
+/// overlayfs makes them mode 000: an unprivileged caller (their owner) opens them up first.
+fn empty_dir(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io("read directory", dir, e))?
+            .path();
+        open_up(&path);
+        layerfs::store::remove_tree(&path)?;
+    }
+    Ok(())
+}
+
+/// Gives the owner full access to the directories under `path` (best effort).
+fn open_up(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|md| md.is_dir());
+    if !is_dir {
+        return;
+    }
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
+    for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+        open_up(&entry.path());
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         if self.init_status.is_none() {
@@ -258,6 +299,10 @@ impl Drop for Child {
             if let Err(e) = self.reap() {
                 tracing::warn!("{e}");
             }
+        }
+        // Only once the container is surely gone: its overlay uses the work dir.
+        if let (Some(work), Some(_)) = (self.overlay_work.take(), self.init_status) {
+            let _ = empty_dir(&work);
         }
         // The cgroup, if any, removes itself (after killing what is left in it) when dropped.
     }

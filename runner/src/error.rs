@@ -76,11 +76,6 @@ pub(crate) fn pathrs_io(e: &pathrs::error::Error) -> io::Error {
     }
 }
 
-/// Whether a libpathrs error is "no such file or directory".
-pub(crate) fn pathrs_not_found(e: &pathrs::error::Error) -> bool {
-    e.kind() == pathrs::error::ErrorKind::OsError(Some(libc::ENOENT))
-}
-
 /// Adds the operation and path to an error.
 pub(crate) trait IoContext<T> {
     fn at(self, op: &'static str, path: &Path) -> Result<T>;

@@ -35,6 +35,13 @@ pub(crate) struct InitContext {
     pub(crate) in_userns: bool,
 }
 
+/// Whether the init must wait for [`Message::Go`] before it sets up: when the caller has to
+/// put it in its cgroup (before it enters its cgroup namespace) or write its user namespace
+/// maps first. Otherwise it goes on at once (one wake-up less for both).
+pub(crate) fn needs_go(spec: &Spec, in_userns: bool) -> bool {
+    spec.limits.any() || in_userns
+}
+
 /// The init's whole life; never returns.
 pub(crate) fn run(spec: &Spec, ctx: &InitContext) -> ! {
     let code = match init(spec, ctx) {
@@ -52,11 +59,9 @@ pub(crate) fn run(spec: &Spec, ctx: &InitContext) -> ! {
 fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
     // Signals wait in a signalfd from now on: none may kill the init by surprise.
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None).sys("block signals")?;
-    // If strata dies, so does the container.
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-        .sys("set the parent-death signal")?;
-    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
-        .sys("make the init undumpable")?;
+    // No parent-death signal: with a multi-threaded caller it would fire when the thread that
+    // started the container ends. If strata dies, the channel closes and the init ends
+    // (`supervise`), which ends the container.
     // Inside the container, PID 1 reads as what it is, not as strata's command line. Only
     // cosmetic if the kernel refuses (the caller's arguments stay visible as on the host).
     let _ = sys::set_process_title("strata-init");
@@ -66,18 +71,25 @@ fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
     keep.push(ctx.channel.raw_fd());
     sys::close_fds_except(&keep).sys("close inherited descriptors")?;
 
-    match ctx.channel.recv()? {
-        Some((Message::Go, _)) => {}
-        // The caller is gone, or confused: nothing to do.
-        _ => return Ok(1),
+    if needs_go(spec, ctx.in_userns) {
+        match ctx.channel.recv()? {
+            Some((Message::Go, _)) => {}
+            // The caller is gone, or confused: nothing to do.
+            _ => return Ok(1),
+        }
     }
+    // Not dumpable: the container's processes cannot reach the init through /proc/1. Only
+    // now, as an undumpable process's /proc files belong to root, and an unprivileged
+    // caller had to write this one's uid_map first.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .sys("make the init undumpable")?;
     let strata_binary = sys::own_executable_identity().sys("stat /proc/self/exe")?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
         .sys("unshare the cgroup namespace")?;
     rustix::process::umask(rustix::fs::Mode::empty());
 
     let prepared = rootfs::prepare(spec, ctx.in_userns)?;
-    let user = resolve_user_in(&prepared.root, spec.user.as_deref().unwrap_or(""))?;
+    let user = resolve_user_in(prepared.root.as_fd(), spec.user.as_deref().unwrap_or(""))?;
     nix::unistd::sethostname(&spec.hostname).sys("set the hostname")?;
     if spec.network == Network::None {
         sys::loopback_up().sys("bring up lo")?;

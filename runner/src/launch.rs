@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
@@ -23,6 +23,7 @@ use crate::error::{Error, IoContext, Result, SysContext};
 use crate::init::{self, InitContext};
 use crate::spec::{Network, Spec};
 use crate::sys::{self, Forked};
+use crate::userns;
 
 /// The `argv[0]` that makes a strata binary act as the setup helper (see
 /// [`run_setup_helper_if_requested`]).
@@ -144,7 +145,10 @@ impl Command {
         };
         drop(stdio.fds);
         let mut child = Child::new(pid, pidfd, ours, cgroup, stdio.stdout, stdio.stderr);
-        child.start(in_userns)?;
+        if let crate::spec::Rootfs::Union { layers, .. } = &self.spec.rootfs {
+            child.set_overlay_work(layers.work.clone());
+        }
+        child.start(in_userns, init::needs_go(&self.spec, in_userns))?;
         Ok(child)
     }
 }
@@ -198,30 +202,12 @@ fn fork_init(
 /// Starts the setup helper, hands it the spec, and gets the init it forked.
 fn start_through_helper(
     spec: &Spec,
-    helper: &std::path::Path,
+    helper: &Path,
     ours: &Channel,
     theirs: Channel,
     fds: &[OwnedFd; 3],
 ) -> Result<(i32, OwnedFd)> {
-    let stdio = |i: usize| -> Result<std::process::Stdio> {
-        Ok(std::process::Stdio::from(fds[i].try_clone().sys("dup")?))
-    };
-    let mut cmd = std::process::Command::new(helper);
-    cmd.arg0(HELPER_ARG0)
-        .stdin(stdio(0)?)
-        .stdout(stdio(1)?)
-        .stderr(stdio(2)?);
-    let theirs_fd = theirs.raw_fd();
-    let move_channel = move || {
-        // SAFETY: dup2 onto a fixed number in the new process, before it executes the helper.
-        if unsafe { libc::dup2(theirs_fd, HELPER_CHANNEL_FD) } == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    };
-    // SAFETY: the closure only calls dup2, which is async-signal-safe.
-    unsafe { cmd.pre_exec(move_channel) };
-    let mut process = cmd.spawn().at("start the setup helper", helper)?;
+    let mut process = spawn_helper(helper, &theirs, Some(fds))?;
     drop(theirs);
     ours.send(&Message::Start(Box::new(spec.clone())), None)?;
     let born = ours.recv();
@@ -262,6 +248,10 @@ fn helper(channel: Channel) -> ! {
     }
     let spec = match channel.recv() {
         Ok(Some((Message::Start(spec), _))) => spec,
+        Ok(Some((Message::RemoveTree(path), _))) => match remove_in_userns(&channel, &path) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => fail(&channel, e),
+        },
         Ok(_) => fail(
             &channel,
             Error::Setup("the setup helper got no container to start".into()),
@@ -287,6 +277,95 @@ fn helper(channel: Channel) -> ! {
             }
         }
         Err(e) => fail(&channel, Error::sys("clone the container's init", e)),
+    }
+}
+
+/// Starts the setup helper with `channel` as its descriptor 3 and `fds` (or /dev/null) as its
+/// stdio.
+fn spawn_helper(
+    helper: &Path,
+    channel: &Channel,
+    fds: Option<&[OwnedFd; 3]>,
+) -> Result<std::process::Child> {
+    let stdio = |i: usize| -> Result<std::process::Stdio> {
+        Ok(match fds {
+            Some(fds) => std::process::Stdio::from(fds[i].try_clone().sys("dup")?),
+            None => std::process::Stdio::null(),
+        })
+    };
+    let mut cmd = std::process::Command::new(helper);
+    cmd.arg0(HELPER_ARG0)
+        .stdin(stdio(0)?)
+        .stdout(stdio(1)?)
+        .stderr(stdio(2)?);
+    let channel_fd = channel.raw_fd();
+    let move_channel = move || {
+        // SAFETY: dup2 onto a fixed number in the new process, before it executes the helper.
+        if unsafe { libc::dup2(channel_fd, HELPER_CHANNEL_FD) } == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure only calls dup2, which is async-signal-safe.
+    unsafe { cmd.pre_exec(move_channel) };
+    cmd.spawn().at("start the setup helper", helper)
+}
+
+/// Removes `path` (a container's writable layer, or anything in it), whatever container user
+/// owns what is in it: directly as root; as root of a user namespace mapped like the containers'
+/// (in a fresh setup helper, started from `helper`) when strata is unprivileged.
+pub fn remove_container_tree(path: &Path, helper: &Path) -> Result<()> {
+    if rustix::process::geteuid().is_root() {
+        return remove_any(path);
+    }
+    let (ours, theirs) = Channel::pair()?;
+    let mut process = spawn_helper(helper, &theirs, None)?;
+    drop(theirs);
+    let result = (|| {
+        ours.send(&Message::RemoveTree(path.to_owned()), None)?;
+        match ours.recv()? {
+            Some((Message::Born { pid }, _)) => userns::write_id_maps(pid)?,
+            Some((Message::Failed(remote), _)) => return Err(remote.into()),
+            _ => return Err(Error::Setup("the setup helper ended unexpectedly".into())),
+        }
+        ours.send(&Message::Go, None)?;
+        match ours.recv()? {
+            Some((Message::Removed, _)) => Ok(()),
+            Some((Message::Failed(remote), _)) => Err(remote.into()),
+            _ => Err(Error::Setup("the setup helper ended unexpectedly".into())),
+        }
+    })();
+    if result.is_err() {
+        let _ = process.kill();
+    }
+    let _ = process.wait();
+    result
+}
+
+/// The helper's side of [`remove_container_tree`].
+fn remove_in_userns(channel: &Channel, path: &Path) -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER).sys("unshare the user namespace")?;
+    channel.send(
+        &Message::Born {
+            pid: std::process::id() as i32,
+        },
+        None,
+    )?;
+    match channel.recv()? {
+        Some((Message::Go, _)) => {}
+        _ => return Err(Error::Setup("no id maps for the removal".into())),
+    }
+    remove_any(path)?;
+    channel.send(&Message::Removed, None)
+}
+
+/// Removes `path`, a directory tree or anything else (nothing when it does not exist).
+fn remove_any(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => Ok(layerfs::store::remove_tree(path)?),
+        Ok(_) => std::fs::remove_file(path).at("remove", path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("stat", path, e)),
     }
 }
 
@@ -334,5 +413,5 @@ fn output(out: Output, inherit: i32) -> Result<(OwnedFd, Option<File>)> {
 
 fn dev_null(mode: OFlags) -> Result<OwnedFd> {
     rustix::fs::open("/dev/null", mode | OFlags::CLOEXEC, Mode::empty())
-        .at("open", std::path::Path::new("/dev/null"))
+        .at("open", Path::new("/dev/null"))
 }

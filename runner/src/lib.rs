@@ -44,12 +44,12 @@ mod sys;
 pub mod user;
 mod userns;
 
-pub use attach::Attach;
+pub use attach::{Attach, caller_terminal_size};
 pub use caps::{DEFAULT_CAPABILITIES, default_capability_mask};
 pub use channel::Exit;
 pub use child::{Child, ExitStatus};
 pub use error::{Error, IdKind, Result};
-pub use launch::{Command, Input, Output, run_setup_helper_if_requested};
+pub use launch::{Command, Input, Output, remove_container_tree, run_setup_helper_if_requested};
 pub use spec::{BindMount, DEFAULT_PATH, Limits, Network, Rootfs, Spec, TtySize};
 
 /// A new random container id: 64 hex digits, as docker's (the first 12 make a short id).

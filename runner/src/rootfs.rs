@@ -24,11 +24,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use pathrs::Root;
-use pathrs::flags::OpenFlags;
 use rustix::fs::{CWD, FileType, Mode, OFlags};
 use rustix::mount::MountAttrFlags;
 
-use crate::error::{Error, IoContext, Result, SysContext, pathrs_io, pathrs_not_found};
+use crate::cgroup::Layout;
+use crate::error::{Error, IoContext, Result, SysContext, pathrs_io};
 use crate::spec::{BindMount, Rootfs, Spec};
 use crate::sys;
 
@@ -103,6 +103,7 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
     fs.mount_proc()?;
     fs.mount_dev(in_userns)?;
     fs.mount_sys()?;
+    fs.mount_cgroups()?;
     for m in &spec.mounts {
         fs.bind(m)?;
     }
@@ -122,6 +123,8 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
 fn mount_root(rootfs: &Rootfs) -> Result<OwnedFd> {
     let fd = match rootfs {
         Rootfs::Union { layers, mountpoint } => {
+            // Volatile (as every union strata mounts): no sync of the upper dir when the
+            // container ends; the caller removes or commits it.
             layerfs::mount::mount_overlay(layers, mountpoint)?;
             rustix::fs::open(
                 mountpoint,
@@ -161,52 +164,53 @@ struct Builder<'a> {
 
 impl Builder<'_> {
     /// The directory `path`, created (mode `mode`) with its parents if missing.
-    fn dir(&mut self, path: &str, mode: u32) -> Result<pathrs::Handle> {
-        match self.root.resolve(path) {
-            Ok(h) => return Ok(h),
-            Err(e) if pathrs_not_found(&e) => {}
-            Err(e) => return Err(Error::io("resolve in the container", path, pathrs_io(&e))),
+    fn dir(&mut self, path: &str, mode: u32) -> Result<OwnedFd> {
+        if let Some(fd) = self.existing(path)? {
+            return Ok(fd);
         }
         self.record_missing(path);
+        self.make_dirs(path, mode)
+    }
+
+    /// `mkdir -p` inside the root (libpathrs guards every step against symlink races).
+    fn make_dirs(&self, path: &str, mode: u32) -> Result<OwnedFd> {
         self.root
             .mkdir_all(path, &Permissions::from_mode(mode))
+            .map(OwnedFd::from)
             .map_err(|e| Error::io("create directory in the container", path, pathrs_io(&e)))
     }
 
     /// The file `path` (anything but a directory), created empty if missing.
-    fn file(&mut self, path: &str) -> Result<pathrs::Handle> {
-        match self.root.resolve(path) {
-            Ok(h) => {
-                let st = rustix::fs::fstat(&h).at("stat in the container", Path::new(path))?;
-                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                    return Err(Error::Invalid(format!(
-                        "{path} in the container is a directory, where a file is mounted"
-                    )));
-                }
-                return Ok(h);
+    fn file(&mut self, path: &str) -> Result<OwnedFd> {
+        if let Some(fd) = self.existing(path)? {
+            let st = rustix::fs::fstat(&fd).at("stat in the container", Path::new(path))?;
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                return Err(Error::Invalid(format!(
+                    "{path} in the container is a directory, where a file is mounted"
+                )));
             }
-            Err(e) if pathrs_not_found(&e) => {}
-            Err(e) => return Err(Error::io("resolve in the container", path, pathrs_io(&e))),
+            return Ok(fd);
         }
         self.record_missing(path);
-        let (parent, _) = path.rsplit_once('/').unwrap_or(("", path));
-        if !parent.is_empty() {
-            self.root
-                .mkdir_all(parent, &Permissions::from_mode(0o755))
-                .map_err(|e| {
-                    Error::io("create directory in the container", parent, pathrs_io(&e))
-                })?;
+        let (parent, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let parent = match self.existing(parent)? {
+            Some(fd) => fd,
+            None => self.make_dirs(parent, 0o755)?,
+        };
+        // One component, never followed, never an existing file: it stays in the root.
+        let flags =
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::WRONLY | OFlags::CLOEXEC;
+        rustix::fs::openat(&parent, name, flags, Mode::from_raw_mode(0o644))
+            .at("create file in the container", Path::new(path))
+    }
+
+    /// `path` in the root (an `O_PATH` descriptor), if it exists.
+    fn existing(&self, path: &str) -> Result<Option<OwnedFd>> {
+        match sys::open_in_root(self.root.as_fd(), path, OFlags::PATH) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("resolve in the container", path, e)),
         }
-        self.root
-            .create_file(
-                path,
-                OpenFlags::O_WRONLY | OpenFlags::O_EXCL,
-                &Permissions::from_mode(0o644),
-            )
-            .map_err(|e| Error::io("create file in the container", path, pathrs_io(&e)))?;
-        self.root
-            .resolve(path)
-            .map_err(|e| Error::io("resolve in the container", path, pathrs_io(&e)))
     }
 
     /// Notes the topmost component of `path` that does not exist yet.
@@ -215,7 +219,7 @@ impl Builder<'_> {
         for component in path.split('/').filter(|c| !c.is_empty()) {
             prefix.push('/');
             prefix.push_str(component);
-            if matches!(self.root.resolve(&prefix), Err(ref e) if pathrs_not_found(e)) {
+            if matches!(self.existing(&prefix), Ok(None)) {
                 self.created.push(prefix);
                 return;
             }
@@ -325,6 +329,58 @@ impl Builder<'_> {
         sys::attach_mount(sysfs.as_fd(), target.as_fd()).sys("mount /sys")
     }
 
+    /// The host's cgroup hierarchies at /sys/fs/cgroup, read-only, as seen from the
+    /// container's cgroup namespace (its own cgroup is their root), as docker mounts them.
+    fn mount_cgroups(&mut self) -> Result<()> {
+        let Some(target) = self.existing("/sys/fs/cgroup")? else {
+            return Ok(());
+        };
+        let attrs = sys::DATA_ONLY | MountAttrFlags::MOUNT_ATTR_RDONLY;
+        let path = Path::new("/sys/fs/cgroup");
+        let (hierarchies, unified) = match Layout::detect() {
+            Ok(Layout::V2(_)) => {
+                let fs = sys::new_mount("cgroup2", &[], attrs).at("mount", path)?;
+                return sys::attach_mount(fs.as_fd(), target.as_fd()).at("mount", path);
+            }
+            Ok(Layout::V1 {
+                hierarchies,
+                unified,
+            }) => (hierarchies, unified),
+            Err(_) => return Ok(()), // no cgroups on this host
+        };
+        let dir =
+            sys::new_mount("tmpfs", &[("mode", Some("755"))], sys::DATA_ONLY).at("mount", path)?;
+        sys::attach_mount(dir.as_fd(), target.as_fd()).at("mount", path)?;
+        let mount_one = |name: String, fstype: &str, options: &[(&str, Option<&str>)]| {
+            let sub = path.join(&name);
+            rustix::fs::mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755))
+                .at("create", &sub)?;
+            let fs = sys::new_mount(fstype, options, attrs).at("mount", &sub)?;
+            sys::attach_mount_at(fs.as_fd(), dir.as_fd(), &name).at("mount", &sub)
+        };
+        for (mount_point, options) in &hierarchies {
+            // The hierarchy's own options: its controllers, `name=…`, `xattr`.
+            let options: Vec<(&str, Option<&str>)> = options
+                .iter()
+                .filter(|o| *o != "rw" && *o != "ro")
+                .map(|o| match o.split_once('=') {
+                    Some((k, v)) => (k, Some(v)),
+                    None => (o.as_str(), None),
+                })
+                .collect();
+            // A hierarchy that cannot be seen from here is left out, not fatal.
+            if let Err(e) = mount_one(file_name(mount_point), "cgroup", &options) {
+                tracing::debug!("{e}");
+            }
+        }
+        if let Some(u) = &unified
+            && let Err(e) = mount_one(file_name(u), "cgroup2", &[])
+        {
+            tracing::debug!("{e}");
+        }
+        sys::set_mount_attrs(dir.as_fd(), libc::MOUNT_ATTR_RDONLY, false).at("mount", path)
+    }
+
     fn bind(&mut self, m: &BindMount) -> Result<()> {
         let source = rustix::fs::open(&m.source, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
             .at("open bind mount source", &m.source)?;
@@ -385,10 +441,8 @@ impl Builder<'_> {
 
     fn mask_paths(&mut self) -> Result<()> {
         for path in MASKED {
-            let target = match self.root.resolve(path) {
-                Ok(t) => t,
-                Err(e) if pathrs_not_found(&e) => continue,
-                Err(e) => return Err(Error::io("resolve in the container", *path, pathrs_io(&e))),
+            let Some(target) = self.existing(path)? else {
+                continue;
             };
             let st = rustix::fs::fstat(&target).at("stat in the container", Path::new(path))?;
             let cover = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
@@ -408,10 +462,8 @@ impl Builder<'_> {
 
     fn read_only_paths(&mut self) -> Result<()> {
         for path in READ_ONLY {
-            let target = match self.root.resolve(path) {
-                Ok(t) => t,
-                Err(e) if pathrs_not_found(&e) => continue,
-                Err(e) => return Err(Error::io("resolve in the container", *path, pathrs_io(&e))),
+            let Some(target) = self.existing(path)? else {
+                continue;
             };
             let tree =
                 sys::clone_mount(target.as_fd(), "", true).at("make read-only", Path::new(path))?;
@@ -432,13 +484,18 @@ impl Builder<'_> {
 
     /// Creates the working directory if missing (owned by root, as docker does).
     fn working_dir(&mut self, cwd: &str) -> Result<()> {
-        let handle = self
-            .root
-            .mkdir_all(cwd, &Permissions::from_mode(0o755))
-            .map_err(|e| Error::io("create the working directory", cwd, pathrs_io(&e)))?;
-        drop(handle);
+        if self.existing(cwd)?.is_none() {
+            self.make_dirs(cwd, 0o755)?;
+        }
         Ok(())
     }
+}
+
+/// The last component of `path`, as a string.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The content of the sandbox's own `/etc/NAME`.

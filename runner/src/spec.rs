@@ -54,7 +54,9 @@ pub enum Rootfs {
     Dir(PathBuf),
     /// Image layers mounted as an overlay at `mountpoint` (an empty directory) inside the
     /// container's own mount namespace, so that no mount is ever left in the host's: the
-    /// container's writes end up in `layers.upper`.
+    /// container's writes end up in `layers.upper`. The overlay is `volatile` (the upper dir
+    /// is not synced when the container ends: the caller removes or commits it), and
+    /// `layers.work` is emptied afterwards.
     Union {
         layers: UnionSpec,
         mountpoint: PathBuf,

@@ -1,12 +1,16 @@
 //! The container's user: `name|uid[:group|gid]` as docker takes it, resolved through the
 //! image's own /etc/passwd and /etc/group. The files are opened inside the root with
-//! `openat2(RESOLVE_IN_ROOT)` (libpathrs), so a hostile image's symlinks cannot point the
-//! lookup at the host's files.
+//! `openat2(RESOLVE_IN_ROOT)`, so a hostile image's symlinks cannot point the lookup at the
+//! host's files.
 
 use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use crate::error::{Error, IdKind, Result, pathrs_io, pathrs_not_found};
+use rustix::fs::{Mode, OFlags};
+
+use crate::error::{Error, IdKind, Result};
+use crate::sys;
 
 /// Files larger than this are refused rather than read.
 const MAX_ACCOUNT_FILE: u64 = 16 << 20;
@@ -37,28 +41,26 @@ impl User {
 /// Resolves `spec` (`name|uid[:group|gid]`) through `rootfs`/etc/passwd and
 /// `rootfs`/etc/group, both opened inside `rootfs`. An empty spec is root.
 pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<User> {
-    let root =
-        pathrs::Root::open(rootfs).map_err(|e| Error::io("open root", rootfs, pathrs_io(&e)))?;
-    resolve_user_in(&root, spec)
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(rootfs, flags, Mode::empty())
+        .map_err(|e| Error::io("open root", rootfs, e.into()))?;
+    resolve_user_in(root.as_fd(), spec)
 }
 
-/// [`resolve_user`] on an open root.
-pub(crate) fn resolve_user_in(root: &pathrs::Root, spec: &str) -> Result<User> {
+/// [`resolve_user`] on an open root directory.
+pub(crate) fn resolve_user_in(root: BorrowedFd<'_>, spec: &str) -> Result<User> {
     let passwd = read_account_file(root, "/etc/passwd")?;
     let group = read_account_file(root, "/etc/group")?;
     resolve(spec, passwd.as_deref(), group.as_deref())
 }
 
 /// Reads an account file inside `root`; `None` when the image has none.
-fn read_account_file(root: &pathrs::Root, path: &str) -> Result<Option<String>> {
-    let handle = match root.resolve(path) {
-        Ok(h) => h,
-        Err(e) if pathrs_not_found(&e) => return Ok(None),
-        Err(e) => return Err(Error::io("open", path, pathrs_io(&e))),
+fn read_account_file(root: BorrowedFd<'_>, path: &str) -> Result<Option<String>> {
+    let file = match sys::open_in_root(root, path, OFlags::RDONLY) {
+        Ok(fd) => std::fs::File::from(fd),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
     };
-    let file = handle
-        .reopen(pathrs::flags::OpenFlags::O_RDONLY)
-        .map_err(|e| Error::io("open", path, pathrs_io(&e)))?;
     let mut data = Vec::new();
     file.take(MAX_ACCOUNT_FILE + 1)
         .read_to_end(&mut data)

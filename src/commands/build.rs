@@ -11,9 +11,11 @@ use builder::build::{BuildOptions, Event, Network, Reporter, build};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerfs::layer::compress::Compression;
 use layerfs::reference::Reference;
+use registry_client::{ConnectOptions, PullOptions, PushOptions};
 
 use super::Context;
 use crate::cli::{BuildArgs, NetworkMode, ProgressMode};
+use crate::progress::TransferProgress;
 
 pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let tags = args
@@ -59,8 +61,38 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         .file
         .clone()
         .unwrap_or_else(|| context.join("Dockerfile"));
+    anyhow::ensure!(
+        !args.push || !tags.is_empty(),
+        "--push needs the name to push: -t REGISTRY/NAME:TAG"
+    );
     let store = ctx.store()?;
     let cancel = crate::signals::interrupt_flag();
+    let mode = match args.progress {
+        ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,
+        ProgressMode::Auto => ProgressMode::Plain,
+        m => m,
+    };
+    // Base images not in the store are pulled, and --push pushes, with their transfers shown
+    // as lines (or JSON events) beside the build's own view.
+    let transfer_mode = if mode == ProgressMode::Json {
+        ProgressMode::Json
+    } else {
+        ProgressMode::Plain
+    };
+    let transfer = TransferProgress::new(transfer_mode, ctx.printer);
+    let connect = ConnectOptions {
+        tls_verify: args.tls_verify,
+        ..ConnectOptions::default()
+    };
+    let pull_opts = PullOptions {
+        connect: connect.clone(),
+        ..PullOptions::default()
+    };
+    let puller = |r: &Reference| {
+        registry_client::pull(&store, r, &pull_opts, &transfer)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
     let opts = BuildOptions {
         context,
         dockerfile,
@@ -72,14 +104,9 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             NetworkMode::None => Network::None,
         },
         compression,
-        pull: None,
+        pull: Some(&puller),
         cancel,
         storage_driver: super::mount::storage_driver(ctx),
-    };
-    let mode = match args.progress {
-        ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,
-        ProgressMode::Auto => ProgressMode::Plain,
-        m => m,
     };
     let mut view = View::new(mode);
     let built = build(&store, &opts, &mut view);
@@ -92,7 +119,22 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         std::fs::write(path, built.id.to_string())
             .with_context(|| format!("--iidfile {}", path.display()))?;
     }
-    anyhow::ensure!(!args.push, "--push is not available yet");
+    if args.push {
+        let push_opts = PushOptions {
+            connect,
+            ..PushOptions::default()
+        };
+        for t in &tags {
+            let pushed =
+                registry_client::push(&store, &t.to_string(), Some(t), &push_opts, &transfer)
+                    .with_context(|| format!("pushing {}", t.familiar()))?;
+            ctx.printer.note(format!(
+                "pushed {}@{}",
+                pushed.reference.familiar(),
+                pushed.digest
+            ));
+        }
+    }
     ctx.printer.out(&built.id);
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use layerfs::maintenance;
 
 use super::Context;
 use super::images::human_size;
-use crate::cli::PruneArgs;
+use crate::cli::{FsckArgs, PruneArgs};
 
 pub fn prune(ctx: &Context, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
@@ -21,7 +21,7 @@ pub fn prune(ctx: &Context, args: &PruneArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn fsck(ctx: &Context) -> anyhow::Result<ExitCode> {
+pub fn fsck(ctx: &Context, args: &FsckArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let problems = maintenance::fsck(&store)?;
     if problems.is_empty() {
@@ -32,9 +32,21 @@ pub fn fsck(ctx: &Context) -> anyhow::Result<ExitCode> {
     for p in &problems {
         ctx.printer.out(format!("{}: {}", p.subject, p.what));
     }
-    anyhow::bail!(
-        "{} problem(s) found in {}",
-        problems.len(),
-        ctx.root.display()
-    )
+    let mut left = problems.len();
+    if args.repair {
+        let mut layers: Vec<_> = problems.iter().filter_map(|p| p.layer.clone()).collect();
+        layers.sort_by(|a, b| a.digest().cmp(b.digest()));
+        layers.dedup();
+        for chain in &layers {
+            store.remove_layer(chain)?;
+            ctx.printer.out(format!(
+                "repaired: removed extracted layer {chain} (it is extracted again from its blob when needed)"
+            ));
+        }
+        left = problems.iter().filter(|p| p.layer.is_none()).count();
+        if left == 0 {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    anyhow::bail!("{left} problem(s) found in {}", ctx.root.display())
 }

@@ -18,6 +18,8 @@ use layerfs::store::Store;
 use crate::cli::{Command, GlobalArgs, StorageDriver};
 use crate::printer::Printer;
 
+pub use images::human_size;
+
 /// What every command gets: where the store is, how to mount, how to print.
 #[derive(Debug)]
 pub struct Context {
@@ -78,6 +80,6 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Mount(a) => mount::mount(ctx, &a),
         Command::Umount(a) => mount::umount(ctx, &a),
         Command::Prune(a) => maintenance::prune(ctx, &a),
-        Command::Fsck => maintenance::fsck(ctx),
+        Command::Fsck(a) => maintenance::fsck(ctx, &a),
     }
 }

@@ -1,22 +1,209 @@
 //! `pull`, `push`, `login`, `logout`: images to and from registries.
 
+use std::io::{BufRead, Read};
 use std::process::ExitCode;
 
-use super::Context;
-use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
+use anyhow::Context as _;
+use layerfs::reference::Reference;
+use registry_client::{
+    ConnectOptions, Credential, CredentialStore, Platform, PullOptions, PushOptions,
+};
+use serde_json::json;
 
-pub fn pull(_ctx: &Context, _args: PullArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata pull is not available yet")
+use super::{Context, human_size};
+use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryArgs};
+use crate::progress::TransferProgress;
+
+fn connect_options(args: &RegistryArgs) -> ConnectOptions {
+    ConnectOptions {
+        tls_verify: args.tls_verify,
+        ..ConnectOptions::default()
+    }
 }
 
-pub fn push(_ctx: &Context, _args: PushArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata push is not available yet")
+/// `12.3 MB in 1.2s (10.2 MB/s)`.
+fn rate(bytes: u64, progress: &TransferProgress) -> String {
+    let secs = progress.elapsed().as_secs_f64();
+    let per_sec = if secs > 0.0 {
+        (bytes as f64 / secs) as u64
+    } else {
+        bytes
+    };
+    format!(
+        "{} in {secs:.1}s ({}/s)",
+        human_size(bytes),
+        human_size(per_sec)
+    )
 }
 
-pub fn login(_ctx: &Context, _args: LoginArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata login is not available yet")
+pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
+    let PullArgs {
+        registry,
+        platform,
+        reference,
+    } = args;
+    let reference = Reference::parse(&reference)?;
+    let platform = platform.as_deref().map(Platform::parse).transpose()?;
+    let store = ctx.store()?;
+    let progress = TransferProgress::new(registry.progress, ctx.printer);
+    let opts = PullOptions {
+        platform,
+        connect: connect_options(&registry),
+        ..PullOptions::default()
+    };
+    let pulled = registry_client::pull(&store, &reference, &opts, &progress)
+        .with_context(|| format!("pulling {}", reference.familiar()))?;
+    let line = format!(
+        "pulled {} ({}, {} layer{}): {}",
+        reference.familiar(),
+        pulled.platform,
+        pulled.layers,
+        if pulled.layers == 1 { "" } else { "s" },
+        rate(pulled.downloaded, &progress)
+    );
+    progress.finish(
+        &line,
+        json!({
+            "reference": pulled.reference.to_string(),
+            "manifest": pulled.manifest.digest().to_string(),
+            "id": pulled.id.to_string(),
+            "platform": pulled.platform,
+            "layers": pulled.layers,
+            "bytes": pulled.downloaded,
+        }),
+    );
+    if registry.progress != crate::cli::ProgressMode::Json {
+        ctx.printer.out(pulled.reference);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn logout(_ctx: &Context, _args: &LogoutArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("strata logout is not available yet")
+pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
+    let PushArgs {
+        registry,
+        image,
+        destination,
+    } = args;
+    let destination = destination.as_deref().map(Reference::parse).transpose()?;
+    let store = ctx.store()?;
+    let progress = TransferProgress::new(registry.progress, ctx.printer);
+    let opts = PushOptions {
+        connect: connect_options(&registry),
+        ..PushOptions::default()
+    };
+    let shown = destination
+        .as_ref()
+        .map_or_else(|| image.clone(), Reference::familiar);
+    let pushed = registry_client::push(&store, &image, destination.as_ref(), &opts, &progress)
+        .with_context(|| format!("pushing {image} to {shown}"))?;
+    let line = format!(
+        "pushed {}@{} ({} blobs): {} uploaded",
+        pushed.reference.familiar(),
+        pushed.digest,
+        pushed.blobs,
+        rate(pushed.uploaded, &progress)
+    );
+    progress.finish(
+        &line,
+        json!({
+            "reference": pushed.reference.to_string(),
+            "digest": pushed.digest.to_string(),
+            "blobs": pushed.blobs,
+            "bytes": pushed.uploaded,
+        }),
+    );
+    if registry.progress != crate::cli::ProgressMode::Json {
+        ctx.printer
+            .out(format!("{}@{}", pushed.reference, pushed.digest));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let registry = registry_client::parse_registry(&args.registry)?;
+    let username = match args.username {
+        Some(u) => u,
+        None if ctx.printer.stdin_is_tty() && !args.password_stdin => {
+            ctx.printer.prompt("Username: ");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the username")?;
+            line.trim().to_owned()
+        }
+        None => anyhow::bail!("give the username with -u USER"),
+    };
+    anyhow::ensure!(!username.is_empty(), "the username is empty");
+    let password = if args.password_stdin {
+        anyhow::ensure!(
+            args.password.is_none(),
+            "--password and --password-stdin are mutually exclusive"
+        );
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the password from stdin")?;
+        s.trim_end_matches(['\n', '\r']).to_owned()
+    } else if let Some(p) = args.password {
+        ctx.printer.note(
+            "warning: --password is visible to other users of this machine; use --password-stdin",
+        );
+        p
+    } else if ctx.printer.stdin_is_tty() {
+        ctx.printer.prompt("Password: ");
+        read_password_without_echo()?
+    } else {
+        anyhow::bail!("give the password on stdin with --password-stdin");
+    };
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    let credential = Credential::new(username, password);
+    let connect = ConnectOptions {
+        tls_verify: args.tls_verify,
+        ..ConnectOptions::default()
+    };
+    registry_client::login(&registry, credential.clone(), &connect)
+        .with_context(|| format!("logging in to {registry}"))?;
+    let stored_in = CredentialStore::from_env()
+        .save(&registry, &credential)
+        .with_context(|| format!("storing the credentials for {registry}"))?;
+    ctx.printer
+        .note(format!("credentials for {registry} stored in {stored_in}"));
+    ctx.printer.out("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logout(ctx: &Context, args: &LogoutArgs) -> anyhow::Result<ExitCode> {
+    let registry = registry_client::parse_registry(&args.registry)?;
+    let removed = CredentialStore::from_env()
+        .remove(&registry)
+        .with_context(|| format!("removing the credentials for {registry}"))?;
+    if removed {
+        ctx.printer
+            .out(format!("Removed login credentials for {registry}"));
+    } else {
+        ctx.printer.out(format!("Not logged in to {registry}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a line from the terminal on stdin with echo off (restored whatever happens).
+fn read_password_without_echo() -> anyhow::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("reading the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("turning the terminal's echo off")?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    eprintln_newline();
+    read.context("reading the password")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// The newline the user typed was not echoed.
+fn eprintln_newline() {
+    crate::printer::Printer.note("");
 }

@@ -1,8 +1,9 @@
 //! `run`: a command in a new container of an image.
 //!
 //! The image's layers (extracted if needed) become the lower layers of an overlay whose upper
-//! and work dirs live in `ROOT/containers/<id>/`; the runner mounts it inside the container's
-//! own mount namespace. strata keeps no stopped containers: the directory goes when the
+//! and work dirs live in a reusable container directory, `ROOT/containers/slot-<n>/`; the
+//! runner mounts it over that directory, inside the container's own mount namespace.
+//! strata keeps no stopped containers: what the container wrote goes when the
 //! command ends (`--rm` is accepted for docker compatibility). Exit codes are docker's: the
 //! command's own, 128+N when signal N killed it, 125 for strata's own errors, 126 when the
 //! command cannot be executed, 127 when it does not exist.
@@ -14,14 +15,14 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use layerfs::layer::commit::ensure_extracted;
 use layerfs::mount::UnionSpec;
-use layerfs::store::{Store, remove_tree};
-use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec, TtySize};
+use layerfs::store::Store;
+use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec};
 
 use super::Context;
 use crate::cli::{NetworkMode, RunArgs, StorageDriver};
 
-/// The file that marks a container directory as made by `strata run`, holding its pid.
-const OWNER_FILE: &str = "strata-run.pid";
+/// The name prefix of the reusable container directories: `slot-<n>`.
+const SLOT_PREFIX: &str = "slot-";
 
 /// How long a container gets between its stop signal and SIGKILL (docker's default).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +31,6 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     // Shared: `prune` waits until this container is done with its layers.
     let _content = store.lock_content()?;
-    remove_stale_containers(&store);
     let image = store.resolve_image(&args.image)?;
     let lowers = ensure_extracted(
         &store,
@@ -41,7 +41,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let config = &image.config.config;
 
     let id = runner::new_container_id();
-    let container = ContainerDir::create(&store, &id)?;
+    let container = Slot::acquire(&store)?;
     let layers = UnionSpec {
         lowers: if lowers.is_empty() {
             vec![store.empty_dir()]
@@ -51,11 +51,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         upper: container.path.join("upper"),
         work: container.path.join("work"),
     };
-    let mountpoint = container.path.join("rootfs");
     // FUSE cannot be mounted inside the container's namespaces the way overlayfs is: its
     // daemon mounts the union here first (unmounting it when `fuse_root` goes, or when this
     // process dies), and the container gets that directory as its root.
     let fuse_root = if ctx.storage_driver == Some(StorageDriver::Fuse) {
+        let mountpoint = container.path.join("rootfs");
         std::fs::create_dir_all(&mountpoint)
             .with_context(|| format!("creating {}", mountpoint.display()))?;
         Some(layerfs::mount::mount_union(
@@ -68,7 +68,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let rootfs = match &fuse_root {
         Some(m) => Rootfs::Dir(m.target().to_owned()),
-        None => Rootfs::Union { layers, mountpoint },
+        // The overlay covers the container's own directory, in the container's namespace.
+        None => Rootfs::Union {
+            layers,
+            mountpoint: container.path.clone(),
+        },
     };
     let mut spec = Spec::new(
         rootfs,
@@ -104,7 +108,8 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         pids: args.pids_limit,
     };
     if args.tty {
-        spec.tty = Some(TtySize::default()); // the real size is sent once it runs
+        // The caller's terminal size from the start (later changes follow it).
+        spec.tty = Some(runner::caller_terminal_size().unwrap_or_default());
     }
     if spec.args.is_empty() {
         bail!(
@@ -148,7 +153,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(m) = fuse_root {
         m.unmount()?;
     }
-    container.remove()?;
+    container.release()?;
     if status.oom_killed {
         let limit = args.memory.as_deref().unwrap_or("?");
         let what = if status.exit == runner::Exit::Signal(libc::SIGKILL) {
@@ -164,51 +169,74 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
 }
 
-/// `ROOT/containers/<id>/{upper,work,rootfs}`, removed when dropped.
-struct ContainerDir {
+/// A container directory, `ROOT/containers/slot-<n>/{upper,work}`, held (`flock`) by one
+/// run at a time and reused: the run leaves it empty, and the next one empties it first in
+/// case a killed strata could not. Reusing it instead of making and removing directories
+/// each time matters: on ext4 without a journal every freed directory block is a
+/// synchronous discard, and every new inode a scan past the recently deleted ones.
+struct Slot {
     path: PathBuf,
+    /// Open while the slot is held; closing it releases the lock.
+    lock: Option<std::fs::File>,
 }
 
-impl ContainerDir {
-    fn create(store: &Store, id: &str) -> anyhow::Result<ContainerDir> {
-        let dir = ContainerDir {
-            path: store.containers_dir().join(id),
-        };
-        for sub in ["upper", "work", "rootfs"] {
-            let p = dir.path.join(sub);
-            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+impl Slot {
+    /// The first slot no other run holds (a new one when all are held).
+    fn acquire(store: &Store) -> anyhow::Result<Slot> {
+        for n in 0.. {
+            let path = store.containers_dir().join(format!("{SLOT_PREFIX}{n}"));
+            for sub in ["upper", "work"] {
+                let dir = path.join(sub);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let lock = std::fs::File::open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {
+                    let slot = Slot {
+                        path,
+                        lock: Some(lock),
+                    };
+                    slot.empty()?;
+                    return Ok(slot);
+                }
+                Err(rustix::io::Errno::WOULDBLOCK) => continue,
+                Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
+            }
         }
-        let owner = dir.path.join(OWNER_FILE);
-        std::fs::write(&owner, std::process::id().to_string())
-            .with_context(|| format!("writing {}", owner.display()))?;
-        Ok(dir)
+        unreachable!("a slot is free or made")
     }
 
-    /// Removes it now, reporting a failure (dropping removes it quietly).
-    fn remove(self) -> anyhow::Result<()> {
-        remove_tree(&self.path)
-            .with_context(|| format!("removing the container directory {}", self.path.display()))
+    /// Removes what a container left in the slot.
+    fn empty(&self) -> anyhow::Result<()> {
+        for sub in ["upper", "work"] {
+            let dir = self.path.join(sub);
+            let entries =
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            for entry in entries {
+                let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+                runner::remove_container_tree(&entry.path(), Path::new("/proc/self/exe"))
+                    .with_context(|| {
+                        format!("emptying the container directory {}", dir.display())
+                    })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties the slot now, reporting a failure, and releases it.
+    fn release(mut self) -> anyhow::Result<()> {
+        let result = self.empty();
+        self.lock = None;
+        result
     }
 }
 
-impl Drop for ContainerDir {
+impl Drop for Slot {
     fn drop(&mut self) {
-        let _ = remove_tree(&self.path);
-    }
-}
-
-/// Removes the directories of containers whose `strata run` was killed before it could.
-fn remove_stale_containers(store: &Store) {
-    let Ok(entries) = std::fs::read_dir(store.containers_dir()) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let owner = std::fs::read_to_string(e.path().join(OWNER_FILE));
-        let Ok(pid) = owner.as_deref().unwrap_or("").trim().parse::<u32>() else {
-            continue; // not a run container (strata mount's, or being created)
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = remove_tree(&e.path());
+        if self.lock.is_some() {
+            let _ = self.empty();
         }
     }
 }

@@ -63,11 +63,14 @@ impl TestStore {
         self.dir.path().join(name)
     }
 
-    /// `strata --root STORE ARGS…`, not yet run.
+    /// `strata --root STORE ARGS…`, not yet run. Registry credentials come from a docker
+    /// config of the test's own (`DOCKER_CONFIG`): the host's never leak into a test.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(strata_bin());
         c.arg("--root").arg(self.root()).args(args);
         c.stdin(Stdio::null());
+        c.env("DOCKER_CONFIG", self.path("docker"))
+            .env_remove("REGISTRY_AUTH_FILE");
         c
     }
 

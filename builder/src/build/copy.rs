@@ -18,7 +18,7 @@
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
-use layerfs::digest::{Hasher, HashingWriter};
+use layerfs::digest::HashingWriter;
 use layerfs::layer::apply::{ApplyOptions, Target, apply};
 use layerfs::layer::commit::chunk_pipe;
 use layerfs::layer::diff::{TreeWriter, Visit};
@@ -94,7 +94,7 @@ fn has_glob(s: &str) -> bool {
 }
 
 /// Cleans a source path lexically; `None` if it climbs out of the root.
-fn clean(src: &str) -> Option<PathBuf> {
+pub fn clean(src: &str) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in Path::new(src).components() {
         match c {
@@ -236,125 +236,127 @@ pub struct Placement {
     pub dest_is_dir: bool,
 }
 
-/// Writes the tar stream of `items` (and `inline` files) as placed by `placement` to `tar`.
-/// `clamp` 0 gives the stream the cache key hashes.
-pub fn write_items<W: Write>(
-    tar: &mut TarWriter<W>,
-    root: &SourceRoot<'_>,
-    items: &[Item],
-    inline: &[Inline],
-    placement: &Placement,
-    rewrite: Rewrite,
-    parents: &[EntryMeta],
-) -> Result<(), CopyError> {
-    let rw = move |m: &mut EntryMeta| rewrite.apply(m);
-    let allow_all = |_: &Path, _: bool| Visit::Include;
-    let filter: &dyn Fn(&Path, bool) -> Visit = match root.filter {
-        Some(f) => f,
-        None => &allow_all,
-    };
-    let mut w = TreeWriter::new(tar, Some(&rw));
-    for p in parents {
-        w.add_entry(p, None)?;
-    }
-    let rel_dest = placement
-        .dest
-        .strip_prefix("/")
-        .unwrap_or(&placement.dest)
-        .to_owned();
-    for it in items {
-        if it.is_dir {
-            w.add_contents(&it.path, &rel_dest, &it.name, filter)?;
-        } else {
-            let dest = if placement.dest_is_dir {
-                rel_dest.join(&it.base)
+/// One COPY's worth of work: what to write, where, and with which owners and modes.
+#[derive(Debug)]
+pub struct CopyPlan<'a> {
+    pub root: SourceRoot<'a>,
+    pub items: &'a [Item],
+    pub inline: &'a [Inline],
+    pub placement: Placement,
+    pub rewrite: Rewrite,
+    /// Directories to create first (the destination's missing parents).
+    pub parents: Vec<EntryMeta>,
+}
+
+impl CopyPlan<'_> {
+    /// Writes the plan's tar stream (`clamp` 0 gives the stream the cache key hashes).
+    fn write<W: Write>(&self, tar: &mut TarWriter<W>) -> Result<(), CopyError> {
+        let rewrite = self.rewrite;
+        let rw = move |m: &mut EntryMeta| rewrite.apply(m);
+        let allow_all = |_: &Path, _: bool| Visit::Include;
+        let filter: &dyn Fn(&Path, bool) -> Visit = match self.root.filter {
+            Some(f) => f,
+            None => &allow_all,
+        };
+        let mut w = TreeWriter::new(tar, Some(&rw));
+        for p in &self.parents {
+            w.add_entry(p, None)?;
+        }
+        let dest = &self.placement.dest;
+        let rel_dest = dest.strip_prefix("/").unwrap_or(dest).to_owned();
+        for it in self.items {
+            if it.is_dir {
+                w.add_contents(&it.path, &rel_dest, &it.name, filter)?;
+            } else {
+                let dest = if self.placement.dest_is_dir {
+                    rel_dest.join(&it.base)
+                } else {
+                    rel_dest.clone()
+                };
+                w.add(&it.path, &dest, &it.name, filter)?;
+            }
+        }
+        for f in self.inline {
+            let dest = if self.placement.dest_is_dir {
+                rel_dest.join(&f.name)
             } else {
                 rel_dest.clone()
             };
-            w.add(&it.path, &dest, &it.name, filter)?;
+            let mut meta = EntryMeta {
+                path: dest.to_string_lossy().into_owned().into_bytes(),
+                kind: EntryKind::File {
+                    size: f.content.len() as u64,
+                },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: layerfs::config::creation_time(),
+                xattrs: Vec::new(),
+            };
+            rw(&mut meta);
+            w.add_entry(&meta, Some(&mut &f.content[..]))?;
         }
+        Ok(())
     }
-    for f in inline {
-        let dest = if placement.dest_is_dir {
-            rel_dest.join(&f.name)
-        } else {
-            rel_dest.clone()
-        };
-        let mut meta = EntryMeta {
-            path: dest.to_string_lossy().into_owned().into_bytes(),
-            kind: EntryKind::File {
-                size: f.content.len() as u64,
-            },
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime: layerfs::config::creation_time(),
-            xattrs: Vec::new(),
-        };
-        rw(&mut meta);
-        w.add_entry(&meta, Some(&mut &f.content[..]))?;
+
+    /// The content hash of what the plan writes, mtimes left out (they are clamped to 0).
+    pub fn content_hash(&self) -> Result<String, CopyError> {
+        let mut tar = TarWriter::new(HashingWriter::new(io::sink()), Some(0));
+        self.write(&mut tar)?;
+        let (_, digest, _) = tar
+            .finish()
+            .map_err(|e| CopyError::Os {
+                what: "hashing COPY sources".into(),
+                source: e,
+            })?
+            .finish();
+        Ok(digest.digest().to_owned())
     }
-    Ok(())
-}
 
-/// The content hash of what a COPY would write (mtimes left out).
-pub fn content_hash(
-    root: &SourceRoot<'_>,
-    items: &[Item],
-    inline: &[Inline],
-    placement: &Placement,
-    rewrite: Rewrite,
-) -> Result<String, CopyError> {
-    let mut tar = TarWriter::new(HashingWriter::new(io::sink()), Some(0));
-    let mut inline = inline.to_vec();
-    // Inline files get "now" as mtime; the clamp makes that irrelevant too.
-    inline.iter_mut().for_each(|_| {});
-    write_items(&mut tar, root, items, &inline, placement, rewrite, &[])?;
-    let (_, digest, _) = tar
-        .finish()
-        .map_err(|e| CopyError::Os {
-            what: "hashing COPY sources".into(),
-            source: e,
-        })?
-        .finish();
-    let _ = Hasher::default();
-    Ok(digest.digest().to_owned())
-}
-
-/// Writes the items into the root filesystem `dest_root` (a mounted union): the producer reads
-/// the sources on a second thread while this one extracts.
-pub fn copy_into(
-    dest_root: &Path,
-    root: &SourceRoot<'_>,
-    items: &[Item],
-    inline: &[Inline],
-    placement: &Placement,
-    rewrite: Rewrite,
-    parents: &[EntryMeta],
-) -> Result<(), CopyError> {
-    let (tx, rx) = chunk_pipe();
-    std::thread::scope(|s| {
-        let producer = s.spawn(move || {
-            let mut tar = TarWriter::new(tx, None);
-            let r = write_items(&mut tar, root, items, inline, placement, rewrite, parents);
-            match r {
-                Ok(()) => tar.finish().map(drop).map_err(|e| CopyError::Os {
+    /// Writes the plan into the root filesystem `dest_root` (a mounted union): a second
+    /// thread reads the sources while this one extracts.
+    pub fn copy_into(&self, dest_root: &Path) -> Result<(), CopyError> {
+        let (tx, rx) = chunk_pipe();
+        std::thread::scope(|s| {
+            let producer = s.spawn(move || {
+                let mut tar = TarWriter::new(tx, None);
+                self.write(&mut tar)?;
+                tar.finish().map(drop).map_err(|e| CopyError::Os {
                     what: "COPY".into(),
                     source: e,
-                }),
-                Err(e) => Err(e),
-            }
-        });
-        let mut opts = ApplyOptions::for_this_process(Target::Rootfs);
-        opts.whiteouts = false;
-        let applied = apply(rx, dest_root, &opts);
-        let produced = producer
-            .join()
-            .expect("the COPY reader thread does not panic");
-        produced?;
-        applied?;
-        Ok(())
-    })
+                })
+            });
+            let mut opts = ApplyOptions::for_this_process(Target::Rootfs);
+            opts.whiteouts = false;
+            let applied = apply(rx, dest_root, &opts);
+            let produced = producer
+                .join()
+                .expect("the COPY reader thread does not panic");
+            produced?;
+            applied?;
+            Ok(())
+        })
+    }
+}
+
+/// Creates the directories `parents` (from [`missing_parents`]) in `dest_root`.
+pub fn create_dirs(dest_root: &Path, parents: Vec<EntryMeta>) -> Result<(), CopyError> {
+    CopyPlan {
+        root: SourceRoot {
+            root: dest_root,
+            filter: None,
+            keep_owner: true,
+        },
+        items: &[],
+        inline: &[],
+        placement: Placement {
+            dest: PathBuf::from("/"),
+            dest_is_dir: true,
+        },
+        rewrite: Rewrite::default(),
+        parents,
+    }
+    .copy_into(dest_root)
 }
 
 /// Directory entries for the parents of `dest` that do not exist yet in `root`, outermost

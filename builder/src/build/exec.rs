@@ -18,15 +18,16 @@ use layerfs::layer::commit::{CommitOptions, commit_dir};
 use layerfs::layer::compress::Compression;
 use layerfs::layer::diff::Visit;
 use layerfs::mount::{
-    StorageDriver, UnionSpec, enter_private_mount_namespace, mount_union, unmount,
+    StorageDriver, UnionSpec, enter_private_mount_namespace, mount_overlay, mount_union, unmount,
 };
 use layerfs::reference::Reference;
 use layerfs::store::{Store, remove_tree};
 use oci_spec::image::{Descriptor, Digest};
 use serde_json::json;
 
-use super::copy::{self, CopyError, Inline, Placement, Rewrite, SourceRoot};
+use super::copy::{self, CopyError, CopyPlan, Inline, Placement, Rewrite, SourceRoot};
 use super::events::{Event, Reporter, StepInfo};
+use super::run_mount::{MountKind, RunMount};
 use super::state::{DEFAULT_PATH_ENV, ImageState, step_key};
 use super::userdb;
 use crate::dockerfile::{self, Command, CommandLine, Dockerfile, Instruction, RunScript, Source};
@@ -427,9 +428,13 @@ impl Builder<'_, '_> {
         let mut key_input =
             json!({ "instruction": serde_json::to_value(&command).expect("the AST serializes") });
         match &command {
-            Command::Run(_) => {
+            Command::Run(run) => {
                 key_input["args"] = json!(args);
                 key_input["network"] = json!(format!("{:?}", self.opts.network));
+                if !run.mounts.is_empty() {
+                    key_input["mounts"] =
+                        self.mounts_key(run).map_err(|e| self.step_err(ins, e))?;
+                }
             }
             Command::Copy(c) | Command::Add(c) => {
                 let hash = self
@@ -520,13 +525,16 @@ impl Builder<'_, '_> {
             dest: PathBuf::from(&c.dest),
             dest_is_dir: c.dest.ends_with('/'),
         };
-        Ok(copy::content_hash(
-            &root,
-            &items,
-            &inline_sources(c),
-            &placement,
-            Rewrite::default(),
-        )?)
+        let inline = inline_sources(c);
+        let plan = CopyPlan {
+            root,
+            items: &items,
+            inline: &inline,
+            placement,
+            rewrite: Rewrite::default(),
+            parents: Vec::new(),
+        };
+        Ok(plan.content_hash()?)
     }
 
     /// The state `COPY --from=FROM` copies from: an earlier stage, or an image.
@@ -552,12 +560,7 @@ impl Builder<'_, '_> {
         ins: &Instruction,
         id: usize,
     ) -> Result<bool, BuildError> {
-        if !run.mounts.is_empty() {
-            return Err(self.step_err(
-                ins,
-                StepError::Other("RUN --mount is not supported yet".into()),
-            ));
-        }
+        let mounts = parse_mounts(run).map_err(|e| self.step_err(ins, e))?;
         let cfg = &next.config.config;
         let shell = cfg
             .shell
@@ -610,6 +613,7 @@ impl Builder<'_, '_> {
             user: cfg.user.clone().filter(|u| !u.is_empty()),
             network,
             files,
+            binds: Vec::new(),
         };
         let scratch = self.scratch_dirs()?;
         let mountpoint = scratch.home.join("rootfs");
@@ -620,16 +624,60 @@ impl Builder<'_, '_> {
             upper: scratch.upper.clone(),
             work: scratch.work.clone(),
         };
-        let reporter = &mut *self.reporter;
-        let result = super::sandbox::run_step(
-            self.store,
-            &step,
-            &layers,
-            &mountpoint,
-            self.opts.storage_driver,
-            self.opts.cancel,
-            &mut |line| reporter.event(Event::Output { id, line }),
-        );
+        let workdir = step.workdir.clone();
+        let result = self
+            .run_mounts(&mounts, &workdir, &scratch)
+            .and_then(|(binds, sources)| {
+                let mut step = step;
+                step.binds = binds;
+                let reporter = &mut *self.reporter;
+                let cancel = self.opts.cancel;
+                let driver = self.opts.storage_driver;
+                let store = self.store;
+                let on_line = &mut |line| reporter.event(Event::Output { id, line });
+                if sources.is_empty() {
+                    return super::sandbox::run_step(
+                        store,
+                        &step,
+                        &layers,
+                        &mountpoint,
+                        driver,
+                        cancel,
+                        on_line,
+                    );
+                }
+                // Stages and images that mounts read from are mounted in a namespace of this
+                // step's own; the sandbox starts from it and sees them.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        enter_private_mount_namespace()?;
+                        for (lowers, at, upper) in &sources {
+                            match upper {
+                                None => layerfs::mount::mount_overlay_readonly(lowers, at)?,
+                                Some((upper, work)) => mount_overlay(
+                                    &UnionSpec {
+                                        lowers: lowers.clone(),
+                                        upper: upper.clone(),
+                                        work: work.clone(),
+                                    },
+                                    at,
+                                )?,
+                            }
+                        }
+                        super::sandbox::run_step(
+                            store,
+                            &step,
+                            &layers,
+                            &mountpoint,
+                            driver,
+                            cancel,
+                            on_line,
+                        )
+                    })
+                    .join()
+                    .expect("the step thread does not panic")
+                })
+            });
         let changed = match result {
             Ok(()) => self.commit(next, &scratch),
             Err(e) => {
@@ -642,6 +690,127 @@ impl Builder<'_, '_> {
             }
         };
         changed.map_err(|e| self.step_err(ins, e))
+    }
+
+    /// The host side of a RUN step's `--mount`s: bind mounts for the sandbox, and the stages
+    /// or images to mount first (lower dirs, where, and an upper and work dir when writable).
+    fn run_mounts(
+        &self,
+        mounts: &[RunMount],
+        workdir: &str,
+        scratch: &Scratch,
+    ) -> Result<(Vec<runner::BindMount>, Vec<SourceMount>), StepError> {
+        let mut binds = Vec::new();
+        let mut sources = Vec::new();
+        for (i, m) in mounts.iter().enumerate() {
+            let destination = absolute(workdir, &m.target).to_string_lossy().into_owned();
+            let mkdir = |p: &Path| {
+                std::fs::create_dir_all(p).map_err(|e| layerfs::Error::io("create directory", p, e))
+            };
+            let sub = |base: &Path| -> Result<PathBuf, StepError> {
+                match &m.source {
+                    None => Ok(base.to_owned()),
+                    Some(src) => copy::clean(src)
+                        .map(|rel| base.join(rel))
+                        .ok_or_else(|| CopyError::Outside(src.clone()).into()),
+                }
+            };
+            let source = match (m.kind, &m.from) {
+                (MountKind::Tmpfs, _) => {
+                    let dir = scratch.home.join(format!("tmpfs-{i}"));
+                    mkdir(&dir)?;
+                    dir
+                }
+                (MountKind::Cache, None) => {
+                    let dir = self.store.cache_mount_dir(&m.id, m.mode, m.uid, m.gid)?;
+                    sub(&dir)?
+                }
+                (MountKind::Bind, None) if !m.read_write && self.ignore.is_empty() => {
+                    sub(&self.opts.context)?
+                }
+                (MountKind::Bind, None) => {
+                    // The context as COPY sees it (.dockerignore applied), in a throwaway copy.
+                    let dir = scratch.home.join(format!("bind-{i}"));
+                    mkdir(&dir)?;
+                    self.context_bind(m, |plan| Ok(plan.copy_into(&dir)?))?;
+                    dir
+                }
+                (_, Some(from)) => {
+                    let lowers = lowers_or_empty(
+                        self.store,
+                        self.source_state(from)?.layer_dirs(self.store)?,
+                    );
+                    let at = scratch.home.join(format!("from-{i}"));
+                    mkdir(&at)?;
+                    let upper = if m.read_write {
+                        let (u, w) = (
+                            scratch.home.join(format!("from-{i}-upper")),
+                            scratch.home.join(format!("from-{i}-work")),
+                        );
+                        mkdir(&u)?;
+                        mkdir(&w)?;
+                        Some((u, w))
+                    } else {
+                        None
+                    };
+                    let source = sub(&at)?;
+                    sources.push((lowers, at, upper));
+                    source
+                }
+            };
+            binds.push(runner::BindMount {
+                source,
+                destination,
+                read_only: !m.read_write,
+            });
+        }
+        Ok((binds, sources))
+    }
+
+    /// What a RUN step's mounts add to its cache key: what a bind shows (the context's
+    /// content hash, or the source stage's key); caches and tmpfs add nothing but their spec.
+    fn mounts_key(&self, run: &dockerfile::Run) -> Result<serde_json::Value, StepError> {
+        let mut out = Vec::new();
+        for m in parse_mounts(run)? {
+            let content = match (m.kind, &m.from) {
+                (MountKind::Bind, None) => {
+                    Some(self.context_bind(&m, |plan| Ok(plan.content_hash()?))?)
+                }
+                (MountKind::Bind, Some(from)) => Some(self.source_state(from)?.key),
+                _ => None,
+            };
+            out.push(json!({ "mount": m, "content": content }));
+        }
+        Ok(json!(out))
+    }
+
+    /// Runs `f` on the copy plan of what a context bind mount shows: its source in the
+    /// context, `.dockerignore` applied, at the mount's root, owners kept.
+    fn context_bind<T>(
+        &self,
+        m: &RunMount,
+        f: impl FnOnce(&CopyPlan<'_>) -> Result<T, StepError>,
+    ) -> Result<T, StepError> {
+        let ignore = &self.ignore;
+        let filter = |p: &Path, d: bool| visit(ignore, p, d);
+        let root = SourceRoot {
+            root: &self.opts.context,
+            filter: Some(&filter),
+            keep_owner: true,
+        };
+        let src = m.source.clone().unwrap_or_else(|| ".".into());
+        let items = copy::resolve_sources(std::slice::from_ref(&src), &root, "build context")?;
+        f(&CopyPlan {
+            root,
+            items: &items,
+            inline: &[],
+            placement: Placement {
+                dest: PathBuf::from("/"),
+                dest_is_dir: true,
+            },
+            rewrite: Rewrite::default(),
+            parents: Vec::new(),
+        })
     }
 
     /// A fresh upper and work dir for a step, under the store's tmp.
@@ -791,10 +960,7 @@ impl Builder<'_, '_> {
                     || dest_text.ends_with("/.")
                     || dest_text == "."
                     || copy::is_dir_in_root(rootfs, &dest);
-                if is_add
-                    && let Some(done) = add_archives(rootfs, &items, &dest)?
-                    && done
-                {
+                if is_add && add_archives(rootfs, &items, &dest)? {
                     return Ok(());
                 }
                 let all_dirs =
@@ -809,10 +975,15 @@ impl Builder<'_, '_> {
                     chmod,
                     root_owned: !root.keep_owner,
                 };
-                copy::copy_into(
-                    rootfs, &root, &items, &inline, &placement, rewrite, &parents,
-                )?;
-                Ok(())
+                let plan = CopyPlan {
+                    root,
+                    items: &items,
+                    inline: &inline,
+                    placement,
+                    rewrite,
+                    parents,
+                };
+                Ok(plan.copy_into(rootfs)?)
             };
             match &from_layers {
                 None => {
@@ -860,68 +1031,29 @@ impl Builder<'_, '_> {
                 .as_deref()
                 .map(|u| userdb::resolve_user(rootfs, u).map_err(StepError::Other))
                 .transpose()?;
-            let parents = copy::missing_parents(rootfs, &path, owner, true);
-            let root = SourceRoot {
-                root: rootfs,
-                filter: None,
-                keep_owner: true,
-            };
-            let placement = Placement {
-                dest: path,
-                dest_is_dir: true,
-            };
-            copy::copy_into(
-                rootfs,
-                &root,
-                &[],
-                &[],
-                &placement,
-                Rewrite::default(),
-                &parents,
-            )?;
+            copy::create_dirs(rootfs, copy::missing_parents(rootfs, &path, owner, true))?;
             Ok(())
         })?;
         Ok(changed)
     }
 }
 
-/// ADD of local archives: extracts each archive source into `dest`. `Some(true)` when every
-/// source was an archive (nothing left to copy), `None`/`Some(false)` otherwise.
-fn add_archives(
-    rootfs: &Path,
-    items: &[copy::Item],
-    dest: &Path,
-) -> Result<Option<bool>, StepError> {
+/// ADD of local archives: extracts every source into `dest` when they are all tar archives
+/// (true), does nothing when none is (false), refuses a mix.
+fn add_archives(rootfs: &Path, items: &[copy::Item], dest: &Path) -> Result<bool, StepError> {
     let archives: Vec<&copy::Item> = items
         .iter()
         .filter(|i| !i.is_dir && is_archive(&i.path))
         .collect();
     if archives.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
     if archives.len() != items.len() {
         return Err(StepError::Other(
             "ADD cannot mix archives and other sources in one instruction".into(),
         ));
     }
-    let parents = copy::missing_parents(rootfs, dest, None, true);
-    let root = SourceRoot {
-        root: rootfs,
-        filter: None,
-        keep_owner: true,
-    };
-    copy::copy_into(
-        rootfs,
-        &root,
-        &[],
-        &[],
-        &Placement {
-            dest: dest.to_owned(),
-            dest_is_dir: true,
-        },
-        Rewrite::default(),
-        &parents,
-    )?;
+    copy::create_dirs(rootfs, copy::missing_parents(rootfs, dest, None, true))?;
     for a in archives {
         let f = std::fs::File::open(&a.path).map_err(|e| layerfs::Error::io("open", &a.path, e))?;
         let input = layerfs::layer::compress::decompress(f)
@@ -933,7 +1065,7 @@ fn add_archives(
         let target = rootfs.join(dest.strip_prefix("/").unwrap_or(dest));
         layerfs::layer::apply::apply(input, &target, &opts)?;
     }
-    Ok(Some(true))
+    Ok(true)
 }
 
 /// Whether a file is a tar archive (plain, gzip, zstd or xz), by its content.
@@ -981,6 +1113,20 @@ fn lowers_or_empty(store: &Store, lowers: Vec<PathBuf>) -> Vec<PathBuf> {
     } else {
         lowers
     }
+}
+
+/// A stage or image a RUN mount reads: its layer dirs, where to mount them, and the upper and
+/// work dirs when the mount is writable.
+type SourceMount = (Vec<PathBuf>, PathBuf, Option<(PathBuf, PathBuf)>);
+
+/// The `--mount`s of a RUN step.
+fn parse_mounts(run: &dockerfile::Run) -> Result<Vec<RunMount>, StepError> {
+    run.mounts
+        .iter()
+        .map(|m| {
+            super::run_mount::parse(m).map_err(|e| StepError::Other(format!("--mount={m}: {e}")))
+        })
+        .collect()
 }
 
 struct Scratch {

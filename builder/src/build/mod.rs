@@ -8,6 +8,7 @@
 pub mod copy;
 pub mod events;
 pub mod exec;
+pub mod run_mount;
 pub mod sandbox;
 pub mod state;
 pub mod userdb;

@@ -26,6 +26,8 @@ pub struct RunStep {
     pub network: Network,
     /// Files to put in the root for the step only (`RUN <<EOF` scripts): path, content.
     pub files: Vec<(String, String)>,
+    /// `RUN --mount`s, as bind mounts of host paths.
+    pub binds: Vec<runner::BindMount>,
 }
 
 /// Runs `step` over `lowers` with writes going to `upper` (and `work`); `mountpoint` is an
@@ -63,6 +65,7 @@ pub fn run_step(
     spec.cwd = step.workdir.clone();
     spec.user = step.user.clone();
     spec.hostname = "strata-build".into();
+    spec.mounts = step.binds.clone();
     spec.network = match step.network {
         Network::Host => runner::Network::Host,
         Network::None => runner::Network::None,

@@ -1,36 +1,16 @@
-//! Names to ids through a root filesystem's `/etc/passwd` and `/etc/group`, read inside the root
-//! (a symlinked `/etc/passwd` in an untrusted image cannot point at the host's).
+//! Owners for COPY `--chown` and WORKDIR, by docker's rules, through the image's own
+//! `/etc/passwd` and `/etc/group` — read inside the root by the runner's resolver, so a
+//! symlinked `/etc/passwd` in an untrusted image cannot point at the host's.
 
-use std::io::Read;
 use std::path::Path;
+
+use runner::user::resolve_user as resolve_in_image;
 
 /// A user and group pair, numeric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
-}
-
-/// Reads `etc/NAME` inside `root`; empty when it does not exist.
-fn read_in_root(root: &Path, name: &str) -> String {
-    let Ok(r) = pathrs::Root::open(root) else {
-        return String::new();
-    };
-    let Ok(handle) = r.resolve(format!("etc/{name}")) else {
-        return String::new();
-    };
-    let mut s = String::new();
-    if let Ok(mut f) = handle.reopen(pathrs::flags::OpenFlags::O_RDONLY) {
-        let _ = f.read_to_string(&mut s);
-    }
-    s
-}
-
-/// Finds `name` in a colon-separated database; returns the fields.
-fn lookup<'a>(db: &'a str, name: &str) -> Option<Vec<&'a str>> {
-    db.lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() >= 3 && f[0] == name)
 }
 
 /// Resolves `--chown=USER[:GROUP]` as docker does: names through the image's files, numbers
@@ -42,26 +22,16 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<Owner, String> {
     };
     let uid = match user.parse::<u32>() {
         Ok(n) => n,
-        Err(_) => {
-            let passwd = read_in_root(root, "passwd");
-            lookup(&passwd, user)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| {
-                    format!("unable to find user {user}: no matching entries in passwd file")
-                })?
-        }
+        Err(_) => resolve_in_image(root, user).map_err(|e| e.to_string())?.uid,
     };
     let gid = match group {
         None => uid,
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
             Err(_) => {
-                let groups = read_in_root(root, "group");
-                lookup(&groups, g)
-                    .and_then(|f| f[2].parse().ok())
-                    .ok_or_else(|| {
-                        format!("unable to find group {g}: no matching entries in group file")
-                    })?
+                resolve_in_image(root, &format!("{uid}:{g}"))
+                    .map_err(|e| e.to_string())?
+                    .gid
             }
         },
     };
@@ -71,34 +41,11 @@ pub fn resolve_chown(root: &Path, spec: &str) -> Result<Owner, String> {
 /// Resolves a `USER` value (`name|uid[:group|gid]`) to the owner of what WORKDIR creates: the
 /// user's primary group when no group is given.
 pub fn resolve_user(root: &Path, spec: &str) -> Result<Owner, String> {
-    let (user, group) = match spec.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (spec, None),
-    };
-    let passwd = read_in_root(root, "passwd");
-    let entry = match user.parse::<u32>() {
-        Ok(uid) => passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 4 && f[2] == uid.to_string()),
-        Err(_) => lookup(&passwd, user),
-    };
-    let uid = match user.parse::<u32>() {
-        Ok(n) => n,
-        Err(_) => entry
-            .as_ref()
-            .and_then(|f| f[2].parse().ok())
-            .ok_or_else(|| {
-                format!("unable to find user {user}: no matching entries in passwd file")
-            })?,
-    };
-    let gid = match group {
-        Some(_) => resolve_chown(root, &format!("{uid}:{}", group.unwrap_or_default()))?.gid,
-        None => entry
-            .and_then(|f| f.get(3).and_then(|g| g.parse().ok()))
-            .unwrap_or(0),
-    };
-    Ok(Owner { uid, gid })
+    let u = resolve_in_image(root, spec).map_err(|e| e.to_string())?;
+    Ok(Owner {
+        uid: u.uid,
+        gid: u.gid,
+    })
 }
 
 #[cfg(test)]

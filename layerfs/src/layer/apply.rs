@@ -258,7 +258,7 @@ impl Applier {
             dir_times: Vec::new(),
             written: HashSet::new(),
             stats: ApplyStats::default(),
-            buf: vec![0; 1 << 20],
+            buf: vec![0; 256 << 10],
         })
     }
 

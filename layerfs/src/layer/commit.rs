@@ -20,7 +20,7 @@ use crate::digest::{HashingReader, HashingWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::store::{LayerRecord, Store, chain_ids, remove_tree};
 
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// The writing end of a chunk pipe between two threads.
@@ -202,15 +202,6 @@ pub fn commit_dir(
         blob: blob.descriptor.digest().clone(),
     };
     let dir = store.install_layer(dir, &record)?;
-    // The dir was written through a volatile overlay (no fsync per file): one syncfs makes
-    // the layer as durable as its blob before anything refers to it.
-    let fd = rustix::fs::open(
-        &dir,
-        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .at("open", &dir)?;
-    rustix::fs::syncfs(&fd).at("sync the filesystem of", &dir)?;
     Ok(CommittedLayer {
         blob,
         chain_id,

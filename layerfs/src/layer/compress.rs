@@ -132,7 +132,7 @@ pub fn detect(head: &[u8]) -> Detected {
 
 /// A reader of the decompressed stream of `input`, whatever its compression.
 pub fn decompress<'a, R: Read + Send + 'a>(input: R) -> io::Result<Box<dyn Read + Send + 'a>> {
-    let mut buf = BufReader::with_capacity(1 << 20, input);
+    let mut buf = BufReader::with_capacity(256 << 10, input);
     let head = buf.fill_buf()?;
     Ok(match detect(head) {
         Detected::Plain => Box::new(buf),

@@ -32,9 +32,11 @@ pub enum OverlayXattrs {
 }
 
 impl OverlayXattrs {
-    /// The namespace this process should write in: `trusted` needs CAP_SYS_ADMIN.
+    /// The namespace this process should write in: `trusted` needs CAP_SYS_ADMIN in the
+    /// initial user namespace (root in a user namespace of its own, such as an unprivileged
+    /// strata's container, gets `user`, and overlayfs its `userxattr` option).
     pub fn for_this_process() -> Self {
-        if rustix::process::geteuid().is_root() {
+        if rustix::process::geteuid().is_root() && in_initial_user_namespace() {
             OverlayXattrs::Trusted
         } else {
             OverlayXattrs::User
@@ -48,6 +50,14 @@ impl OverlayXattrs {
             OverlayXattrs::User => "user.overlay.opaque",
         }
     }
+}
+
+/// Whether this process runs in the initial user namespace (its uid map is the identity of
+/// every id).
+fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").map_or(true, |map| {
+        map.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"]
+    })
 }
 
 /// Whether `name` is one of overlayfs's own xattrs, in either namespace. They never go into a

@@ -66,7 +66,7 @@ impl<W: Write> TarWriter<W> {
         TarWriter {
             out,
             clamp_mtime,
-            buf: vec![0; 1 << 20],
+            buf: vec![0; 256 << 10],
         }
     }
 

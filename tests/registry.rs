@@ -1,0 +1,1050 @@
+//! strata pull/push/login/logout against the real CNCF distribution registry: anonymous, with
+//! htpasswd basic auth and with bearer tokens; interop with skopeo both ways; faults injected
+//! by a loopback proxy (dropped connections, 500, 429, corrupted blobs, a slow registry).
+
+mod common;
+#[path = "registry/layout.rs"]
+mod layout;
+#[path = "registry/listener.rs"]
+mod listener;
+#[path = "registry/proxy.rs"]
+mod proxy;
+#[path = "registry/server.rs"]
+mod server;
+#[path = "registry/token.rs"]
+mod token;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestStore, have_or_skip, is_root_or_skip};
+use layerfs::digest::digest_of;
+use layerfs::store::Store;
+use proxy::{Fault, FaultProxy, Rule};
+use serde_json::Value;
+use server::{RegistryAuth, TestRegistry};
+use token::TokenServer;
+
+/// Whether the tools these tests drive are here; prints why not.
+fn tools_or_skip(test: &str) -> bool {
+    ["docker-registry", "skopeo", "htpasswd", "openssl"]
+        .iter()
+        .all(|t| have_or_skip(t, test))
+}
+
+/// `strata login` with the password on stdin; returns the output.
+fn login(store: &TestStore, registry: &str, user: &str, password: &str) -> Output {
+    let mut c = store.cmd(&["login", "-u", user, "--password-stdin", registry]);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .args(args)
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The manifest digest skopeo sees on the registry (logging in with `creds`, `user:password`).
+fn skopeo_digest(reference: &str, creds: Option<&str>) -> String {
+    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+    if let Some(c) = creds {
+        args.extend(["--creds", c]);
+    }
+    let image = format!("docker://{reference}");
+    args.push(&image);
+    digest_of(skopeo(&args).as_bytes()).to_string()
+}
+
+/// The store is whole: `strata fsck` passes, nothing is left half-written under tmp and every
+/// layer dir is recorded.
+fn assert_store_whole(store: &TestStore) {
+    store.ok(&["fsck"]);
+    let root = store.root();
+    let tmp: Vec<_> = std::fs::read_dir(root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(tmp.is_empty(), "left under tmp: {tmp:?}");
+    let s = Store::open(&root).unwrap();
+    for entry in std::fs::read_dir(root.join("layers")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let chain = layerfs::digest::parse_sha256(&format!("sha256:{name}")).unwrap();
+        assert!(
+            s.layer_record(&chain).is_some(),
+            "layer dir {name} has no record"
+        );
+    }
+}
+
+/// `strata run --rm IMAGE CMD…`: its stdout.
+fn run_in_image(store: &TestStore, image: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", image];
+    args.extend(cmd);
+    store.ok(&args)
+}
+
+/// An anonymous registry holding `repo:v1`, an image of `layers` layers of `size`
+/// incompressible bytes each (pushed by skopeo). Returns the registry, the manifest digest and
+/// the first layer's digest.
+fn registry_with_noisy_image(
+    repo: &str,
+    layers: usize,
+    size: usize,
+) -> (TestRegistry, String, String) {
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let image = layout::Image {
+        architecture: layerfs::config::host_architecture(),
+        variant: None,
+        layers: (0..layers)
+            .map(|i| {
+                vec![(
+                    format!("data/layer{i}.bin"),
+                    layout::noise(size, i as u64 + 1),
+                )]
+            })
+            .collect(),
+    };
+    let digest = layout::write_layout(dir.path(), "v1", &[image]);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/{repo}:v1", registry.host),
+        false,
+    );
+    let manifest = std::fs::read(
+        dir.path()
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    (registry, digest, layer)
+}
+
+/// Pushes a layout to the registry with skopeo; returns the manifest digest.
+fn skopeo_push(dir: &Path, tag: &str, dest: &str, all: bool) {
+    let src = format!("oci:{}:{tag}", dir.display());
+    let dst = format!("docker://{dest}");
+    let mut args = vec!["copy", "--dest-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.extend([src.as_str(), dst.as_str()]);
+    skopeo(&args);
+}
+
+#[test]
+fn anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image() {
+    if !tools_or_skip("anonymous_push_is_what_skopeo_pulls_and_pull_gives_a_runnable_image") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    let dest = format!("{}/strata/busybox:v1", registry.host);
+    let out = a.ok(&["push", "busybox", &dest]);
+    let local = a
+        .ok(&["inspect", "--format", "digest", "busybox"])
+        .trim()
+        .to_owned();
+    assert_eq!(out.trim(), format!("{dest}@{local}"));
+    assert_eq!(
+        skopeo_digest(&dest, None),
+        local,
+        "the registry has the store's manifest, byte for byte"
+    );
+    let inspect: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]))
+    .unwrap();
+    assert_eq!(inspect["Digest"], local.as_str());
+    assert_eq!(
+        inspect["Architecture"],
+        layerfs::config::host_architecture()
+    );
+    let oci = a.path("skopeo-oci");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{dest}"),
+        &format!("oci:{}:v1", oci.display()),
+    ]);
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(oci.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], local.as_str());
+
+    // Pushing again uploads nothing.
+    let again = json_lines(&a.ok(&["push", "--progress", "json", "busybox", &dest]));
+    assert!(
+        again
+            .iter()
+            .filter(|e| e["event"] == "skip")
+            .all(|e| e["reason"] == "exists")
+    );
+    assert_eq!(again.last().unwrap()["bytes"], 0);
+
+    let b = TestStore::new();
+    let pulled = b.ok(&["pull", &dest]);
+    assert_eq!(pulled.trim(), dest);
+    assert_eq!(
+        b.ok(&["inspect", "--format", "digest", &dest]).trim(),
+        local
+    );
+    assert_eq!(
+        b.ok(&["inspect", "--format", "id", &dest]),
+        a.ok(&["inspect", "--format", "id", "busybox"])
+    );
+    assert_store_whole(&b);
+    if is_root_or_skip("running the pulled image") {
+        assert_eq!(
+            run_in_image(&b, &dest, &["/bin/sh", "-c", "echo pulled-and-running"]).trim(),
+            "pulled-and-running"
+        );
+    }
+    // A second pull finds everything in the store.
+    let events = json_lines(&b.ok(&["pull", "--progress", "json", &dest]));
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(summary["manifest"], local.as_str());
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "skip" && e["reason"] == "exists")
+    );
+    assert!(!events.iter().any(|e| e["event"] == "start"));
+}
+
+#[test]
+fn an_image_pushed_by_skopeo_from_the_store_is_pulled_and_runs() {
+    if !tools_or_skip("an_image_pushed_by_skopeo_from_the_store_is_pulled_and_runs") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    let dest = format!("{}/skopeo/busybox:latest", registry.host);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!(
+            "oci:{}:docker.io/library/busybox:latest",
+            a.root().display()
+        ),
+        &format!("docker://{dest}"),
+    ]);
+    let b = TestStore::new();
+    b.ok(&["pull", &dest]);
+    assert_eq!(
+        b.ok(&["inspect", "--format", "digest", &dest]).trim(),
+        skopeo_digest(&dest, None)
+    );
+    assert_store_whole(&b);
+    if is_root_or_skip("running the pulled image") {
+        assert!(run_in_image(&b, &dest, &["/bin/busybox", "ls", "/bin"]).contains("busybox"));
+    }
+}
+
+#[test]
+fn multi_layer_images_pull_concurrently_through_a_slow_registry() {
+    if !tools_or_skip("multi_layer_images_pull_concurrently_through_a_slow_registry") {
+        return;
+    }
+    let (registry, digest, _) = registry_with_noisy_image("multi/layers", 6, 256 << 10);
+    // Every blob trickles in: 16 KiB every 20 ms, about 0.3 s a layer.
+    let slow = Fault::Slow {
+        chunk: 16 << 10,
+        pause: Duration::from_millis(20),
+    };
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new("GET", "/blobs/sha256:", 0, slow)],
+    );
+    let s = TestStore::new();
+    let reference = format!("{}/multi/layers:v1", proxy.host);
+    s.ok(&["pull", &reference]);
+    assert_eq!(
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    let in_flight = proxy.max_blob_gets_in_flight();
+    assert!(
+        (2..=4).contains(&in_flight),
+        "layers in flight at once: {in_flight} (want 2 to 4)"
+    );
+    let st = Store::open(s.root()).unwrap();
+    let img = st.resolve_image(&reference).unwrap();
+    for (i, chain) in img.chain_ids().iter().enumerate() {
+        let file = st.layer_dir(chain).join(format!("data/layer{i}.bin"));
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            layout::noise(256 << 10, i as u64 + 1),
+            "{}",
+            file.display()
+        );
+    }
+    assert_store_whole(&s);
+}
+
+#[test]
+fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
+    if !tools_or_skip("a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let image = |arch: &'static str, variant| layout::Image {
+        architecture: arch,
+        variant,
+        layers: vec![vec![(
+            "platform".to_owned(),
+            format!("{arch}\n").into_bytes(),
+        )]],
+    };
+    layout::write_layout(
+        dir.path(),
+        "multi",
+        &[
+            image("amd64", None),
+            image("arm64", Some("v8")),
+            image("s390x", None),
+        ],
+    );
+    let reference = format!("{}/multi/platform:v1", registry.host);
+    skopeo_push(dir.path(), "multi", &reference, true);
+    let platform_of = |s: &TestStore| -> (String, String) {
+        let config: Value = serde_json::from_str(&s.ok(&["inspect", &reference])).unwrap();
+        let st = Store::open(s.root()).unwrap();
+        let img = st.resolve_image(&reference).unwrap();
+        let file = st.layer_dir(&img.chain_ids()[0]).join("platform");
+        (
+            config["architecture"].as_str().unwrap().to_owned(),
+            std::fs::read_to_string(file).unwrap().trim().to_owned(),
+        )
+    };
+    let arm = TestStore::new();
+    arm.ok(&["pull", "--platform", "linux/arm64", &reference]);
+    assert_eq!(platform_of(&arm), ("arm64".to_owned(), "arm64".to_owned()));
+    let host = TestStore::new();
+    host.ok(&["pull", &reference]);
+    let arch = layerfs::config::host_architecture();
+    if ["amd64", "arm64", "s390x"].contains(&arch) {
+        assert_eq!(platform_of(&host), (arch.to_owned(), arch.to_owned()));
+    }
+    let none = TestStore::new();
+    let err = none.fails(&["pull", "--platform", "linux/riscv64", &reference]);
+    assert!(
+        err.contains("linux/riscv64")
+            && err.contains("linux/arm64/v8")
+            && err.contains("linux/s390x"),
+        "{err}"
+    );
+    let err = none.fails(&["pull", "--platform", "linux", &reference]);
+    assert!(err.contains("invalid platform"), "{err}");
+    assert_store_whole(&arm);
+}
+
+#[test]
+fn basic_auth_login_push_pull_logout_and_wrong_credentials() {
+    if !tools_or_skip("basic_auth_login_push_pull_logout_and_wrong_credentials") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Basic {
+        user: "alice",
+        password: "correct horse",
+    });
+    let host = registry.host.as_str();
+    let s = TestStore::with_busybox();
+    let dest = format!("{host}/private/busybox:v1");
+
+    let err = s.fails(&["push", "busybox", &dest]);
+    assert!(
+        err.contains("unauthorized") && err.contains(host) && err.contains("strata login"),
+        "{err}"
+    );
+
+    let wrong = login(&s, host, "alice", "battery staple");
+    assert!(!wrong.status.success());
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(err.contains("unauthorized") && err.contains(host), "{err}");
+    assert!(
+        !s.path("docker/config.json").exists(),
+        "a refused login stores nothing"
+    );
+
+    let good = login(&s, host, "alice", "correct horse");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&good.stdout).trim(),
+        "Login Succeeded"
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(s.path("docker/config.json")).unwrap()).unwrap();
+    assert!(config["auths"][host]["auth"].is_string(), "{config}");
+
+    // Nothing secret in the output, even at the most verbose log level.
+    let out = s.output(&["--log-level", "trace", "push", "busybox", &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let everything = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b64 = config["auths"][host]["auth"].as_str().unwrap();
+    assert!(
+        !everything.contains("correct horse") && !everything.contains(b64),
+        "a secret was printed"
+    );
+
+    let other = TestStore::new();
+    std::fs::create_dir_all(other.path("docker")).unwrap();
+    std::fs::copy(
+        s.path("docker/config.json"),
+        other.path("docker/config.json"),
+    )
+    .unwrap();
+    other.ok(&["pull", &dest]);
+    assert_eq!(
+        other.ok(&["inspect", "--format", "digest", &dest]),
+        s.ok(&["inspect", "--format", "digest", "busybox"])
+    );
+    assert_store_whole(&other);
+
+    assert!(other.ok(&["logout", host]).contains("Removed"));
+    assert!(other.ok(&["logout", host]).contains("Not logged in"));
+    let err = other.fails(&["pull", &dest]);
+    assert!(err.contains("unauthorized") && err.contains(host), "{err}");
+}
+
+#[test]
+fn bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens() {
+    if !tools_or_skip("bearer_tokens_with_mounts_across_repositories_and_refreshed_tokens") {
+        return;
+    }
+    let tokens = TokenServer::start("bob", "t0ken-pass");
+    let registry = TestRegistry::start(RegistryAuth::Token(&tokens));
+    let host = registry.host.as_str();
+    let s = TestStore::with_busybox();
+    let first = format!("{host}/team/base:v1");
+
+    let err = s.fails(&["push", "busybox", &first]);
+    assert!(err.contains("unauthorized") && err.contains(host), "{err}");
+    let wrong = login(&s, host, "bob", "nope");
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(
+        !wrong.status.success() && err.contains("unauthorized") && err.contains(host),
+        "{err}"
+    );
+    let good = login(&s, host, "bob", "t0ken-pass");
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    s.ok(&["push", "busybox", &first]);
+    // Another repository of the same registry: the blobs are mounted, not uploaded, with one
+    // token for both repositories.
+    let second = format!("{host}/team/app:v2");
+    s.ok(&["tag", "busybox", &first]);
+    let events = json_lines(&s.ok(&["push", "--progress", "json", &first, &second]));
+    let mounted: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "skip" && e["reason"] == "mounted")
+        .collect();
+    assert_eq!(mounted.len(), 2, "config and layer mounted: {events:?}");
+    assert!(mounted.iter().all(|e| e["from"] == "team/base"));
+    assert_eq!(events.last().unwrap()["bytes"], 0);
+    let last_scopes = tokens.scopes().last().unwrap().clone();
+    assert!(
+        last_scopes.contains(&"repository:team/app:pull,push".to_owned())
+            && last_scopes.contains(&"repository:team/base:pull".to_owned()),
+        "{last_scopes:?}"
+    );
+    assert_eq!(
+        skopeo_digest(&second, Some("bob:t0ken-pass")),
+        s.ok(&["inspect", "--format", "digest", "busybox"]).trim()
+    );
+
+    // A token the registry finds expired is replaced, mid-transfer, and the pull goes on.
+    tokens.issue_expired(1);
+    let before = tokens.issued();
+    let b = TestStore::new();
+    std::fs::create_dir_all(b.path("docker")).unwrap();
+    std::fs::copy(s.path("docker/config.json"), b.path("docker/config.json")).unwrap();
+    b.ok(&["pull", &second]);
+    assert!(tokens.issued() >= before + 2, "a fresh token was fetched");
+    assert_store_whole(&b);
+}
+
+#[test]
+fn credential_helpers_store_and_supply_credentials() {
+    if !tools_or_skip("credential_helpers_store_and_supply_credentials") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Basic {
+        user: "carol",
+        password: "helper-secret",
+    });
+    let host = registry.host.as_str();
+    let s = TestStore::with_busybox();
+    // A helper speaking docker's protocol, keeping one credential in a file.
+    let bin = s.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let vault = s.path("vault.json");
+    let helper = bin.join("docker-credential-strata-test");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nvault={}\ncase \"$1\" in\n  store) cat > \"$vault\" ;;\n  get) read url; if [ -s \"$vault\" ]; then cat \"$vault\"; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n  erase) read url; rm -f \"$vault\" ;;\nesac\n",
+            vault.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(s.path("docker")).unwrap();
+    std::fs::write(
+        s.path("docker/config.json"),
+        r#"{"credsStore":"strata-test"}"#,
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+
+    let mut c = s.cmd(&["login", "-u", "carol", "--password-stdin", host]);
+    c.env("PATH", &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"helper-secret\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = std::fs::read_to_string(s.path("docker/config.json")).unwrap();
+    assert!(
+        !config.contains("helper-secret") && !config.contains("\"auth\""),
+        "the helper keeps the secret: {config}"
+    );
+    let kept: Value = serde_json::from_slice(&std::fs::read(&vault).unwrap()).unwrap();
+    assert_eq!(
+        (kept["Username"].as_str(), kept["Secret"].as_str()),
+        (Some("carol"), Some("helper-secret"))
+    );
+
+    let mut push = s.cmd(&["push", "busybox", &format!("{host}/helped/busybox:v1")]);
+    push.env("PATH", &path);
+    let out = push.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut logout = s.cmd(&["logout", host]);
+    logout.env("PATH", &path);
+    assert!(logout.output().unwrap().status.success());
+    assert!(!vault.exists(), "logout erased the helper's credential");
+}
+
+#[test]
+fn a_connection_dropped_mid_blob_resumes_with_range() {
+    if !tools_or_skip("a_connection_dropped_mid_blob_resumes_with_range") {
+        return;
+    }
+    let (registry, digest, layer) = registry_with_noisy_image("faults/drop", 1, 2 << 20);
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new(
+            "GET",
+            format!("/blobs/{layer}"),
+            2,
+            Fault::DropAfter(700_000),
+        )],
+    );
+    let s = TestStore::new();
+    let reference = format!("{}/faults/drop:v1", proxy.host);
+    let events = json_lines(&s.ok(&["pull", "--progress", "json", &reference]));
+    assert_eq!(proxy.fired(), vec![2]);
+    let ranges: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(&layer))
+        .collect();
+    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    assert!(
+        ranges[1].ends_with("Range: bytes=700000-") && ranges[2].ends_with("Range: bytes=1400000-"),
+        "{ranges:?}"
+    );
+    assert_eq!(events.iter().filter(|e| e["event"] == "retry").count(), 2);
+    assert_eq!(
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    assert_store_whole(&s);
+}
+
+#[test]
+fn an_interrupted_pull_resumes_in_the_next_one() {
+    if !tools_or_skip("an_interrupted_pull_resumes_in_the_next_one") {
+        return;
+    }
+    let (registry, digest, layer) = registry_with_noisy_image("faults/resume", 1, 2 << 20);
+    // The download is cut after 500,000 bytes and the registry then fails until this pull
+    // gives up, keeping what came.
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![
+            Rule::new(
+                "GET",
+                format!("/blobs/{layer}"),
+                1,
+                Fault::DropAfter(500_000),
+            ),
+            Rule::new(
+                "GET",
+                format!("/blobs/{layer}"),
+                0,
+                Fault::Status {
+                    code: 503,
+                    retry_after: None,
+                },
+            ),
+        ],
+    );
+    let s = TestStore::new();
+    let err = s.fails(&["pull", &format!("{}/faults/resume:v1", proxy.host)]);
+    assert!(err.contains("503") && err.contains(&layer), "{err}");
+    let st = Store::open(s.root()).unwrap();
+    assert!(st.records().unwrap().is_empty(), "nothing is tagged");
+    assert!(!st.has_blob(&layerfs::digest::parse_sha256(&layer).unwrap()));
+    drop(proxy);
+    let proxy = FaultProxy::start(&registry.host, vec![]);
+    let reference = format!("{}/faults/resume:v1", proxy.host);
+    s.ok(&["pull", &reference]);
+    let gets: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains(&layer))
+        .collect();
+    assert_eq!(gets.len(), 1, "{gets:?}");
+    assert!(
+        gets[0].ends_with("Range: bytes=500000-"),
+        "the next pull resumed: {gets:?}"
+    );
+    assert_eq!(
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    assert_store_whole(&s);
+}
+
+#[test]
+fn server_errors_and_429_are_tried_again() {
+    if !tools_or_skip("server_errors_and_429_are_tried_again") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![
+            Rule::new(
+                "GET",
+                "/manifests/",
+                2,
+                Fault::Status {
+                    code: 500,
+                    retry_after: None,
+                },
+            ),
+            Rule::new(
+                "GET",
+                "/blobs/sha256:",
+                1,
+                Fault::Status {
+                    code: 429,
+                    retry_after: Some(1),
+                },
+            ),
+            Rule::new(
+                "POST",
+                "/blobs/uploads/",
+                1,
+                Fault::Status {
+                    code: 503,
+                    retry_after: None,
+                },
+            ),
+            Rule::new(
+                "PUT",
+                "/manifests/",
+                1,
+                Fault::Status {
+                    code: 502,
+                    retry_after: None,
+                },
+            ),
+        ],
+    );
+    let dest = format!("{}/faults/retry:v1", proxy.host);
+    let push = json_lines(&a.ok(&["push", "--progress", "json", "busybox", &dest]));
+    assert!(
+        push.iter().filter(|e| e["event"] == "retry").count() >= 2,
+        "{push:?}"
+    );
+    let b = TestStore::new();
+    let started = Instant::now();
+    let events = json_lines(&b.ok(&["pull", "--progress", "json", &dest]));
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    let retries: Vec<_> = events.iter().filter(|e| e["event"] == "retry").collect();
+    assert_eq!(retries.len(), 3, "{events:?}");
+    assert!(
+        retries
+            .iter()
+            .any(|e| e["delay_ms"] == 1000 && e["reason"].as_str().unwrap().contains("429"))
+    );
+    assert_eq!(proxy.fired(), vec![2, 1, 1, 1]);
+    assert_eq!(
+        b.ok(&["inspect", "--format", "digest", &dest]),
+        a.ok(&["inspect", "--format", "digest", "busybox"])
+    );
+    assert_store_whole(&b);
+}
+
+#[test]
+fn a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored() {
+    if !tools_or_skip("a_blob_that_does_not_match_its_digest_is_refused_and_nothing_is_stored") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    a.ok(&[
+        "push",
+        "busybox",
+        &format!("{}/faults/corrupt:v1", registry.host),
+    ]);
+    let layer = Store::open(a.root())
+        .unwrap()
+        .resolve_image("busybox")
+        .unwrap()
+        .manifest
+        .layers()[0]
+        .digest()
+        .to_string();
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new(
+            "GET",
+            format!("/blobs/{layer}"),
+            0,
+            Fault::Corrupt,
+        )],
+    );
+    let s = TestStore::new();
+    let err = s.fails(&["pull", &format!("{}/faults/corrupt:v1", proxy.host)]);
+    assert!(
+        err.contains(&layer) && err.contains("does not match its digest"),
+        "{err}"
+    );
+    let st = Store::open(s.root()).unwrap();
+    assert!(
+        !st.has_blob(&layerfs::digest::parse_sha256(&layer).unwrap()),
+        "the bad blob is not stored"
+    );
+    assert!(st.records().unwrap().is_empty(), "nothing is tagged");
+    assert_eq!(
+        std::fs::read_dir(s.root().join("layers")).unwrap().count(),
+        0,
+        "no layer was installed"
+    );
+    assert_store_whole(&s);
+}
+
+#[test]
+fn push_falls_back_when_the_registry_refuses_an_upload_style() {
+    if !tools_or_skip("push_falls_back_when_the_registry_refuses_an_upload_style") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let a = TestStore::with_busybox();
+    // No streamed PATCH (without Content-Range), then no PATCH at all.
+    let mut streamed = Rule::new(
+        "PATCH",
+        "/blobs/uploads/",
+        0,
+        Fault::Status {
+            code: 416,
+            retry_after: None,
+        },
+    );
+    streamed.without_header = Some("content-range");
+    let proxy = FaultProxy::start(&registry.host, vec![streamed]);
+    let dest = format!("{}/styles/chunked:v1", proxy.host);
+    let out = a.output(&["push", "--progress", "plain", "busybox", &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using chunked uploads"));
+    assert!(proxy.log().iter().any(|l| l.starts_with("PATCH")));
+    let local = a
+        .ok(&["inspect", "--format", "digest", "busybox"])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        skopeo_digest(&format!("{}/styles/chunked:v1", registry.host), None),
+        local
+    );
+
+    let no_patch = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new(
+            "PATCH",
+            "/blobs/uploads/",
+            0,
+            Fault::Status {
+                code: 405,
+                retry_after: None,
+            },
+        )],
+    );
+    let dest = format!("{}/styles/monolithic:v1", no_patch.host);
+    let out = a.output(&["push", "--progress", "plain", "busybox", &dest]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using monolithic uploads"));
+    assert_eq!(
+        skopeo_digest(&format!("{}/styles/monolithic:v1", registry.host), None),
+        local
+    );
+}
+
+#[test]
+fn clear_errors_for_bad_references_unknown_images_and_unreachable_registries() {
+    if !tools_or_skip("clear_errors_for_bad_references_unknown_images_and_unreachable_registries") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let err = s.fails(&["pull", "Not/Valid:ref"]);
+    assert!(err.contains("invalid image reference"), "{err}");
+    let port = server::free_port();
+    let started = Instant::now();
+    let err = s.fails(&["pull", &format!("127.0.0.1:{port}/nothing/here:v1")]);
+    assert!(
+        err.contains(&format!("cannot reach 127.0.0.1:{port}")) && err.contains("nothing/here"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up quickly"
+    );
+    let err = s.fails(&[
+        "push",
+        "no-such-local-image",
+        &format!("127.0.0.1:{port}/x:v1"),
+    ]);
+    assert!(err.contains("no-such-local-image"), "{err}");
+
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let err = s.fails(&["pull", &format!("{}/absent/image:v9", registry.host)]);
+    assert!(
+        err.contains("not found") && err.contains("absent/image"),
+        "{err}"
+    );
+    s.ok(&[
+        "push",
+        "busybox",
+        &format!("{}/single/platform:v1", registry.host),
+    ]);
+    let err = s.fails(&[
+        "pull",
+        "--platform",
+        "linux/mips64le",
+        &format!("{}/single/platform:v1", registry.host),
+    ]);
+    assert!(err.contains("linux/mips64le"), "{err}");
+    assert_store_whole(&s);
+}
+
+#[test]
+fn a_loopback_registry_with_its_own_certificate_is_spoken_to_over_https() {
+    if !tools_or_skip("a_loopback_registry_with_its_own_certificate_is_spoken_to_over_https") {
+        return;
+    }
+    let registry = TestRegistry::start_with(RegistryAuth::Anonymous, true);
+    let a = TestStore::with_busybox();
+    let dest = format!("{}/tls/busybox:v1", registry.host);
+    a.ok(&["push", "busybox", &dest]);
+    let local = a.ok(&["inspect", "--format", "digest", "busybox"]);
+    // The registry speaks only TLS: skopeo reaching it over https sees what strata pushed.
+    assert_eq!(skopeo_digest(&dest, None), local.trim());
+    let b = TestStore::new();
+    b.ok(&["pull", &dest]);
+    assert_eq!(b.ok(&["inspect", "--format", "digest", &dest]), local);
+    assert_store_whole(&b);
+}
+
+#[test]
+fn an_image_listing_the_same_layer_twice_downloads_it_once() {
+    if !tools_or_skip("an_image_listing_the_same_layer_twice_downloads_it_once") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    let same = vec![("data/same.bin".to_owned(), layout::noise(300 << 10, 7))];
+    let image = layout::Image {
+        architecture: layerfs::config::host_architecture(),
+        variant: None,
+        layers: vec![
+            same.clone(),
+            vec![("other".to_owned(), b"x".to_vec())],
+            same,
+        ],
+    };
+    let digest = layout::write_layout(dir.path(), "v1", &[image]);
+    skopeo_push(
+        dir.path(),
+        "v1",
+        &format!("{}/twice/same:v1", registry.host),
+        false,
+    );
+    let proxy = FaultProxy::start(&registry.host, vec![]);
+    let s = TestStore::new();
+    let reference = format!("{}/twice/same:v1", proxy.host);
+    s.ok(&["pull", &reference]);
+    assert_eq!(
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    let blob_gets = proxy
+        .log()
+        .iter()
+        .filter(|l| l.starts_with("GET") && l.contains("/blobs/"))
+        .count();
+    assert_eq!(
+        blob_gets,
+        3,
+        "config and two distinct layers: {:?}",
+        proxy.log()
+    );
+    let st = Store::open(s.root()).unwrap();
+    let img = st.resolve_image(&reference).unwrap();
+    assert_eq!(img.chain_ids().len(), 3);
+    for chain in img.chain_ids() {
+        assert!(st.layer_record(&chain).is_some(), "layer {chain} extracted");
+    }
+    assert_store_whole(&s);
+}
+
+#[test]
+fn build_pulls_its_base_image_and_pushes_with_push() {
+    if !tools_or_skip("build_pulls_its_base_image_and_pushes_with_push")
+        || !is_root_or_skip("build_pulls_its_base_image_and_pushes_with_push")
+    {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let host = registry.host.as_str();
+    let a = TestStore::with_busybox();
+    a.ok(&["push", "busybox", &format!("{host}/base/busybox:v1")]);
+    let b = TestStore::new();
+    let context = b.path("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("greeting.txt"), "hello from the registry\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {host}/base/busybox:v1\nCOPY greeting.txt /greeting.txt\n"),
+    )
+    .unwrap();
+    let app = format!("{host}/team/app:v1");
+    let out = b.output(&[
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &app,
+        context.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("mounted from base/busybox"), "{stderr}");
+    // The base came from the registry; the image went back, its base layer mounted.
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "--format",
+            "digest",
+            &format!("{host}/base/busybox:v1")
+        ]),
+        a.ok(&["inspect", "--format", "digest", "busybox"])
+    );
+    let digest = b.ok(&["inspect", "--format", "digest", &app]);
+    assert_eq!(skopeo_digest(&app, None), digest.trim());
+    let c = TestStore::new();
+    c.ok(&["pull", &app]);
+    assert_eq!(
+        run_in_image(&c, &app, &["/bin/cat", "/greeting.txt"]),
+        "hello from the registry\n"
+    );
+    let err = b.fails(&["build", "--push", context.to_str().unwrap()]);
+    assert!(err.contains("--push needs"), "{err}");
+}
