@@ -72,3 +72,11 @@ fn conformance_cases_pass_on_overlayfs() {
     }
     run_cases(Some("overlay"));
 }
+
+#[test]
+fn conformance_cases_pass_on_the_fuse_union() {
+    if !common::is_root_with_fuse_or_skip("conformance_cases_pass_on_the_fuse_union") {
+        return;
+    }
+    run_cases(Some("fuse"));
+}

@@ -2,7 +2,8 @@
 //!
 //! - [`store`]: the content store, an OCI image layout with strata's extracted layers beside it;
 //! - [`layer`]: layer tars to and from overlay-format directories, streaming and verified;
-//! - [`mount`]: the image's layers as a writable union (kernel overlayfs);
+//! - [`mount`]: the image's layers as a writable union (kernel overlayfs, or [`fuse`]);
+//! - [`fuse`]: strata's FUSE union filesystem, with the semantics of overlayfs;
 //! - [`archive`]: `docker save`/OCI archives in and out;
 //! - [`reference`], [`digest`], [`config`]: the pure pieces the rest is built on.
 
@@ -10,6 +11,7 @@ pub mod archive;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod fuse;
 pub mod layer;
 pub mod maintenance;
 pub mod mount;

@@ -1,5 +1,12 @@
 //! Union mounts of extracted layers: kernel overlayfs through the new mount API, so the number
-//! of layers is not bounded by the one-page limit of the `lowerdir=` option string.
+//! of layers is not bounded by the one-page limit of the `lowerdir=` option string, or
+//! strata's FUSE union filesystem ([`crate::fuse`]).
+//!
+//! [`mount_union`] is the one entry point: it mounts with the driver asked for, and when
+//! overlayfs refuses (`EPERM`: no privilege; `EINVAL`: an upper filesystem or a layer count it
+//! does not take; `ENODEV`: no overlayfs) it falls back to FUSE and says why in
+//! [`UnionMount::fallback`] for the caller to print. The [`UnionMount`] it returns unmounts
+//! when dropped, and stops the FUSE daemon; [`UnionMount::detach`] leaves it mounted.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -21,6 +28,159 @@ pub struct UnionSpec {
     pub upper: PathBuf,
     /// overlayfs's scratch dir, on the same filesystem as `upper`.
     pub work: PathBuf,
+}
+
+/// How union mounts are made (`--storage-driver`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StorageDriver {
+    /// Kernel overlayfs, falling back to FUSE where it cannot be mounted.
+    #[default]
+    Overlay,
+    /// strata's FUSE union filesystem.
+    Fuse,
+}
+
+impl std::fmt::Display for StorageDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageDriver::Overlay => "overlay",
+            StorageDriver::Fuse => "fuse",
+        })
+    }
+}
+
+/// A mounted union; unmounted (and its FUSE daemon stopped) when dropped.
+#[derive(Debug)]
+pub struct UnionMount {
+    target: PathBuf,
+    driver: StorageDriver,
+    fallback: Option<String>,
+    fuse: Option<crate::fuse::FuseMount>,
+    mounted: bool,
+}
+
+impl UnionMount {
+    /// Where it is mounted.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// The driver that mounted it.
+    pub fn driver(&self) -> StorageDriver {
+        self.driver
+    }
+
+    /// Why overlayfs was not used although asked for: one line for the user.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// The FUSE daemon's pid.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.fuse.as_ref().and_then(crate::fuse::FuseMount::pid)
+    }
+
+    /// Leaves the union mounted after this handle and this process are gone (as `strata
+    /// mount` does); [`unmount_union`] ends it. Returns the FUSE daemon's pid.
+    pub fn detach(mut self) -> Option<u32> {
+        self.mounted = false;
+        self.fuse.take().and_then(crate::fuse::FuseMount::detach)
+    }
+
+    /// Unmounts it now (dropping it does the same, ignoring errors).
+    pub fn unmount(mut self) -> Result<()> {
+        self.end()
+    }
+
+    fn end(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.mounted) {
+            return Ok(());
+        }
+        match self.fuse.take() {
+            Some(f) => f.unmount(),
+            None => unmount(&self.target),
+        }
+    }
+}
+
+impl Drop for UnionMount {
+    fn drop(&mut self) {
+        let _ = self.end();
+    }
+}
+
+/// Mounts the union `spec` at `target` with `driver`, falling back from overlayfs to FUSE
+/// where overlayfs cannot be mounted.
+pub fn mount_union(driver: StorageDriver, spec: &UnionSpec, target: &Path) -> Result<UnionMount> {
+    let mut fallback = None;
+    if driver == StorageDriver::Overlay {
+        match mount_overlay(spec, target) {
+            Ok(()) => {
+                return Ok(UnionMount {
+                    target: target.to_owned(),
+                    driver,
+                    fallback: None,
+                    fuse: None,
+                    mounted: true,
+                });
+            }
+            Err(Error::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EPERM | libc::EINVAL | libc::ENODEV)
+                ) =>
+            {
+                fallback = Some(format!(
+                    "overlayfs cannot be mounted here ({source}): using strata's FUSE union filesystem"
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let opts = crate::fuse::UnionOptions {
+        lowers: spec.lowers.iter().rev().cloned().collect(),
+        upper: Some(spec.upper.clone()),
+        work: Some(spec.work.clone()),
+        threads: 0,
+        passthrough: true,
+    };
+    let fuse = crate::fuse::spawn(&crate::fuse::daemon_program()?, &opts, target)?;
+    Ok(UnionMount {
+        target: target.to_owned(),
+        driver: StorageDriver::Fuse,
+        fallback,
+        fuse: Some(fuse),
+        mounted: true,
+    })
+}
+
+/// Ends a union mounted earlier and detached (`strata umount`): unmounts it — lazily when it
+/// is busy, and also when its FUSE daemon was killed and left it dead (`ENOTCONN`) — and
+/// waits a while for the daemon `daemon_pid` to exit. Not mounted any more is not an error.
+pub fn unmount_union(target: &Path, daemon_pid: Option<u32>) -> Result<()> {
+    match unmount(target) {
+        Ok(()) => {}
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::InvalidInput) => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(pid) = daemon_pid {
+        let start = std::time::Instant::now();
+        while process_runs(pid) && start.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    Ok(())
+}
+
+/// Whether process `pid` exists and has not exited (a zombie has).
+fn process_runs(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold anything.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// Mounts `spec` at `target` with kernel overlayfs.

@@ -326,7 +326,10 @@ impl Store {
             .at("create", &tmp)?;
         Ok(BlobWriter {
             blobs: self.root.join("blobs/sha256"),
-            out: Some(HashingWriter::new(BufWriter::with_capacity(256 << 10, file))),
+            out: Some(HashingWriter::new(BufWriter::with_capacity(
+                256 << 10,
+                file,
+            ))),
             tmp,
             keep_partial: false,
             expected: expected.cloned(),
@@ -826,7 +829,10 @@ impl BlobWriter {
             .map_err(|e| Error::io("write", &tmp, e.into_error()))?;
         file.set_len(0).at("truncate", &tmp)?;
         file.rewind().at("seek", &tmp)?;
-        self.out = Some(HashingWriter::new(BufWriter::with_capacity(256 << 10, file)));
+        self.out = Some(HashingWriter::new(BufWriter::with_capacity(
+            256 << 10,
+            file,
+        )));
         Ok(())
     }
 

@@ -106,6 +106,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         compression,
         pull: Some(&puller),
         cancel,
+        storage_driver: super::mount::storage_driver(ctx),
     };
     let mut view = View::new(mode);
     let built = build(&store, &opts, &mut view);

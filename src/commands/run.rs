@@ -28,11 +28,6 @@ const SLOT_PREFIX: &str = "slot-";
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
-    if ctx.storage_driver == Some(StorageDriver::Fuse) {
-        bail!(
-            "strata run: the fuse storage driver cannot mount a container's root yet; use --storage-driver overlay"
-        );
-    }
     let store = ctx.store()?;
     // Shared: `prune` waits until this container is done with its layers.
     let _content = store.lock_content()?;
@@ -47,20 +42,40 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let id = runner::new_container_id();
     let container = Slot::acquire(&store)?;
-    let mut spec = Spec::new(
-        Rootfs::Union {
-            layers: UnionSpec {
-                lowers: if lowers.is_empty() {
-                    vec![store.empty_dir()]
-                } else {
-                    lowers
-                },
-                upper: container.path.join("upper"),
-                work: container.path.join("work"),
-            },
-            // The overlay covers the container's own directory, in the container's namespace.
+    let layers = UnionSpec {
+        lowers: if lowers.is_empty() {
+            vec![store.empty_dir()]
+        } else {
+            lowers
+        },
+        upper: container.path.join("upper"),
+        work: container.path.join("work"),
+    };
+    // FUSE cannot be mounted inside the container's namespaces the way overlayfs is: its
+    // daemon mounts the union here first (unmounting it when `fuse_root` goes, or when this
+    // process dies), and the container gets that directory as its root.
+    let fuse_root = if ctx.storage_driver == Some(StorageDriver::Fuse) {
+        let mountpoint = container.path.join("rootfs");
+        std::fs::create_dir_all(&mountpoint)
+            .with_context(|| format!("creating {}", mountpoint.display()))?;
+        Some(layerfs::mount::mount_union(
+            layerfs::mount::StorageDriver::Fuse,
+            &layers,
+            &mountpoint,
+        )?)
+    } else {
+        None
+    };
+    let rootfs = match &fuse_root {
+        Some(m) => Rootfs::Dir(m.target().to_owned()),
+        // The overlay covers the container's own directory, in the container's namespace.
+        None => Rootfs::Union {
+            layers,
             mountpoint: container.path.clone(),
         },
+    };
+    let mut spec = Spec::new(
+        rootfs,
         runner::image::command_line(config, args.entrypoint.as_deref(), &args.command),
     );
     spec.env =
@@ -135,6 +150,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let printer = ctx.printer;
     let status = child.wait_attached(&attach, &mut |bytes| printer.out_bytes(bytes))?;
     drop(child);
+    if let Some(m) = fuse_root {
+        m.unmount()?;
+    }
     container.release()?;
     if status.oom_killed {
         let limit = args.memory.as_deref().unwrap_or("?");

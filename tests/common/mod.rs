@@ -159,3 +159,15 @@ pub fn have_or_skip(program: &str, test: &str) -> bool {
     }
     found
 }
+
+/// Whether the test may mount FUSE filesystems (root and /dev/fuse); prints why not.
+pub fn is_root_with_fuse_or_skip(test: &str) -> bool {
+    if !is_root_or_skip(test) {
+        return false;
+    }
+    let fuse = Path::new("/dev/fuse").exists();
+    if !fuse {
+        eprintln!("SKIP {test}: /dev/fuse is missing");
+    }
+    fuse
+}

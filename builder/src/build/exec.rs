@@ -17,7 +17,9 @@ use layerfs::config::{Empty, History, creation_time, rfc3339};
 use layerfs::layer::commit::{CommitOptions, commit_dir};
 use layerfs::layer::compress::Compression;
 use layerfs::layer::diff::Visit;
-use layerfs::mount::{UnionSpec, enter_private_mount_namespace, mount_overlay, unmount};
+use layerfs::mount::{
+    StorageDriver, UnionSpec, enter_private_mount_namespace, mount_overlay, mount_union, unmount,
+};
 use layerfs::reference::Reference;
 use layerfs::store::{Store, remove_tree};
 use oci_spec::image::{Descriptor, Digest};
@@ -58,6 +60,8 @@ pub struct BuildOptions<'a> {
     pub pull: Option<Puller<'a>>,
     /// Set when the user interrupts: the build stops at the next chance, leaving nothing.
     pub cancel: &'a AtomicBool,
+    /// How step roots are mounted (overlayfs falls back to FUSE where it cannot mount).
+    pub storage_driver: StorageDriver,
 }
 
 impl std::fmt::Debug for BuildOptions<'_> {
@@ -161,6 +165,7 @@ pub fn build(
         next_id: 0,
         current: 0,
         stages: HashMap::new(),
+        fallback: std::sync::Mutex::new(None),
     };
     for stage in plan.build_order() {
         b.current = stage.index;
@@ -222,6 +227,8 @@ struct Builder<'a, 'o> {
     current: usize,
     /// Finished stages' states, by stage index.
     stages: HashMap<usize, ImageState>,
+    /// Why step roots are on FUSE although overlayfs was asked for: reported once.
+    fallback: std::sync::Mutex<Option<Option<String>>>,
 }
 
 /// What a `.dockerignore` verdict means to a source walk.
@@ -304,7 +311,16 @@ impl Builder<'_, '_> {
             self.check_cancel()?;
             let id = self.start(&stage_label, i + 2, total + triggers.len(), ins);
             let started = Instant::now();
-            match self.step(&mut state, &mut args, ins, id) {
+            let done = self.step(&mut state, &mut args, ins, id);
+            let note = self
+                .fallback
+                .lock()
+                .ok()
+                .and_then(|mut f| f.as_mut().and_then(Option::take));
+            if let Some(note) = note {
+                self.reporter.event(Event::Note(format!("note: {note}")));
+            }
+            match done {
                 Ok(()) => self.reporter.event(Event::Done {
                     id,
                     elapsed: started.elapsed(),
@@ -616,6 +632,7 @@ impl Builder<'_, '_> {
                 step.binds = binds;
                 let reporter = &mut *self.reporter;
                 let cancel = self.opts.cancel;
+                let driver = self.opts.storage_driver;
                 let store = self.store;
                 let on_line = &mut |line| reporter.event(Event::Output { id, line });
                 if sources.is_empty() {
@@ -624,6 +641,7 @@ impl Builder<'_, '_> {
                         &step,
                         &layers,
                         &mountpoint,
+                        driver,
                         cancel,
                         on_line,
                     );
@@ -651,6 +669,7 @@ impl Builder<'_, '_> {
                             &step,
                             &layers,
                             &mountpoint,
+                            driver,
                             cancel,
                             on_line,
                         )
@@ -850,12 +869,19 @@ impl Builder<'_, '_> {
             upper: scratch.upper.clone(),
             work: scratch.work.clone(),
         };
+        let (driver, fallback) = (self.opts.storage_driver, &self.fallback);
         let out = std::thread::scope(|s| {
             s.spawn(|| -> Result<T, StepError> {
                 enter_private_mount_namespace()?;
-                mount_overlay(&spec, &target)?;
+                // A FUSE daemon started from here lives in this namespace too.
+                let union = mount_union(driver, &spec, &target)?;
+                if let (Some(why), Ok(mut noted)) = (union.fallback(), fallback.lock())
+                    && noted.is_none()
+                {
+                    *noted = Some(Some(why.to_owned()));
+                }
                 let r = f(&target);
-                unmount(&target)?;
+                union.unmount()?;
                 r
             })
             .join()

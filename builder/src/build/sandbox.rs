@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use layerfs::mount::UnionSpec;
+use layerfs::mount::{StorageDriver, UnionSpec, mount_union};
 use layerfs::store::Store;
 use runner::{Command, Exit, Input, Output, Rootfs, Spec};
 
@@ -37,6 +37,7 @@ pub fn run_step(
     step: &RunStep,
     layers: &UnionSpec,
     mountpoint: &Path,
+    driver: StorageDriver,
     cancel: &AtomicBool,
     on_line: &mut dyn FnMut(String),
 ) -> Result<(), StepError> {
@@ -46,13 +47,20 @@ pub fn run_step(
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .map_err(|e| layerfs::Error::io("chmod", &p, e))?;
     }
-    let mut spec = Spec::new(
-        Rootfs::Union {
+    // A FUSE union is mounted by its daemon before the sandbox starts (it cannot be mounted
+    // inside the container's namespaces as overlayfs is) and given to it as a ready root.
+    let fuse_root = match driver {
+        StorageDriver::Fuse => Some(mount_union(driver, layers, mountpoint)?),
+        StorageDriver::Overlay => None,
+    };
+    let rootfs = match &fuse_root {
+        Some(m) => Rootfs::Dir(m.target().to_owned()),
+        None => Rootfs::Union {
             layers: layers.clone(),
             mountpoint: mountpoint.to_owned(),
         },
-        step.argv.clone(),
-    );
+    };
+    let mut spec = Spec::new(rootfs, step.argv.clone());
     spec.env = step.env.clone();
     spec.cwd = step.workdir.clone();
     spec.user = step.user.clone();
@@ -107,6 +115,9 @@ pub fn run_step(
     }
     let _ = reader.join();
     let status = child.wait().map_err(|e| StepError::Other(e.to_string()))?;
+    if let Some(m) = fuse_root {
+        m.unmount()?;
+    }
     remove_stubs(layers, child.created_mountpoints());
     for (path, _) in &step.files {
         let _ = std::fs::remove_file(layers.upper.join(path.trim_start_matches('/')));

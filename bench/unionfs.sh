@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Union filesystems side by side on the Debian minbase rootfs (bench/minbase.sh) as the lower
+# layer: kernel overlayfs (as strata mounts it), strata's FUSE union (strata-unionfs) and
+# fuse-overlayfs (Debian's package), in one run, each measurement interleaved across the three.
+#
+#   bench/unionfs.sh [RUNS]          # RUNS per measurement, default 5; prints medians
+#
+# Measurements: a tree walk with a stat of every entry, cold (fresh mount, caches dropped) and
+# warm; a read of every file of the rootfs (cold); a 500 MB sequential read (cold and warm);
+# the copy-up of that 500 MB file (one byte appended, fresh mount); the creation of 10,000
+# small files. Then the peak RSS of each FUSE daemon after a walk and a read of everything.
+# Needs root. Drops the page cache (echo 3 > /proc/sys/vm/drop_caches) for the cold runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+[ "$(id -u)" = 0 ] || { echo "bench/unionfs.sh needs root (mounts)" >&2; exit 2; }
+command -v fuse-overlayfs >/dev/null || { echo "fuse-overlayfs missing: scripts/install-deps" >&2; exit 2; }
+target_dir=${CARGO_TARGET_DIR:-target}
+unionfs=${STRATA_UNIONFS:-$target_dir/release/strata-unionfs}
+if [ -z "${STRATA_UNIONFS:-}" ]; then
+  cargo build --release --bin strata-unionfs >&2
+fi
+unionfs=$(readlink -f "$unionfs")
+tarball=$(bench/minbase.sh)
+
+work=$(mktemp -d /var/tmp/strata-bench-unionfs.XXXXXX)
+mnt=$work/mnt
+cleanup() {
+  mountpoint -q "$mnt" 2>/dev/null && umount "$mnt" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+mkdir -p "$work/lower" "$mnt"
+tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$tarball" -C "$work/lower"
+mkdir -p "$work/lower/bench"
+head -c 500M /dev/urandom > "$work/lower/bench/big.bin"
+nfiles=$(find "$work/lower" -path "$work/lower/bench" -prune -o -type f -print | wc -l)
+nentries=$(find "$work/lower" | wc -l)
+sizemb=$(du -sm --exclude=bench "$work/lower" | cut -f1)
+
+drivers=(overlay strata fuse-overlayfs)
+opts() { echo "lowerdir=$work/lower,upperdir=$work/upper,workdir=$work/work"; }
+
+unmount() {
+  if mountpoint -q "$mnt"; then
+    umount "$mnt"
+    # FUSE daemons exit once the mount is gone.
+    for _ in $(seq 200); do pgrep -f -- "$mnt" >/dev/null || break; sleep 0.01; done
+  fi
+}
+
+# A fresh mount of `driver` with an empty upper dir.
+fresh() {
+  unmount
+  rm -rf "$work/upper" "$work/work"
+  mkdir -p "$work/upper" "$work/work"
+  case $1 in
+    overlay) mount -t overlay overlay -o "$(opts),index=off,redirect_dir=off,metacopy=off,volatile" "$mnt" ;;
+    strata) "$unionfs" none "$mnt" -o "$(opts)" ;;
+    fuse-overlayfs) fuse-overlayfs -o "$(opts)" "$mnt" 2>/dev/null ;;
+  esac
+}
+
+daemon_pid() { pgrep -f -- "-o .*$work/lower.* $mnt\$" | head -1; }
+
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+
+walk() { find "$mnt" -printf '%s %m\n' > /dev/null; }
+read_all() { find "$mnt" -path "$mnt/bench" -prune -o -type f -print0 | xargs -0 cat > /dev/null; }
+seq_read() { dd if="$mnt/bench/big.bin" of=/dev/null bs=1M status=none; }
+copy_up() { printf x >> "$mnt/bench/big.bin"; }
+create_many() {
+  mkdir "$mnt/many"
+  for i in $(seq 10000); do echo "small file $i" > "$mnt/many/f$i"; done
+}
+
+declare -A samples
+# time_it KEY DRIVER COMMAND...: runs COMMAND, appends its wall time (s) to samples[KEY/DRIVER].
+time_it() {
+  local key=$1 driver=$2; shift 2
+  local t0 t1
+  t0=$(date +%s%N); "$@"; t1=$(date +%s%N)
+  samples[$key/$driver]+="$(( (t1 - t0) / 1000 )) "
+}
+
+for run in $(seq "$runs"); do
+  echo "run $run/$runs" >&2
+  for d in "${drivers[@]}"; do
+    fresh "$d"; drop_caches; time_it walk-cold "$d" walk
+    time_it walk-warm "$d" walk
+    fresh "$d"; drop_caches; time_it read-cold "$d" read_all
+    fresh "$d"; drop_caches; time_it seq-cold "$d" seq_read
+    time_it seq-warm "$d" seq_read
+    fresh "$d"; seq_read; time_it copy-up "$d" copy_up
+    fresh "$d"; time_it create "$d" create_many
+  done
+done
+
+# Peak RSS of the FUSE daemons after walking and reading the whole rootfs (and the big file).
+declare -A rss
+for d in strata fuse-overlayfs; do
+  fresh "$d"; walk; read_all; seq_read
+  pid=$(daemon_pid)
+  rss[$d]=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+done
+unmount
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+ms() { awk -v us="$1" 'BEGIN { if (us >= 100000) printf "%.2f s", us/1e6; else printf "%.1f ms", us/1e3 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a/b }'; }
+
+echo
+echo "Debian minbase rootfs: $nentries entries, $nfiles files, $sizemb MB; a 500 MB file beside it."
+echo "$(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg); $runs runs, medians."
+echo
+echo "| work | kernel overlayfs | strata FUSE | fuse-overlayfs | strata ÷ overlayfs | fuse-overlayfs ÷ strata |"
+echo "|---|---|---|---|---|---|"
+for key in walk-cold walk-warm read-cold seq-cold seq-warm copy-up create; do
+  case $key in
+    walk-cold) label="tree walk, stat of every entry (cold)" ;;
+    walk-warm) label="tree walk, stat of every entry (warm)" ;;
+    read-cold) label="read every file of the rootfs (cold)" ;;
+    seq-cold) label="500 MB sequential read (cold)" ;;
+    seq-warm) label="500 MB sequential read (warm)" ;;
+    copy-up) label="copy-up of the 500 MB file" ;;
+    create) label="create 10,000 small files" ;;
+  esac
+  o=$(echo "${samples[$key/overlay]}" | median)
+  s=$(echo "${samples[$key/strata]}" | median)
+  f=$(echo "${samples[$key/fuse-overlayfs]}" | median)
+  echo "| $label | $(ms "$o") | $(ms "$s") | $(ms "$f") | $(ratio "$s" "$o") | $(ratio "$f" "$s") |"
+done
+echo
+echo "Peak RSS after walking and reading it all: strata-unionfs $((rss[strata] / 1024)) MB, fuse-overlayfs $((rss[fuse-overlayfs] / 1024)) MB."

@@ -1,0 +1,331 @@
+//! The inodes the kernel knows, and their numbers.
+//!
+//! A FUSE node id is also the `st_ino` users see, so it is derived from the real inode:
+//! `fs << 48 | ino`, where `fs` numbers the distinct filesystems of the stack (0 when every
+//! layer lives on one filesystem, the usual case, which gives exactly the numbers kernel
+//! overlayfs shows). Hard links in a layer are therefore one node. An entry keeps its number
+//! when it is copied up: the upper inode is mapped back to its origin for as long as it exists.
+//! Numbers that do not fit, or that would collide, come from a counter.
+//!
+//! The table is sharded so that concurrent requests on different inodes do not contend.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use fuser::BackingId;
+
+use super::layers::Place;
+
+/// The root's node id (fixed by the protocol).
+pub(crate) const ROOT_ID: u64 = 1;
+
+const SHARDS: usize = 64;
+const FS_SHIFT: u32 = 48;
+/// Ids from the counter have the top bit set, so they never collide with composed ones.
+const SYNTHETIC_BASE: u64 = 1 << 63;
+
+/// What the node is in the union.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeState {
+    /// The node's paths relative to the root: one for a directory, every known link for a
+    /// file. The first is used to reach it.
+    pub paths: Vec<PathBuf>,
+    /// The directory of `paths[0]`.
+    pub parent: u64,
+    /// Where the node's topmost entry lives.
+    pub place: Place,
+    /// For a directory: the lower layers merged into it, top first (empty for an opaque or
+    /// pure upper directory).
+    pub lowers: Vec<u16>,
+    /// Removed from the union (it may still be open).
+    pub removed: bool,
+}
+
+impl NodeState {
+    pub fn path(&self) -> &PathBuf {
+        &self.paths[0]
+    }
+
+    pub fn in_upper(&self) -> bool {
+        self.place == Place::Upper
+    }
+
+    /// A directory made of more than one layer dir (`st_nlink` is then 1, as overlayfs says).
+    pub fn is_merged(&self) -> bool {
+        match self.place {
+            Place::Upper => !self.lowers.is_empty(),
+            Place::Lower(_) => self.lowers.len() > 1,
+        }
+    }
+}
+
+/// A passthrough backing file shared by a node's open files (the kernel wants one per inode).
+#[derive(Debug)]
+pub(crate) struct Backing {
+    pub id: BackingId,
+    pub place: Place,
+    pub opens: u32,
+}
+
+/// One inode the kernel holds.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub id: u64,
+    pub is_dir: bool,
+    lookups: AtomicU64,
+    state: RwLock<NodeState>,
+    /// Serializes copy-ups of this node.
+    pub copy_up: Mutex<()>,
+    pub backing: Mutex<Option<Backing>>,
+    /// A directory's listing while a pass over it is under way.
+    pub listing: Mutex<Option<Arc<super::fs::Listing>>>,
+}
+
+impl Node {
+    pub fn new(id: u64, is_dir: bool, state: NodeState) -> Node {
+        Node {
+            id,
+            is_dir,
+            lookups: AtomicU64::new(0),
+            state: RwLock::new(state),
+            copy_up: Mutex::new(()),
+            backing: Mutex::new(None),
+            listing: Mutex::new(None),
+        }
+    }
+
+    pub fn state(&self) -> RwLockReadGuard<'_, NodeState> {
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn state_mut(&self) -> RwLockWriteGuard<'_, NodeState> {
+        self.state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Every node the kernel holds a reference to, by id.
+#[derive(Debug)]
+pub(crate) struct NodeTable {
+    shards: Vec<RwLock<HashMap<u64, Arc<Node>>>>,
+}
+
+fn shard_of(id: u64) -> usize {
+    (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SHARDS
+}
+
+impl NodeTable {
+    pub fn new(root: Node) -> NodeTable {
+        let table = NodeTable {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+        };
+        root.lookups.store(1, Ordering::Relaxed);
+        table.write(ROOT_ID).insert(ROOT_ID, Arc::new(root));
+        table
+    }
+
+    fn read(&self, id: u64) -> RwLockReadGuard<'_, HashMap<u64, Arc<Node>>> {
+        self.shards[shard_of(id)]
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self, id: u64) -> RwLockWriteGuard<'_, HashMap<u64, Arc<Node>>> {
+        self.shards[shard_of(id)]
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Node>> {
+        self.read(id).get(&id).cloned()
+    }
+
+    /// The node `id`, counting one more kernel reference; `make` builds it when it is new.
+    /// Returns whether it was made.
+    pub fn reference(&self, id: u64, make: impl FnOnce() -> Node) -> (Arc<Node>, bool) {
+        if let Some(n) = self.read(id).get(&id) {
+            n.lookups.fetch_add(1, Ordering::Relaxed);
+            return (n.clone(), false);
+        }
+        let mut shard = self.write(id);
+        let (node, made) = match shard.get(&id) {
+            Some(n) => (n.clone(), false),
+            None => {
+                let n = Arc::new(make());
+                shard.insert(id, n.clone());
+                (n, true)
+            }
+        };
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        (node, made)
+    }
+
+    /// Whether a node `id` is held.
+    pub fn contains(&self, id: u64) -> bool {
+        self.read(id).contains_key(&id)
+    }
+
+    /// Takes back one reference counted by [`NodeTable::reference`] (a reply that failed).
+    pub fn unreference(&self, id: u64) {
+        self.forget(id, 1);
+    }
+
+    /// The kernel dropped `n` references to `id`.
+    pub fn forget(&self, id: u64, n: u64) {
+        if id == ROOT_ID {
+            return;
+        }
+        let mut shard = self.write(id);
+        if let Some(node) = shard.get(&id) {
+            let before = node.lookups.fetch_sub(
+                n.min(node.lookups.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            if before <= n {
+                shard.remove(&id);
+            }
+        }
+    }
+
+    /// Every node (for the rare operations that must visit them all: directory renames).
+    pub fn all(&self) -> Vec<Arc<Node>> {
+        self.shards
+            .iter()
+            .flat_map(|s| {
+                s.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .values()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// Turns real inodes into node ids and remembers where copied-up entries came from.
+#[derive(Debug, Default)]
+pub(crate) struct InodeNumbers {
+    /// `(fs, ino)` that do not compose → their counter id.
+    synthetic: Mutex<HashMap<(u16, u64), u64>>,
+    next: AtomicU64,
+    /// Upper inode → the id it had before it was copied up (or a counter id chosen because
+    /// its own id was still taken by a removed node).
+    upper_origin: Mutex<HashMap<u64, u64>>,
+}
+
+impl InodeNumbers {
+    /// The node id of the real inode `ino` on filesystem `fs` (upper inodes: see
+    /// [`InodeNumbers::id_of_upper`]).
+    pub fn id(&self, fs: u16, ino: u64) -> u64 {
+        if ino < (1 << FS_SHIFT) && u64::from(fs) < (1 << (63 - FS_SHIFT)) {
+            let id = (u64::from(fs) << FS_SHIFT) | ino;
+            if id > ROOT_ID {
+                return id;
+            }
+        }
+        let mut map = self
+            .synthetic
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry((fs, ino))
+            .or_insert_with(|| SYNTHETIC_BASE + self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The node id of the upper inode `ino`: its origin's when it was copied up.
+    pub fn id_of_upper(&self, fs: u16, ino: u64) -> u64 {
+        let origin = self
+            .upper_origin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&ino)
+            .copied();
+        origin.unwrap_or_else(|| self.id(fs, ino))
+    }
+
+    /// Records that the upper inode `ino` is the node `id`.
+    pub fn set_upper_origin(&self, ino: u64, id: u64) {
+        self.upper_origin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(ino, id);
+    }
+
+    /// The upper inode `ino` is gone: its number may be reused by a new file.
+    pub fn upper_gone(&self, ino: u64) {
+        self.upper_origin
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&ino);
+    }
+
+    /// A fresh id from the counter.
+    pub fn fresh(&self) -> u64 {
+        SYNTHETIC_BASE + self.next.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_real_inode_on_one_filesystem() {
+        let n = InodeNumbers::default();
+        assert_eq!(n.id(0, 1234), 1234);
+        assert_eq!(n.id(1, 1234), (1 << 48) | 1234);
+        // The root's id is reserved, and inode numbers that do not fit get counter ids.
+        let a = n.id(0, 1);
+        assert!(a >= SYNTHETIC_BASE);
+        assert_eq!(n.id(0, 1), a, "the same inode keeps its id");
+        let big = n.id(0, u64::MAX);
+        assert!(big >= SYNTHETIC_BASE && big != a);
+    }
+
+    #[test]
+    fn copied_up_inodes_keep_their_origin() {
+        let n = InodeNumbers::default();
+        assert_eq!(n.id_of_upper(0, 77), 77);
+        n.set_upper_origin(77, 12);
+        assert_eq!(n.id_of_upper(0, 77), 12);
+        n.upper_gone(77);
+        assert_eq!(n.id_of_upper(0, 77), 77);
+    }
+
+    fn state() -> NodeState {
+        NodeState {
+            paths: vec![PathBuf::from("a")],
+            parent: ROOT_ID,
+            place: Place::Upper,
+            lowers: Vec::new(),
+            removed: false,
+        }
+    }
+
+    #[test]
+    fn nodes_live_until_the_kernel_forgets_every_reference() {
+        let t = NodeTable::new(Node::new(ROOT_ID, true, state()));
+        t.reference(5, || Node::new(5, false, state()));
+        t.reference(5, || unreachable!("the node exists"));
+        t.forget(5, 1);
+        assert!(t.get(5).is_some());
+        t.forget(5, 1);
+        assert!(t.get(5).is_none());
+        t.forget(ROOT_ID, 10);
+        assert!(t.get(ROOT_ID).is_some(), "the root is never forgotten");
+    }
+
+    #[test]
+    fn a_known_inode_is_the_same_node() {
+        let t = NodeTable::new(Node::new(ROOT_ID, true, state()));
+        let (old, made) = t.reference(9, || Node::new(9, false, state()));
+        assert!(made);
+        old.state_mut().removed = true;
+        let (again, made) = t.reference(9, || unreachable!("the node exists"));
+        assert!(!made && Arc::ptr_eq(&old, &again));
+    }
+}

@@ -1,0 +1,363 @@
+//! `strata mount` / `strata umount` on both storage drivers, the automatic fallback to FUSE,
+//! the FUSE daemon's lifetime, and `strata-unionfs` as fuse-overlayfs-style program and as a
+//! `mount -t fuse.strata-unionfs` helper.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestStore;
+use layerfs::config::ImageConfig;
+use layerfs::layer::commit::{CommitOptions, commit_dir};
+use layerfs::layer::compress::Compression;
+use layerfs::reference::Reference;
+use layerfs::store::Store;
+
+fn can_run(test: &str) -> bool {
+    common::is_root_with_fuse_or_skip(test)
+}
+
+/// Tags `name` as an image of `n` layers: layer `i` adds `/layers/i`, rewrites `/shared`, and
+/// every third layer deletes the file the layer below added (a whiteout).
+fn many_layer_image(t: &TestStore, name: &str, n: usize) {
+    let store = Store::open(t.root()).unwrap();
+    let mut parent = None;
+    let mut descriptors = Vec::new();
+    let mut config = ImageConfig::new_for_host();
+    for i in 0..n {
+        let dir = store.tmp_path("test-layer");
+        std::fs::create_dir_all(dir.join("layers")).unwrap();
+        std::fs::write(dir.join("shared"), format!("layer {i}")).unwrap();
+        std::fs::write(dir.join(format!("layers/{i}")), "").unwrap();
+        if i % 3 == 0 && i > 0 {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                dir.join(format!("layers/{}", i - 1)),
+                rustix::fs::FileType::CharacterDevice,
+                rustix::fs::Mode::empty(),
+                0,
+            )
+            .unwrap();
+        }
+        let opts = CommitOptions {
+            compression: Compression::None,
+            clamp_mtime: None,
+        };
+        let layer = commit_dir(&store, &dir, parent.as_ref(), opts).unwrap();
+        config.rootfs.diff_ids.push(layer.blob.diff_id.clone());
+        descriptors.push(layer.blob.descriptor);
+        parent = Some(layer.chain_id);
+    }
+    let manifest = store.put_image(&config, &descriptors).unwrap();
+    store
+        .tag(&Reference::parse(name).unwrap(), &manifest)
+        .unwrap();
+}
+
+/// The filesystem type mounted at `dir`, if any.
+fn mounted_type(dir: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (Path::new(f[4]) == dir).then(|| f[sep + 1].to_owned())
+    })
+}
+
+/// A store holding busybox, and an empty directory to mount it at.
+fn busybox_and_mount_point() -> (TestStore, PathBuf) {
+    let t = TestStore::with_busybox();
+    let dir = t.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    (t, dir)
+}
+
+fn containers(t: &TestStore) -> Vec<PathBuf> {
+    match std::fs::read_dir(t.root().join("containers")) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_image_of_150_layers_mounts_and_unmounts_on_both_drivers() {
+    if !can_run("an_image_of_150_layers_mounts_and_unmounts_on_both_drivers") {
+        return;
+    }
+    let t = TestStore::new();
+    many_layer_image(&t, "many:150", 150);
+    let dir = t.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let dir_s = dir.to_str().unwrap();
+    for (driver, fstype) in [("overlay", "overlay"), ("fuse", "fuse.strata-unionfs")] {
+        let out = t.ok(&["--storage-driver", driver, "mount", "many:150", dir_s]);
+        assert_eq!(out.trim(), dir_s);
+        assert_eq!(mounted_type(&dir).as_deref(), Some(fstype), "{driver}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("shared")).unwrap(),
+            "layer 149"
+        );
+        let mut names: Vec<usize> = std::fs::read_dir(dir.join("layers"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        names.sort();
+        let expected: Vec<usize> = (0..150).filter(|i| (i + 1) % 3 != 0 || *i == 149).collect();
+        assert_eq!(
+            names, expected,
+            "{driver}: whiteouts of every third layer apply"
+        );
+        std::fs::write(dir.join("written"), "w").unwrap();
+        std::fs::remove_file(dir.join("layers/0")).unwrap();
+        t.ok(&["umount", dir_s]);
+        assert_eq!(mounted_type(&dir), None, "{driver}: unmounted");
+        assert!(
+            containers(&t).is_empty(),
+            "{driver}: the writable layer is gone: {:?}",
+            containers(&t)
+        );
+        assert!(!dir.join("written").exists());
+    }
+    // Mounted again, the writable layer is a fresh one.
+    t.ok(&["--storage-driver", "fuse", "mount", "many:150", dir_s]);
+    assert!(dir.join("layers/0").exists() && !dir.join("written").exists());
+    t.ok(&["umount", dir_s]);
+}
+
+#[test]
+fn the_storage_driver_comes_from_the_environment_too() {
+    if !can_run("the_storage_driver_comes_from_the_environment_too") {
+        return;
+    }
+    let (t, dir) = busybox_and_mount_point();
+    let out = t
+        .cmd(&["mount", "busybox", dir.to_str().unwrap()])
+        .env("STRATA_STORAGE_DRIVER", "fuse")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mounted_type(&dir).as_deref(), Some("fuse.strata-unionfs"));
+    assert!(dir.join("bin/busybox").is_file());
+    t.ok(&["umount", dir.to_str().unwrap()]);
+}
+
+#[test]
+fn a_fuse_mount_outlives_its_command_and_a_killed_daemon_leaves_nothing_hung() {
+    if !can_run("a_fuse_mount_outlives_its_command_and_a_killed_daemon_leaves_nothing_hung") {
+        return;
+    }
+    let (t, dir) = busybox_and_mount_point();
+    let dir_s = dir.to_str().unwrap();
+    t.ok(&["--storage-driver", "fuse", "mount", "busybox", dir_s]);
+    let record = containers(&t).pop().unwrap().join("mount.json");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    let pid = record["daemon_pid"]
+        .as_u64()
+        .expect("the daemon's pid is recorded") as i32;
+    assert!(
+        dir.join("bin/busybox").is_file(),
+        "served after strata mount exited"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    // What the kernel has cached still answers; anything that needs the daemon fails at once.
+    wait_for("the dead mount to fail", || {
+        std::fs::read_dir(&dir).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
+    });
+    t.ok(&["umount", dir_s]);
+    assert_eq!(mounted_type(&dir), None);
+    assert!(containers(&t).is_empty());
+    assert!(std::fs::metadata(&dir).unwrap().is_dir());
+}
+
+#[test]
+fn overlay_falls_back_to_fuse_where_it_cannot_mount() {
+    if !can_run("overlay_falls_back_to_fuse_where_it_cannot_mount") {
+        return;
+    }
+    // overlayfs takes at most 500 lower layers.
+    let t = TestStore::new();
+    many_layer_image(&t, "toomany:latest", 501);
+    let dir = t.path("mnt");
+    std::fs::create_dir(&dir).unwrap();
+    let out = t.output(&["mount", "toomany", dir.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line of notice: {stderr}");
+    assert!(
+        stderr.contains("overlayfs cannot be mounted") && stderr.contains("FUSE"),
+        "{stderr}"
+    );
+    assert_eq!(mounted_type(&dir).as_deref(), Some("fuse.strata-unionfs"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("shared")).unwrap(),
+        "layer 500"
+    );
+    t.ok(&["umount", dir.to_str().unwrap()]);
+}
+
+#[test]
+fn mount_errors_name_what_is_wrong_and_leave_nothing_behind() {
+    if !can_run("mount_errors_name_what_is_wrong_and_leave_nothing_behind") {
+        return;
+    }
+    let (t, dir) = busybox_and_mount_point();
+    let dir_s = dir.to_str().unwrap();
+    let err = t.fails(&["mount", "no-such-image", dir_s]);
+    assert!(err.contains("no-such-image"), "{err}");
+    let missing = t.path("missing");
+    let err = t.fails(&["mount", "busybox", missing.to_str().unwrap()]);
+    assert!(err.contains("missing"), "{err}");
+    let err = t.fails(&["umount", dir_s]);
+    assert!(err.contains("not mounted by strata"), "{err}");
+    t.ok(&["--storage-driver", "fuse", "mount", "busybox", dir_s]);
+    let err = t.fails(&["mount", "busybox", dir_s]);
+    assert!(err.contains("already mounted"), "{err}");
+    t.ok(&["umount", dir_s]);
+    assert!(containers(&t).is_empty(), "{:?}", containers(&t));
+    assert_eq!(mounted_type(&dir), None);
+}
+
+fn unionfs_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_strata-unionfs"))
+}
+
+/// Layers for the `strata-unionfs` tests: `lower` (top) over `base`.
+fn small_union(t: &TestStore) -> (String, PathBuf, PathBuf) {
+    for d in ["base", "lower", "upper", "work", "mnt"] {
+        std::fs::create_dir_all(t.path(d)).unwrap();
+    }
+    std::fs::write(t.path("base/a"), "base").unwrap();
+    std::fs::write(t.path("base/b"), "b").unwrap();
+    std::fs::write(t.path("lower/a"), "lower").unwrap();
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        t.path("lower").display(),
+        t.path("base").display(),
+        t.path("upper").display(),
+        t.path("work").display()
+    );
+    (opts, t.path("mnt"), t.path("upper"))
+}
+
+#[test]
+fn strata_unionfs_serves_in_the_foreground_until_signalled() {
+    if !can_run("strata_unionfs_serves_in_the_foreground_until_signalled") {
+        return;
+    }
+    let t = TestStore::new();
+    let (opts, mnt, upper) = small_union(&t);
+    let mut child = Command::new(unionfs_bin())
+        .args(["-o", &opts])
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the mount", || mounted_type(&mnt).is_some());
+    assert_eq!(
+        std::fs::read_to_string(mnt.join("a")).unwrap(),
+        "lower",
+        "the leftmost lower is the top"
+    );
+    std::fs::write(mnt.join("b"), "changed").unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still in the foreground"
+    );
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(mounted_type(&mnt), None, "SIGTERM unmounts");
+    assert_eq!(std::fs::read_to_string(upper.join("b")).unwrap(), "changed");
+}
+
+#[test]
+fn strata_unionfs_is_a_mount_helper() {
+    if !can_run("strata_unionfs_is_a_mount_helper")
+        || !common::have_or_skip("mount.fuse3", "strata_unionfs_is_a_mount_helper")
+    {
+        return;
+    }
+    let t = TestStore::new();
+    let (opts, mnt, upper) = small_union(&t);
+    let path = format!(
+        "{}:{}",
+        unionfs_bin().parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // What `mount -t fuse.strata-unionfs none MNT -o …` runs once it finds the program (mount(8)
+    // itself looks for it on a fixed PATH of system dirs only).
+    let out = Command::new("mount.fuse3")
+        .arg("strata-unionfs#none")
+        .arg(&mnt)
+        .args(["-o", &opts])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mounted_type(&mnt).as_deref(), Some("fuse.strata-unionfs"));
+    std::fs::remove_file(mnt.join("a")).unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.join("b")).unwrap(), "b");
+    let st = std::fs::symlink_metadata(upper.join("a")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()) && st.rdev() == 0,
+        "a whiteout"
+    );
+    let out = Command::new("umount").arg(&mnt).output().unwrap();
+    assert!(
+        out.status.success(),
+        "umount: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mounted_type(&mnt), None);
+}
+
+#[test]
+fn strata_unionfs_refuses_bad_options_by_name() {
+    let t = TestStore::new();
+    let (opts, mnt, _) = small_union(&t);
+    for (bad, says) in [
+        (format!("{opts},bogus=1"), "bogus"),
+        ("upperdir=/u,workdir=/w".to_owned(), "lowerdir"),
+        (format!("lowerdir={}", t.path("nope").display()), "nope"),
+    ] {
+        let out = Command::new(unionfs_bin())
+            .args(["-o", &bad])
+            .arg(&mnt)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(says), "{bad}: {err}");
+    }
+    assert_eq!(mounted_type(&mnt), None);
+}
