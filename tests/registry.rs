@@ -315,6 +315,59 @@ fn multi_layer_images_pull_concurrently_through_a_slow_registry() {
     assert_store_whole(&s);
 }
 
+/// Regression: two pulls of the same image into one store at once (parallel CI jobs) used to
+/// write the same partial blob file together.
+#[test]
+fn two_pulls_of_one_image_at_once_download_each_blob_once() {
+    if !tools_or_skip("two_pulls_of_one_image_at_once_download_each_blob_once") {
+        return;
+    }
+    let (registry, digest, _) = registry_with_noisy_image("twice/at-once", 3, 512 << 10);
+    let slow = Fault::Slow {
+        chunk: 32 << 10,
+        pause: Duration::from_millis(20),
+    };
+    let proxy = FaultProxy::start(
+        &registry.host,
+        vec![Rule::new("GET", "/blobs/sha256:", 0, slow)],
+    );
+    let s = TestStore::new();
+    let reference = format!("{}/twice/at-once:v1", proxy.host);
+    let pulls: Vec<_> = (0..2)
+        .map(|_| {
+            s.cmd(&["pull", &reference])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for pull in pulls {
+        let out = pull.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        s.ok(&["inspect", "--format", "digest", &reference]).trim(),
+        digest
+    );
+    let manifest: Value =
+        serde_json::from_str(&s.ok(&["inspect", "--format", "manifest", &reference])).unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let layer = layer["digest"].as_str().unwrap();
+        let gets = proxy
+            .log()
+            .iter()
+            .filter(|l| l.starts_with("GET") && l.contains(layer))
+            .count();
+        assert_eq!(gets, 1, "GETs of {layer}: {:?}", proxy.log());
+    }
+    assert_store_whole(&s);
+}
+
 #[test]
 fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
     if !tools_or_skip("a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform") {

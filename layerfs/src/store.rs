@@ -339,14 +339,32 @@ impl Store {
 
     /// A writer for the blob `digest` that continues a partial download left by an earlier
     /// attempt (kept under `tmp` by digest). [`BlobWriter::len`] says where to resume from.
+    ///
+    /// The partial file is locked for as long as the writer lives: a second download of the
+    /// same blob (two pulls at once) waits here for the first, then finds either the rest of a
+    /// partial download to resume or, when the first finished, the blob in the store (check
+    /// [`Store::has_blob`] after this returns).
     pub fn resumable_blob_writer(&self, digest: &Digest, size: Option<u64>) -> Result<BlobWriter> {
         let tmp = self.tmp_dir().join(format!("partial-{}", digest.digest()));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&tmp)
-            .at("open", &tmp)?;
+        let mut file = loop {
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&tmp)
+                .at("open", &tmp)?;
+            rustix::fs::flock(file.as_fd(), FlockOperation::LockExclusive).at("lock", &tmp)?;
+            // Whoever held the lock may have renamed the file into `blobs/` or removed it: the
+            // lock is then on a file that is no longer the partial download.
+            let locked = rustix::fs::fstat(&file).at("stat", &tmp)?;
+            match rustix::fs::stat(&tmp) {
+                Ok(now) if (now.st_dev, now.st_ino) == (locked.st_dev, locked.st_ino) => {
+                    break file;
+                }
+                Ok(_) | Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(Error::io("stat", &tmp, e.into())),
+            }
+        };
         let mut hasher = Hasher::default();
         let mut buf = vec![0u8; 1 << 20];
         file.rewind().at("read", &tmp)?;

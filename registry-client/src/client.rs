@@ -321,8 +321,7 @@ impl<'r> Client<'r> {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(retry_after);
         match asked {
             Some(d) if d > MAX_RETRY_AFTER => None,
             Some(d) => Some(d),
@@ -614,6 +613,19 @@ impl<'r> Client<'r> {
     }
 }
 
+/// A `Retry-After` value: seconds, or an HTTP date (a date already past means now).
+fn retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
 /// 429 and the 5xx answers that mean "not now".
 fn retryable_status(s: StatusCode) -> bool {
     matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
@@ -723,5 +735,21 @@ mod tests {
         );
         assert!(ms(2) >= 200 && ms(3) >= 400);
         assert!(p.delay(9) < Duration::from_millis(1050));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = std::time::SystemTime::now() + Duration::from_secs(30);
+        let wait = retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(
+            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
+        assert_eq!(retry_after("soon"), None);
     }
 }

@@ -317,6 +317,52 @@ async fn fetch_config(
     Ok((bytes, true))
 }
 
+/// Makes sure the store has the extracted layer of `layer`, whose blob it already has (read
+/// back and verified while it is extracted); nothing is downloaded.
+async fn layer_from_store(
+    client: &Client<'_>,
+    store: &Store,
+    layer: &Descriptor,
+    diff_id: &Digest,
+    parent: Option<Digest>,
+) -> Result<u64> {
+    let reporter = client.reporter();
+    let digest = layer.digest().clone();
+    let size = layer.size();
+    let chain = chain_on(parent.as_ref(), diff_id);
+    if store.layer_record(&chain).is_some() {
+        reporter.report(Event::BlobSkipped {
+            digest,
+            kind: BlobKind::Layer,
+            size,
+            why: Skipped::AlreadyExists,
+        });
+        return Ok(0);
+    }
+    let (st, diff_id, d) = (store.clone(), diff_id.clone(), digest.clone());
+    let (_, read, read_size) = tokio::task::spawn_blocking(move || {
+        let blob = st.open_blob(&d)?;
+        extract_stream(&st, blob, &diff_id, parent.as_ref(), &d)
+    })
+    .await
+    .expect("extraction does not panic")
+    .map_err(|e| Error::from(e).for_layer(&digest))?;
+    if read != digest || read_size != size {
+        store.remove_layer(&chain)?;
+        return Err(Error::DigestMismatch {
+            what: format!("layer blob {digest} in the store (run strata fsck)"),
+            expected: digest,
+            actual: read,
+        });
+    }
+    reporter.report(Event::BlobDone {
+        digest,
+        kind: BlobKind::Layer,
+        size,
+    });
+    Ok(0)
+}
+
 /// Why a download stopped before the whole blob was in: the transfer failed (after its retries).
 struct Stop(Error);
 
@@ -333,43 +379,21 @@ async fn pull_layer(
     let reporter = client.reporter();
     let digest = layer.digest().clone();
     let size = layer.size();
-    let chain = chain_on(parent.as_ref(), diff_id);
-    let have_layer = store.layer_record(&chain).is_some();
     if store.has_blob(&digest) {
-        if have_layer {
-            reporter.report(Event::BlobSkipped {
-                digest,
-                kind: BlobKind::Layer,
-                size,
-                why: Skipped::AlreadyExists,
-            });
-            return Ok(0);
-        }
-        let (st, diff_id, d) = (store.clone(), diff_id.clone(), digest.clone());
-        let (_, read, read_size) = tokio::task::spawn_blocking(move || {
-            let blob = st.open_blob(&d)?;
-            extract_stream(&st, blob, &diff_id, parent.as_ref(), &d)
-        })
-        .await
-        .expect("extraction does not panic")
-        .map_err(|e| Error::from(e).for_layer(&digest))?;
-        if read != digest || read_size != size {
-            store.remove_layer(&chain)?;
-            return Err(Error::DigestMismatch {
-                what: format!("layer blob {digest} in the store (run strata fsck)"),
-                expected: digest,
-                actual: read,
-            });
-        }
-        reporter.report(Event::BlobDone {
-            digest,
-            kind: BlobKind::Layer,
-            size,
-        });
-        return Ok(0);
+        return layer_from_store(client, store, layer, diff_id, parent).await;
     }
 
-    let mut writer = store.resumable_blob_writer(&digest, Some(size))?;
+    // Waits while another pull downloads the same blob, which may leave it in the store.
+    let mut writer = {
+        let (st, d) = (store.clone(), digest.clone());
+        tokio::task::spawn_blocking(move || st.resumable_blob_writer(&d, Some(size)))
+            .await
+            .expect("opening a blob writer does not panic")?
+    };
+    if store.has_blob(&digest) {
+        writer.discard();
+        return layer_from_store(client, store, layer, diff_id, parent).await;
+    }
     if writer.len() > size {
         writer.restart()?;
     }
