@@ -113,6 +113,13 @@ pub struct BuildArgs {
     /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
+    /// A secret for `RUN --mount=type=secret` (repeatable): id=ID with src=FILE or env=VAR
+    /// (without either: the variable ID if set, else the file ID)
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// An ssh agent for `RUN --mount=type=ssh` (repeatable): `default` is $SSH_AUTH_SOCK
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// Build up to this stage
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,

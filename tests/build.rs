@@ -1,14 +1,24 @@
 //! End to end: `strata build` beyond the conformance cases — the cache, reproducibility,
-//! progress output, and what a failed or interrupted build leaves (nothing).
+//! progress output, what a failed or interrupted build leaves (nothing), ADD of URLs, secrets,
+//! ssh agents and cache mounts shared between builds.
 
 mod common;
+#[path = "registry/listener.rs"]
+mod listener;
 
+use std::collections::HashMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestStore, is_root_or_skip, repo_root, sh};
+use common::{TestStore, have_or_skip, is_root_or_skip, repo_root, sh};
+use listener::LoopbackServer;
 
-fn bench_context(s: &TestStore) -> std::path::PathBuf {
+fn bench_context(s: &TestStore) -> PathBuf {
     let ctx = s.path("bench-ctx");
     sh(&format!(
         "{} {}",
@@ -24,13 +34,19 @@ fn mounts() -> String {
     fs::read_to_string("/proc/self/mountinfo").unwrap()
 }
 
-fn tmp_entries(s: &TestStore) -> Vec<String> {
-    match fs::read_dir(s.root().join("tmp")) {
-        Ok(rd) => rd
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect(),
+/// The entries of `dir` (none if it does not exist).
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
         Err(_) => Vec::new(),
     }
+}
+
+fn tmp_entries(s: &TestStore) -> Vec<String> {
+    entries(&s.root().join("tmp"))
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 #[test]
@@ -329,21 +345,550 @@ fn run_mounts_bind_cache_and_tmpfs_leave_nothing_in_the_image() {
     fs::write(ctx.join("data.txt"), "changed\n").unwrap();
     s.ok(&["build", "-t", "mnt3", c]);
     assert_eq!(cat("mnt3", "/from-ctx"), "changed");
+}
+
+/// A plain HTTP server on 127.0.0.1 serving files from a map (path → body) with a fixed
+/// `Last-Modified`, 404 for anything else; it counts the requests it answers.
+struct FileServer {
+    files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    requests: Arc<AtomicUsize>,
+    server: LoopbackServer,
+}
+
+/// The `Last-Modified` every file has: 2023-11-14T22:13:20Z.
+const LAST_MODIFIED: (&str, i64) = ("Tue, 14 Nov 2023 22:13:20 GMT", 1_700_000_000);
+
+impl FileServer {
+    fn start() -> FileServer {
+        let files: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (f, n) = (files.clone(), requests.clone());
+        let server = LoopbackServer::start(move |conn| serve_file(conn, &f, &n));
+        FileServer {
+            files,
+            requests,
+            server,
+        }
+    }
+
+    fn put(&self, path: &str, body: &[u8]) {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), body.to_vec());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.server.port())
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_file(mut conn: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>, n: &AtomicUsize) {
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut request = String::new();
+    let _ = reader.read_line(&mut request);
+    // The headers, up to the blank line.
+    for line in reader.lines() {
+        match line {
+            Ok(l) if !l.is_empty() => {}
+            _ => break,
+        }
+    }
+    n.fetch_add(1, Ordering::SeqCst);
+    let target = request.split(' ').nth(1).unwrap_or("/");
+    let path = target.split('?').next().unwrap_or(target);
+    let (status, body) = match files.lock().unwrap().get(path) {
+        Some(b) => ("200 OK", b.clone()),
+        None => ("404 Not Found", b"no such file\n".to_vec()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nLast-Modified: {}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        LAST_MODIFIED.0
+    );
+    let _ = conn.write_all(head.as_bytes());
+    let _ = conn.write_all(&body);
+}
+
+/// A context dir holding `dockerfile` as its Dockerfile.
+fn context(s: &TestStore, name: &str, dockerfile: &str) -> PathBuf {
+    let ctx = s.path(name);
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+/// `strata build --progress plain ARGS… -t TAG CTX`; returns (success, stderr).
+fn build(s: &TestStore, tag: &str, ctx: &Path, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["build", "--progress", "plain", "-t", tag];
+    all.extend_from_slice(args);
+    all.push(ctx.to_str().unwrap());
+    let out = s.output(&all);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether step `#n` of a plain build log was taken from the cache.
+fn cached(log: &str, n: usize) -> bool {
+    log.lines().any(|l| l == format!("#{n} CACHED"))
+}
+
+/// Asserts that a failed build tagged nothing and left no temporary files or mounts under its
+/// store (other tests' commands may mount elsewhere meanwhile).
+fn assert_left_nothing(s: &TestStore, tag: &str) {
+    assert!(
+        !s.output(&["inspect", tag]).status.success(),
+        "{tag} was tagged"
+    );
+    assert_eq!(tmp_entries(s), Vec::<String>::new(), "temporary files left");
+    let root = s.root();
+    let ours: Vec<String> = mounts()
+        .lines()
+        .filter(|l| l.contains(root.to_str().unwrap()))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ours, Vec::<String>::new(), "a mount was left behind");
+}
+
+#[test]
+fn add_of_a_url_downloads_the_file_and_keys_the_cache_by_its_content() {
+    if !is_root_or_skip("add_of_a_url_downloads_the_file_and_keys_the_cache_by_its_content") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let web = FileServer::start();
+    web.put("/files/hello.txt", b"hello v1\n");
+    // An archive is downloaded as it is, never extracted.
+    web.put(
+        "/files/tool.tar.gz",
+        &fs::read(common::busybox_tarball()).unwrap()[..4096],
+    );
+    let ctx = context(
+        &s,
+        "ctx",
+        &format!(
+            "FROM busybox\n\
+             ADD {} /dl/\n\
+             ADD {} /dl/\n\
+             ADD --chmod=0640 --chown=app {} /opt/renamed.txt\n",
+            web.url("/files/hello.txt"),
+            web.url("/files/tool.tar.gz?version=1"),
+            web.url("/files/hello.txt"),
+        ),
+    );
+    let (ok, log) = build(&s, "url:1", &ctx, &[]);
+    assert!(ok, "{log}");
+    let run = |img: &str, args: &[&str]| {
+        let mut all = vec!["run", "--rm", img];
+        all.extend_from_slice(args);
+        s.ok(&all)
+    };
+    assert_eq!(run("url:1", &["ls", "/dl"]), "hello.txt\ntool.tar.gz\n");
+    assert_eq!(run("url:1", &["cat", "/dl/hello.txt"]), "hello v1\n");
+    assert_eq!(run("url:1", &["cat", "/opt/renamed.txt"]), "hello v1\n");
+    let mtime = LAST_MODIFIED.1;
+    assert_eq!(
+        run(
+            "url:1",
+            &[
+                "stat",
+                "-c",
+                "%n %a %u:%g %Y %s",
+                "/dl/hello.txt",
+                "/dl/tool.tar.gz",
+                "/opt/renamed.txt"
+            ]
+        ),
+        format!(
+            "/dl/hello.txt 600 0:0 {mtime} 9\n/dl/tool.tar.gz 600 0:0 {mtime} 4096\n\
+             /opt/renamed.txt 640 1000:1000 {mtime} 9\n"
+        )
+    );
+    // Same content: every step cached (after downloading again to compare).
+    let before = web.requests();
+    let (ok, log) = build(&s, "url:2", &ctx, &[]);
+    assert!(ok && (2..=4).all(|n| cached(&log, n)), "{log}");
+    assert_eq!(web.requests(), before + 3, "each URL is fetched to compare");
+    // New content: the step runs again.
+    web.put("/files/hello.txt", b"hello v2\n");
+    let (ok, log) = build(&s, "url:3", &ctx, &[]);
+    assert!(ok && !cached(&log, 2), "{log}");
+    assert_eq!(run("url:3", &["cat", "/dl/hello.txt"]), "hello v2\n");
+    // A missing file: the error names the URL and the status; nothing is left.
+    let missing = web.url("/files/missing.txt");
     fs::write(
-        ctx.join("Dockerfile.secret"),
-        "FROM busybox\nRUN --mount=type=secret,id=tok cat /run/secrets/tok\n",
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD {missing} /m.txt\n"),
     )
     .unwrap();
+    let (ok, log) = build(&s, "url:404", &ctx, &[]);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains(&format!("Dockerfile:2: ADD {missing}"))
+            && log.contains(&format!(
+                "downloading {missing}: the server answered 404 Not Found"
+            )),
+        "{log}"
+    );
+    assert_left_nothing(&s, "url:404");
+}
+
+#[test]
+fn add_checksum_is_verified_and_keys_the_cache_without_a_download() {
+    if !is_root_or_skip("add_checksum_is_verified_and_keys_the_cache_without_a_download") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let web = FileServer::start();
+    let body = b"pinned content\n";
+    web.put("/pinned.txt", body);
+    let good = layerfs::digest::digest_of(body).to_string();
+    let url = web.url("/pinned.txt");
+    let ctx = context(
+        &s,
+        "ctx",
+        &format!("FROM busybox\nADD --checksum={good} {url} /p.txt\n"),
+    );
+    let (ok, log) = build(&s, "sum:1", &ctx, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "sum:1", "cat", "/p.txt"]),
+        "pinned content\n"
+    );
+    let before = web.requests();
+    let (ok, log) = build(&s, "sum:2", &ctx, &[]);
+    assert!(ok && cached(&log, 2), "{log}");
+    assert_eq!(
+        web.requests(),
+        before,
+        "a pinned URL was downloaded for a cache hit"
+    );
+    // A wrong checksum fails, naming the URL and both digests.
+    let bad = layerfs::digest::digest_of(b"something else").to_string();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox\nADD --checksum={bad} {url} /p.txt\n"),
+    )
+    .unwrap();
+    let (ok, log) = build(&s, "sum:bad", &ctx, &[]);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains(&format!(
+            "downloading {url}: checksum mismatch: expected {bad}, got {good}"
+        )) && log.contains("Dockerfile:2"),
+        "{log}"
+    );
+    assert_left_nothing(&s, "sum:bad");
+}
+
+/// Every blob of an image (layers decompressed) as bytes.
+fn image_blobs(s: &TestStore, image: &str) -> Vec<Vec<u8>> {
+    let dir = s.path(&format!("saved-{}", image.replace(':', "-")));
+    let d = dir.to_str().unwrap();
+    s.ok(&["save", "--format", "oci-dir", "-o", d, image]);
+    fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let f = fs::File::open(e.unwrap().path()).unwrap();
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(
+                &mut layerfs::layer::compress::decompress(f).unwrap(),
+                &mut out,
+            )
+            .unwrap();
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn secrets_are_mounted_read_only_and_reach_no_layer_key_or_log() {
+    if !is_root_or_skip("secrets_are_mounted_read_only_and_reach_no_layer_key_or_log") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let value = "s3cr3t-7f1d9a";
+    let file = s.path("token.txt");
+    fs::write(&file, value).unwrap();
+    let ctx = context(
+        &s,
+        "ctx",
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=tok stat -c '%n %a %u:%g' /run/secrets/tok > /default && \
+             sha256sum < /run/secrets/tok > /sum && ! touch /run/secrets/tok 2>/dev/null\n\
+         RUN --mount=type=secret,id=tok,target=/etc/app/key,mode=0440,uid=1000,gid=1000 \
+             stat -c '%n %a %u:%g' /etc/app/key > /custom\n\
+         RUN --mount=type=secret,id=tok,env=TOKEN sh -c 'printf %s \"$TOKEN\" | sha256sum > /env'\n\
+         RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent && echo skipped > /absent\n\
+         USER app\n\
+         RUN --mount=type=secret,id=tok,uid=1000 sh -c 'sha256sum < /run/secrets/tok > /tmp/app'\n",
+    );
+    let secret = format!("id=tok,src={}", file.display());
+    let (ok, log) = build(&s, "sec:1", &ctx, &["--secret", &secret]);
+    assert!(ok, "{log}");
+    assert!(!log.contains(value), "the secret was printed: {log}");
+    let cat = |f: &str| s.ok(&["run", "--rm", "sec:1", "cat", f]);
+    assert_eq!(cat("/default"), "/run/secrets/tok 400 0:0\n");
+    // The file (as root, and as a user it is given to) and the variable hold the value.
+    let sum = format!(
+        "{}  -\n",
+        layerfs::digest::digest_of(value.as_bytes()).digest()
+    );
+    assert_eq!(cat("/sum"), sum);
+    assert_eq!(cat("/custom"), "/etc/app/key 440 1000:1000\n");
+    assert_eq!(cat("/env"), sum);
+    assert_eq!(cat("/absent"), "skipped\n");
+    assert_eq!(cat("/tmp/app"), sum);
+    // No mount point stub, no value, in any layer or the config.
+    let listing = s.ok(&["run", "--rm", "sec:1", "ls", "/", "/etc"]);
+    assert!(
+        !listing.lines().any(|l| l == "run" || l == "app"),
+        "a stub leaked: {listing}"
+    );
+    for blob in image_blobs(&s, "sec:1") {
+        assert!(
+            !blob.windows(value.len()).any(|w| w == value.as_bytes()),
+            "the secret is in a blob"
+        );
+    }
+    // The value is not in the cache key: a new one reuses every step.
+    fs::write(&file, "another-value").unwrap();
+    let (ok, log) = build(&s, "sec:2", &ctx, &["--secret", &secret]);
+    assert!(ok && (2..=7).all(|n| cached(&log, n)), "{log}");
+    // A required secret the build lacks: an error naming it; nothing left.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=secret,id=npmrc,required true\n",
+    )
+    .unwrap();
+    let (ok, log) = build(&s, "sec:3", &ctx, &["--secret", &secret]);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("Dockerfile:2") && log.contains("secret \"npmrc\" is required"),
+        "{log}"
+    );
+    assert_left_nothing(&s, "sec:3");
+    // A --secret whose file is missing is refused before anything runs.
     let err = s.fails(&[
         "build",
+        "--secret",
+        "id=x,src=/no/such/secret",
         "-t",
-        "x",
-        "-f",
-        ctx.join("Dockerfile.secret").to_str().unwrap(),
-        c,
+        "sec:4",
+        ctx.to_str().unwrap(),
     ]);
+    assert!(err.contains("--secret id=x,src=/no/such/secret"), "{err}");
+}
+
+/// A root filesystem with the host's `ssh-add` and the libraries it needs, under `dir`.
+fn ssh_add_rootfs(dir: &Path) {
+    let bin = dir.join("usr/bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy("/usr/bin/ssh-add", bin.join("ssh-add")).unwrap();
+    for lib in sh("ldd /usr/bin/ssh-add")
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = dir.join(lib.trim_start_matches('/'));
+        fs::create_dir_all(to.parent().unwrap()).unwrap();
+        fs::copy(lib, to).unwrap();
+    }
+}
+
+#[test]
+fn ssh_mounts_forward_the_agent_to_root_and_to_other_users() {
+    let test = "ssh_mounts_forward_the_agent_to_root_and_to_other_users";
+    if !is_root_or_skip(test)
+        || !["ssh-agent", "ssh-add", "ssh-keygen", "ldd"]
+            .iter()
+            .all(|t| have_or_skip(t, test))
+    {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let key = s.path("key");
+    let agent_sock = s.path("agent.sock");
+    sh(&format!(
+        "ssh-keygen -q -t ed25519 -N '' -C strata-test-key -f {}",
+        key.display()
+    ));
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&agent_sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("ssh-agent listens", || agent_sock.exists());
+    sh(&format!(
+        "SSH_AUTH_SOCK={} ssh-add {} 2>/dev/null",
+        agent_sock.display(),
+        key.display()
+    ));
+    let ctx = context(
+        &s,
+        "ctx",
+        "FROM busybox\n\
+         COPY root/ /\n\
+         RUN --mount=type=ssh sh -c 'echo $SSH_AUTH_SOCK > /sock && ssh-add -l > /keys'\n\
+         USER app\n\
+         RUN --mount=type=ssh,target=/tmp/agent,uid=1000 sh -c 'SSH_AUTH_SOCK=/tmp/agent ssh-add -l > /tmp/keys'\n\
+         RUN --mount=type=ssh,id=absent sh -c 'test ! -e /run/buildkit/ssh_agent.0 && echo skipped > /tmp/absent'\n",
+    );
+    ssh_add_rootfs(&ctx.join("root"));
+    let out = s
+        .cmd(&[
+            "build",
+            "--progress",
+            "plain",
+            "--ssh",
+            "default",
+            "-t",
+            "ssh:1",
+        ])
+        .arg(&ctx)
+        .env("SSH_AUTH_SOCK", &agent_sock)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let cat = |f: &str| s.ok(&["run", "--rm", "ssh:1", "cat", f]);
+    let result = out.status.success().then(|| {
+        (
+            cat("/sock"),
+            cat("/keys"),
+            cat("/tmp/keys"),
+            cat("/tmp/absent"),
+        )
+    });
+    let required = s
+        .cmd(&["build", "--ssh", "default", "-t", "ssh:2"])
+        .arg(context(
+            &s,
+            "ctx2",
+            "FROM busybox\nRUN --mount=type=ssh,id=deploy,required true\n",
+        ))
+        .env("SSH_AUTH_SOCK", &agent_sock)
+        .output()
+        .unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let (sock, keys, app_keys, absent) = result.unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(sock, "/run/buildkit/ssh_agent.0\n");
+    assert!(keys.contains("strata-test-key (ED25519)"), "{keys}");
+    assert_eq!(app_keys, keys, "a non-root user reaches the agent too");
+    assert_eq!(absent, "skipped\n");
+    let root = s.ok(&["run", "--rm", "ssh:1", "ls", "/"]);
+    assert!(!root.lines().any(|l| l == "run"), "a stub leaked: {root}");
+    assert!(!required.status.success());
+    let err = String::from_utf8_lossy(&required.stderr);
     assert!(
-        err.contains("Dockerfile.secret:2") && err.contains("type=secret"),
+        err.contains("Dockerfile:2") && err.contains("ssh agent \"deploy\" is required"),
         "{err}"
     );
+}
+
+/// Waits until `cond` holds (up to 30 s).
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The cache mount instances of a store that hold a file named `name`.
+fn cache_dirs_with(s: &TestStore, name: &str) -> Vec<PathBuf> {
+    let mut dirs = entries(&s.root().join("cache-mounts"));
+    dirs.retain(|p| p.join(name).exists());
+    dirs
+}
+
+#[test]
+fn locked_cache_mounts_serialise_builds_and_private_ones_get_their_own() {
+    if !is_root_or_skip("locked_cache_mounts_serialise_builds_and_private_ones_get_their_own") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let spawn = |ctx: &Path, name: &str| {
+        s.cmd(&[
+            "build",
+            "--no-cache",
+            "--build-arg",
+            &format!("NAME={name}"),
+            "-t",
+            &format!("c:{name}"),
+            ctx.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let finish = |child: std::process::Child| {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // locked: the second build's step waits for the first one's to end.
+    let locked = context(
+        &s,
+        "locked",
+        "FROM busybox\nARG NAME\n\
+         RUN --mount=type=cache,id=log,target=/c,sharing=locked \
+             sh -c 'echo start-$NAME >> /c/log; sleep 2; echo end-$NAME >> /c/log'\n",
+    );
+    let a = spawn(&locked, "a");
+    wait_until("build a's step starts", || {
+        cache_dirs_with(&s, "log")
+            .iter()
+            .any(|d| fs::read_to_string(d.join("log")).unwrap_or_default() == "start-a\n")
+    });
+    let b = spawn(&locked, "b");
+    finish(a);
+    finish(b);
+    let dirs = cache_dirs_with(&s, "log");
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert_eq!(
+        fs::read_to_string(dirs[0].join("log")).unwrap(),
+        "start-a\nend-a\nstart-b\nend-b\n"
+    );
+    // private: a build that finds the cache in use gets a fresh, empty one.
+    let private = context(
+        &s,
+        "private",
+        "FROM busybox\nARG NAME\n\
+         RUN --mount=type=cache,id=p,target=/c,sharing=private \
+             sh -c 'ls /c > /seen; touch /c/$NAME; sleep 3'\n",
+    );
+    let seed = context(
+        &s,
+        "seed",
+        "FROM busybox\nRUN --mount=type=cache,id=p,target=/c touch /c/seed\n",
+    );
+    s.ok(&["build", "-t", "c:seed", seed.to_str().unwrap()]);
+    let a = spawn(&private, "pa");
+    wait_until("build pa's step starts", || {
+        !cache_dirs_with(&s, "pa").is_empty()
+    });
+    let b = spawn(&private, "pb");
+    finish(a);
+    finish(b);
+    let seen = |img: &str| s.ok(&["run", "--rm", img, "cat", "/seen"]);
+    assert_eq!(seen("c:pa"), "seed\n");
+    assert_eq!(seen("c:pb"), "", "the cache in use was shared");
+    // Once free, the first instance is the one used again.
+    let c = spawn(&private, "pc");
+    finish(c);
+    assert_eq!(seen("c:pc"), "pa\nseed\n");
 }

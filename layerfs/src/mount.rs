@@ -343,6 +343,20 @@ pub fn with_private_mount<T: Send>(
     })
 }
 
+/// Mounts a fresh tmpfs (mode 0700, no devices, no set-id, nothing executable) at the
+/// directory `target`, for files that must never reach a disk. Meant for a private mount
+/// namespace ([`enter_private_mount_namespace`]): it goes when the namespace does.
+pub fn mount_private_tmpfs(target: &Path) -> Result<()> {
+    rustix::mount::mount(
+        "strata",
+        target,
+        "tmpfs",
+        MountFlags::NODEV | MountFlags::NOSUID | MountFlags::NOEXEC,
+        c"mode=0700",
+    )
+    .at("mount a tmpfs on", target)
+}
+
 /// Moves the calling thread into a mount namespace of its own whose mounts do not propagate
 /// back to the host (it still sees the host's later mounts: a slave, not private).
 pub fn enter_private_mount_namespace() -> Result<()> {

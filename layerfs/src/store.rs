@@ -5,6 +5,7 @@
 //! ROOT/oci-layout, index.json, blobs/sha256/<hex>     the OCI image layout
 //! ROOT/layers/<chain-id hex>/{diff/,layer.json}       extracted layers in overlay format
 //! ROOT/cache/                                         the build cache (owned by the builder)
+//! ROOT/cache-mounts/<hash>[-N]/, <hash>[-N].lock       `RUN --mount=type=cache` dirs and their locks
 //! ROOT/containers/<id>/{upper,work,rootfs}            writable layers of mounts and containers
 //! ROOT/tmp/                                           staging, on the same filesystem
 //! ROOT/empty/                                         an empty lower dir for images with no layers
@@ -20,7 +21,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 use rustix::fs::FlockOperation;
@@ -44,6 +45,22 @@ pub struct Store {
 #[derive(Debug)]
 pub struct StoreLock {
     _file: File,
+}
+
+/// `sharing=` of a `RUN --mount=type=cache`: what a build does when another one uses the
+/// same cache at the same time (see [`Store::cache_mount`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum CacheSharing {
+    Shared,
+    Private,
+    Locked,
+}
+
+/// A cache mount's directory, locked as its sharing mode asks until dropped.
+#[derive(Debug)]
+pub struct CacheMount {
+    pub dir: PathBuf,
+    _lock: StoreLock,
 }
 
 /// One entry of `index.json`: a manifest, and the name it is tagged with (if any).
@@ -149,27 +166,60 @@ impl Store {
         self.root.join("cache")
     }
 
-    /// The directory of the `RUN --mount=type=cache` with this `id`, kept across builds; made
-    /// with `mode` and owner `uid:gid` when new.
-    pub fn cache_mount_dir(&self, id: &str, mode: u32, uid: u32, gid: u32) -> Result<PathBuf> {
-        let dir = self
-            .root
-            .join("cache-mounts")
-            .join(&digest_of(id.as_bytes()).digest()[..32]);
+    /// A directory for the `RUN --mount=type=cache` with this `id`, kept across builds and
+    /// made with `mode` and owner `uid:gid` when new, locked as `sharing` says until the
+    /// returned [`CacheMount`] is dropped: `Shared` users use it together; `Locked` waits
+    /// until no one else holds it (`None` if `cancel` is set meanwhile); `Private` (and
+    /// `Shared` while it is held exclusively) goes on to the next instance of the same id that
+    /// is free, a new empty one if none is, as BuildKit does. Instances are
+    /// `cache-mounts/<hash>[-N]`, each with `<hash>[-N].lock` beside.
+    pub fn cache_mount(
+        &self,
+        id: &str,
+        sharing: CacheSharing,
+        (mode, uid, gid): (u32, u32, u32),
+        cancel: &AtomicBool,
+    ) -> Result<Option<CacheMount>> {
+        let parent = self.root.join("cache-mounts");
+        fs::create_dir_all(&parent).at("create directory", &parent)?;
+        let base = digest_of(id.as_bytes()).digest()[..32].to_owned();
+        let op = match sharing {
+            CacheSharing::Shared => FlockOperation::NonBlockingLockShared,
+            CacheSharing::Private | CacheSharing::Locked => {
+                FlockOperation::NonBlockingLockExclusive
+            }
+        };
+        let mut n = 0u32;
+        let (name, lock) = loop {
+            let name = match n {
+                0 => base.clone(),
+                n => format!("{base}-{n}"),
+            };
+            match self.lock_file(&format!("cache-mounts/{name}.lock"), op)? {
+                Some(lock) => break (name, lock),
+                // Polled rather than blocking, so that an interrupted build stops waiting.
+                None if sharing == CacheSharing::Locked => {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                None => n += 1,
+            }
+        };
+        let dir = parent.join(&name);
         if !dir.is_dir() {
             let staged = self.tmp_path("cache-mount");
             fs::create_dir_all(&staged).at("create directory", &staged)?;
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&staged, fs::Permissions::from_mode(mode)).at("chmod", &staged)?;
             std::os::unix::fs::chown(&staged, Some(uid), Some(gid)).at("chown", &staged)?;
-            let parent = dir.parent().expect("has a parent");
-            fs::create_dir_all(parent).at("create directory", parent)?;
             if fs::rename(&staged, &dir).is_err() {
                 // Another build made it first.
                 let _ = fs::remove_dir(&staged);
             }
         }
-        Ok(dir)
+        Ok(Some(CacheMount { dir, _lock: lock }))
     }
 
     /// Removes every `RUN --mount=type=cache` directory.
@@ -220,7 +270,8 @@ impl Store {
         }
     }
 
-    fn lock_file(&self, name: &str, op: FlockOperation) -> Result<StoreLock> {
+    /// Locks `ROOT/name`; `None` when a non-blocking `op` finds it held.
+    fn lock_file(&self, name: &str, op: FlockOperation) -> Result<Option<StoreLock>> {
         let path = self.root.join(name);
         let file = OpenOptions::new()
             .create(true)
@@ -228,23 +279,33 @@ impl Store {
             .write(true)
             .open(&path)
             .at("open lock", &path)?;
-        rustix::fs::flock(file.as_fd(), op).at("lock", &path)?;
-        Ok(StoreLock { _file: file })
+        match rustix::fs::flock(file.as_fd(), op) {
+            Ok(()) => Ok(Some(StoreLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(Error::io("lock", path, e.into())),
+        }
+    }
+
+    /// Takes a blocking lock on `ROOT/name`.
+    fn wait_for_lock(&self, name: &str, op: FlockOperation) -> Result<StoreLock> {
+        Ok(self
+            .lock_file(name, op)?
+            .expect("a blocking lock is always taken"))
     }
 
     /// The lock that serializes changes to `index.json`.
     fn lock_index(&self) -> Result<StoreLock> {
-        self.lock_file("index.lock", FlockOperation::LockExclusive)
+        self.wait_for_lock("index.lock", FlockOperation::LockExclusive)
     }
 
     /// Held (shared) by everything that adds content; `prune` takes it exclusively, so it never
     /// removes what a running build or pull has written but not yet tagged.
     pub fn lock_content(&self) -> Result<StoreLock> {
-        self.lock_file("content.lock", FlockOperation::LockShared)
+        self.wait_for_lock("content.lock", FlockOperation::LockShared)
     }
 
     fn lock_content_exclusive(&self) -> Result<StoreLock> {
-        self.lock_file("content.lock", FlockOperation::LockExclusive)
+        self.wait_for_lock("content.lock", FlockOperation::LockExclusive)
     }
 
     /// Writes `data` to `path` atomically: tmp file, fsync, rename.

@@ -117,6 +117,23 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The HTTP client strata downloads with (registries, `ADD` of a URL): rustls with the
+/// system's roots, strata's user agent, 15 s to connect and 60 s at most between two reads of
+/// a response (never a limit on the whole transfer), proxies from `HTTP_PROXY`, `HTTPS_PROXY`
+/// and `NO_PROXY`. `accept_invalid_certs` is for registries the user vouches for.
+pub fn http_client(accept_invalid_certs: bool) -> reqwest::Result<reqwest::Client> {
+    // reqwest is built without a default TLS provider: strata uses ring (smaller and faster
+    // to build than aws-lc-rs). Installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tls_danger_accept_invalid_certs(accept_invalid_certs)
+        .build()
+}
+
 /// An error and its causes, on one line.
 pub(crate) fn describe_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -172,22 +189,12 @@ impl<'r> Client<'r> {
         credential: Option<Credential>,
         reporter: &'r dyn Reporter,
     ) -> Result<Client<'r>> {
-        // reqwest is built without a default TLS provider: strata uses ring (smaller and faster
-        // to build than aws-lc-rs). Installing it twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let host = reference.api_host();
         let insecure = !opts.tls_verify || is_loopback(host);
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(60))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tls_danger_accept_invalid_certs(insecure)
-            .build()
-            .map_err(|e| Error::Unreachable {
-                registry: reference.registry().to_owned(),
-                detail: describe_error(&e),
-            })?;
+        let http = http_client(insecure).map_err(|e| Error::Unreachable {
+            registry: reference.registry().to_owned(),
+            detail: describe_error(&e),
+        })?;
         // Like docker: a loopback registry, or one the user vouches for, may have a
         // certificate of its own making or speak plain HTTP.
         let schemes: &[&str] = if insecure {

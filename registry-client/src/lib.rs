@@ -14,7 +14,8 @@
 //! resumption with `Range`, no credential helpers and no cross-repository mounts, and strata
 //! wants every network byte to go straight into a verified blob and the layer extraction in one
 //! pass. So the protocol is spoken here directly over `reqwest` (rustls with the `ring` provider
-//! and the system's roots); the parts are small: [`client`] (scheme, auth handshake, retries),
+//! and the system's roots, from [`http_client`], which the builder's `ADD` of URLs uses too);
+//! the parts are small: [`client`] (scheme, auth handshake, retries),
 //! [`pull`], [`push`], [`credentials`], and the pure [`challenge`], [`manifest`] and
 //! [`platform`].
 
@@ -30,7 +31,7 @@ pub mod push;
 
 use layerfs::reference::Reference;
 
-pub use client::{ConnectOptions, RetryPolicy};
+pub use client::{ConnectOptions, RetryPolicy, http_client};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use events::{BlobKind, Event, Reporter, Silent, Skipped};

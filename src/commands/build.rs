@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use builder::build::{BuildOptions, Event, Network, Reporter, build};
+use builder::build::{BuildOptions, Event, Network, Reporter, Secret, SshAgent, build};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerfs::layer::compress::Compression;
 use layerfs::reference::Reference;
@@ -50,6 +50,17 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             }
         }
     }
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|spec| Secret::parse(spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    let auth_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
+    let ssh = args
+        .ssh
+        .iter()
+        .map(|spec| SshAgent::parse(spec, auth_sock.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
     let context = std::fs::canonicalize(&args.context)
         .with_context(|| format!("build context {}", args.context.display()))?;
     anyhow::ensure!(
@@ -107,6 +118,8 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         pull: Some(&puller),
         cancel,
         storage_driver: super::mount::storage_driver(ctx),
+        secrets,
+        ssh,
     };
     let mut view = View::new(mode);
     let built = build(&store, &opts, &mut view);

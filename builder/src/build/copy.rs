@@ -59,11 +59,22 @@ pub struct Item {
     pub base: std::ffi::OsString,
 }
 
-/// An inline file (a heredoc source).
+/// A file that is not in the source root: a heredoc, or a downloaded URL.
 #[derive(Debug, Clone)]
-pub struct Inline {
+pub struct NamedFile {
+    /// The name it gets in a destination directory.
     pub name: String,
-    pub content: Vec<u8>,
+    pub content: Content,
+    pub mode: u32,
+    pub mtime: i64,
+}
+
+/// What a [`NamedFile`] holds.
+#[derive(Debug, Clone)]
+pub enum Content {
+    Bytes(Vec<u8>),
+    /// A file on disk (it is read when the plan is written).
+    File(PathBuf),
 }
 
 /// Why sources could not be resolved.
@@ -241,7 +252,7 @@ pub struct Placement {
 pub struct CopyPlan<'a> {
     pub root: SourceRoot<'a>,
     pub items: &'a [Item],
-    pub inline: &'a [Inline],
+    pub files: &'a [NamedFile],
     pub placement: Placement,
     pub rewrite: Rewrite,
     /// Directories to create first (the destination's missing parents).
@@ -276,25 +287,34 @@ impl CopyPlan<'_> {
                 w.add(&it.path, &dest, &it.name, filter)?;
             }
         }
-        for f in self.inline {
+        for f in self.files {
             let dest = if self.placement.dest_is_dir {
                 rel_dest.join(&f.name)
             } else {
                 rel_dest.clone()
             };
+            let (size, mut data): (u64, Box<dyn io::Read>) = match &f.content {
+                Content::Bytes(b) => (b.len() as u64, Box::new(&b[..])),
+                Content::File(p) => {
+                    let open = || -> io::Result<(u64, std::fs::File)> {
+                        let file = std::fs::File::open(p)?;
+                        Ok((file.metadata()?.len(), file))
+                    };
+                    let (size, file) = open().map_err(|e| layerfs::Error::io("open", p, e))?;
+                    (size, Box::new(file))
+                }
+            };
             let mut meta = EntryMeta {
                 path: dest.to_string_lossy().into_owned().into_bytes(),
-                kind: EntryKind::File {
-                    size: f.content.len() as u64,
-                },
-                mode: 0o644,
+                kind: EntryKind::File { size },
+                mode: f.mode,
                 uid: 0,
                 gid: 0,
-                mtime: layerfs::config::creation_time(),
+                mtime: f.mtime,
                 xattrs: Vec::new(),
             };
             rw(&mut meta);
-            w.add_entry(&meta, Some(&mut &f.content[..]))?;
+            w.add_entry(&meta, Some(&mut data))?;
         }
         Ok(())
     }
@@ -348,7 +368,7 @@ pub fn create_dirs(dest_root: &Path, parents: Vec<EntryMeta>) -> Result<(), Copy
             keep_owner: true,
         },
         items: &[],
-        inline: &[],
+        files: &[],
         placement: Placement {
             dest: PathBuf::from("/"),
             dest_is_dir: true,

@@ -25,9 +25,11 @@ use layerfs::store::{Store, remove_tree};
 use oci_spec::image::{Descriptor, Digest};
 use serde_json::json;
 
-use super::copy::{self, CopyError, CopyPlan, Inline, Placement, Rewrite, SourceRoot};
+use super::copy::{self, Content, CopyError, CopyPlan, NamedFile, Placement, Rewrite, SourceRoot};
 use super::events::{Event, Reporter, StepInfo};
+use super::fetch::{self, Downloads, FetchError};
 use super::run_mount::{MountKind, RunMount};
+use super::secrets::{Access, Forwarding, Secret, SecretError, SshAgent, StepSecrets};
 use super::state::{DEFAULT_PATH_ENV, ImageState, step_key};
 use super::userdb;
 use crate::dockerfile::{self, Command, CommandLine, Dockerfile, Instruction, RunScript, Source};
@@ -62,6 +64,11 @@ pub struct BuildOptions<'a> {
     pub cancel: &'a AtomicBool,
     /// How step roots are mounted (overlayfs falls back to FUSE where it cannot mount).
     pub storage_driver: StorageDriver,
+    /// `--secret`s, for `RUN --mount=type=secret` (a later one wins over an earlier one of
+    /// the same id).
+    pub secrets: Vec<Secret>,
+    /// `--ssh` agents, for `RUN --mount=type=ssh` (likewise).
+    pub ssh: Vec<SshAgent>,
 }
 
 impl std::fmt::Debug for BuildOptions<'_> {
@@ -120,11 +127,23 @@ pub enum StepError {
     #[error(transparent)]
     Copy(#[from] CopyError),
     #[error(transparent)]
+    Fetch(Box<FetchError>),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("--mount={spec}: {reason}")]
+    Mount { spec: String, reason: String },
+    #[error(transparent)]
     Expand(#[from] crate::shell_words::ExpandError),
     #[error(transparent)]
     Store(#[from] layerfs::Error),
     #[error("{0}")]
     Other(String),
+}
+
+impl From<FetchError> for StepError {
+    fn from(e: FetchError) -> Self {
+        StepError::Fetch(Box::new(e))
+    }
 }
 
 /// Builds the target of `opts` and stores the result (untagged: the caller tags it).
@@ -424,6 +443,22 @@ impl Builder<'_, '_> {
             .command
             .expand(&lexer, &Scope { env: &env, args })
             .map_err(|e| self.step_err(ins, e))?;
+        // ADD's URL sources: without --checksum they are downloaded now, since their content
+        // keys the step (as BuildKit does); with it, the checksum keys the step and they are
+        // downloaded only if it runs.
+        let (urls, checksum) = match &command {
+            Command::Copy(c) | Command::Add(c) => fetch::url_sources(
+                &path_sources(c),
+                matches!(command, Command::Add(_)),
+                c.checksum.as_deref(),
+            )
+            .map_err(|e| self.step_err(ins, e))?,
+            _ => (Vec::new(), None),
+        };
+        let mut downloads = match (urls.is_empty(), &checksum) {
+            (false, None) => Some(self.download(ins, &urls, None)?),
+            _ => None,
+        };
         // What the step depends on besides its parent.
         let mut key_input =
             json!({ "instruction": serde_json::to_value(&command).expect("the AST serializes") });
@@ -437,10 +472,18 @@ impl Builder<'_, '_> {
                 }
             }
             Command::Copy(c) | Command::Add(c) => {
-                let hash = self
-                    .copy_key(state, c, &command)
-                    .map_err(|e| self.step_err(ins, e))?;
+                let hash = self.copy_key(c).map_err(|e| self.step_err(ins, e))?;
                 key_input["sources"] = json!(hash);
+                if let Some(d) = &downloads {
+                    let files: Vec<_> = d
+                        .files
+                        .iter()
+                        .map(|f| json!({ "url": f.url, "digest": f.digest.to_string(), "mtime": f.mtime }))
+                        .collect();
+                    key_input["urls"] = json!(files);
+                } else if let Some(sum) = &checksum {
+                    key_input["urls"] = json!([{ "url": urls.first(), "digest": sum.to_string() }]);
+                }
             }
             _ => {}
         }
@@ -458,8 +501,11 @@ impl Builder<'_, '_> {
         let changed_fs = match &command {
             Command::Run(run) => self.run(&mut next, args, run, ins, id)?,
             Command::Copy(c) | Command::Add(c) => {
+                if downloads.is_none() && !urls.is_empty() {
+                    downloads = Some(self.download(ins, &urls, checksum.as_ref())?);
+                }
                 let is_add = matches!(command, Command::Add(_));
-                self.copy(&mut next, c, is_add)
+                self.copy(&mut next, c, is_add, downloads.as_ref())
                     .map_err(|e| self.step_err(ins, e))?
             }
             Command::Workdir(dir) => {
@@ -489,32 +535,15 @@ impl Builder<'_, '_> {
         Ok(())
     }
 
-    /// The content part of a COPY/ADD cache key: the sources' hash (the context), or the key
-    /// of the stage they come from.
-    fn copy_key(
-        &mut self,
-        state: &ImageState,
-        c: &dockerfile::Copy,
-        command: &Command,
-    ) -> Result<String, StepError> {
-        let _ = (state, command);
+    /// The content part of a COPY/ADD cache key: the hash of its local sources (the context)
+    /// and heredocs, or the key of the stage they come from. URL sources are keyed apart.
+    fn copy_key(&self, c: &dockerfile::Copy) -> Result<String, StepError> {
         if let Some(from) = &c.from {
             return Ok(self.source_state(from)?.key);
         }
-        let paths: Vec<String> = c
-            .sources
-            .iter()
-            .filter_map(|s| match s {
-                Source::Path(p) => Some(p.clone()),
-                Source::Heredoc(_) => None,
-            })
-            .collect();
-        if paths.iter().any(|p| is_url(p)) {
-            return Err(StepError::Other(
-                "ADD from a URL is not supported yet".into(),
-            ));
-        }
-        let filter = |p: &Path, d: bool| visit(&self.ignore, p, d);
+        let paths = local_sources(c);
+        let ignore = &self.ignore;
+        let filter = |p: &Path, d: bool| visit(ignore, p, d);
         let root = SourceRoot {
             root: &self.opts.context,
             filter: Some(&filter),
@@ -525,16 +554,35 @@ impl Builder<'_, '_> {
             dest: PathBuf::from(&c.dest),
             dest_is_dir: c.dest.ends_with('/'),
         };
-        let inline = inline_sources(c);
+        let files = heredoc_files(c);
         let plan = CopyPlan {
             root,
             items: &items,
-            inline: &inline,
+            files: &files,
             placement,
             rewrite: Rewrite::default(),
             parents: Vec::new(),
         };
         Ok(plan.content_hash()?)
+    }
+
+    /// Downloads an ADD's URL sources (checked against `checksum`) under the store's tmp.
+    fn download(
+        &self,
+        ins: &Instruction,
+        urls: &[String],
+        checksum: Option<&Digest>,
+    ) -> Result<Downloads, BuildError> {
+        Downloads::fetch(
+            self.store.tmp_path("add-url"),
+            urls,
+            checksum,
+            self.opts.cancel,
+        )
+        .map_err(|e| match e {
+            FetchError::Interrupted(_) => BuildError::Interrupted,
+            e => self.step_err(ins, e),
+        })
     }
 
     /// The state `COPY --from=FROM` copies from: an earlier stage, or an image.
@@ -591,12 +639,21 @@ impl Builder<'_, '_> {
             .clone()
             .unwrap_or_else(|| vec![DEFAULT_PATH_ENV.into()]);
         for (k, v) in args {
-            if !env
-                .iter()
-                .any(|kv| kv.split_once('=').map(|(ek, _)| ek) == Some(k))
-            {
-                env.push(format!("{k}={v}"));
-            }
+            set_env(&mut env, k, v, false);
+        }
+        let workdir = cfg.working_dir.clone().unwrap_or_else(|| "/".into());
+        // The first ssh mount is the agent, unless the environment names one (BuildKit).
+        if let Some(sock) = mounts
+            .iter()
+            .find(|m| m.kind == MountKind::Ssh)
+            .and_then(|m| m.target.as_deref())
+        {
+            set_env(
+                &mut env,
+                "SSH_AUTH_SOCK",
+                &absolute(&workdir, sock).to_string_lossy(),
+                false,
+            );
         }
         let network = match run.network {
             Some(dockerfile::NetworkMode::None) => Network::None,
@@ -609,7 +666,7 @@ impl Builder<'_, '_> {
         let step = super::sandbox::RunStep {
             argv,
             env,
-            workdir: cfg.working_dir.clone().unwrap_or_else(|| "/".into()),
+            workdir,
             user: cfg.user.clone().filter(|u| !u.is_empty()),
             network,
             files,
@@ -624,18 +681,27 @@ impl Builder<'_, '_> {
             upper: scratch.upper.clone(),
             work: scratch.work.clone(),
         };
-        let workdir = step.workdir.clone();
         let result = self
-            .run_mounts(&mounts, &workdir, &scratch)
-            .and_then(|(binds, sources)| {
+            .run_mounts(&mounts, &step.workdir, &scratch)
+            .and_then(|host| {
+                let StepMounts {
+                    binds,
+                    sources,
+                    secrets,
+                    caches,
+                    env,
+                } = host;
                 let mut step = step;
                 step.binds = binds;
+                for (k, v) in &env {
+                    set_env(&mut step.env, k, v, true);
+                }
                 let reporter = &mut *self.reporter;
                 let cancel = self.opts.cancel;
                 let driver = self.opts.storage_driver;
                 let store = self.store;
                 let on_line = &mut |line| reporter.event(Event::Output { id, line });
-                if sources.is_empty() {
+                if sources.is_empty() && secrets.is_empty() {
                     return super::sandbox::run_step(
                         store,
                         &step,
@@ -646,9 +712,9 @@ impl Builder<'_, '_> {
                         on_line,
                     );
                 }
-                // Stages and images that mounts read from are mounted in a namespace of this
-                // step's own; the sandbox starts from it and sees them.
-                std::thread::scope(|s| {
+                // Stages and images that mounts read from, and the secrets' tmpfs, are mounted
+                // in a namespace of this step's own; the sandbox starts from it and sees them.
+                let ran = std::thread::scope(|s| {
                     s.spawn(|| {
                         enter_private_mount_namespace()?;
                         for (lowers, at, upper) in &sources {
@@ -664,6 +730,7 @@ impl Builder<'_, '_> {
                                 )?,
                             }
                         }
+                        let _forwarding: Forwarding = secrets.materialize()?;
                         super::sandbox::run_step(
                             store,
                             &step,
@@ -676,7 +743,10 @@ impl Builder<'_, '_> {
                     })
                     .join()
                     .expect("the step thread does not panic")
-                })
+                });
+                // The caches stay locked until the step is over.
+                drop(caches);
+                ran
             });
         let changed = match result {
             Ok(()) => self.commit(next, &scratch),
@@ -692,18 +762,25 @@ impl Builder<'_, '_> {
         changed.map_err(|e| self.step_err(ins, e))
     }
 
-    /// The host side of a RUN step's `--mount`s: bind mounts for the sandbox, and the stages
-    /// or images to mount first (lower dirs, where, and an upper and work dir when writable).
+    /// The host side of a RUN step's `--mount`s.
     fn run_mounts(
         &self,
         mounts: &[RunMount],
         workdir: &str,
         scratch: &Scratch,
-    ) -> Result<(Vec<runner::BindMount>, Vec<SourceMount>), StepError> {
-        let mut binds = Vec::new();
-        let mut sources = Vec::new();
+    ) -> Result<StepMounts, StepError> {
+        let mut out = StepMounts {
+            binds: Vec::new(),
+            sources: Vec::new(),
+            secrets: StepSecrets::new(scratch.home.join("secrets")),
+            caches: Vec::new(),
+            env: Vec::new(),
+        };
         for (i, m) in mounts.iter().enumerate() {
-            let destination = absolute(workdir, &m.target).to_string_lossy().into_owned();
+            let destination = m
+                .target
+                .as_deref()
+                .map(|t| absolute(workdir, t).to_string_lossy().into_owned());
             let mkdir = |p: &Path| {
                 std::fs::create_dir_all(p).map_err(|e| layerfs::Error::io("create directory", p, e))
             };
@@ -715,15 +792,55 @@ impl Builder<'_, '_> {
                         .ok_or_else(|| CopyError::Outside(src.clone()).into()),
                 }
             };
+            let access = Access {
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+            };
             let source = match (m.kind, &m.from) {
+                (MountKind::Secret, _) => {
+                    // A later --secret of the same id wins; a missing one is no mount.
+                    let Some(secret) = self.opts.secrets.iter().rev().find(|s| s.id == m.id) else {
+                        if m.required {
+                            return Err(SecretError::MissingSecret { id: m.id.clone() }.into());
+                        }
+                        continue;
+                    };
+                    let value = secret.value()?;
+                    if let Some(var) = &m.env {
+                        out.env
+                            .push((var.clone(), String::from_utf8_lossy(&value).into_owned()));
+                    }
+                    if destination.is_none() {
+                        continue;
+                    }
+                    out.secrets.add_file(value, access)
+                }
+                (MountKind::Ssh, _) => {
+                    let Some(agent) = self.opts.ssh.iter().rev().find(|a| a.id == m.id) else {
+                        if m.required {
+                            return Err(SecretError::MissingAgent { id: m.id.clone() }.into());
+                        }
+                        continue;
+                    };
+                    out.secrets.add_agent(&agent.socket, access)
+                }
                 (MountKind::Tmpfs, _) => {
                     let dir = scratch.home.join(format!("tmpfs-{i}"));
                     mkdir(&dir)?;
                     dir
                 }
                 (MountKind::Cache, None) => {
-                    let dir = self.store.cache_mount_dir(&m.id, m.mode, m.uid, m.gid)?;
-                    sub(&dir)?
+                    let owner = (m.mode, m.uid, m.gid);
+                    let Some(cache) =
+                        self.store
+                            .cache_mount(&m.id, m.sharing, owner, self.opts.cancel)?
+                    else {
+                        return Err(StepError::Other("interrupted".into()));
+                    };
+                    let dir = sub(&cache.dir)?;
+                    out.caches.push(cache);
+                    dir
                 }
                 (MountKind::Bind, None) if !m.read_write && self.ignore.is_empty() => {
                     sub(&self.opts.context)?
@@ -754,17 +871,19 @@ impl Builder<'_, '_> {
                         None
                     };
                     let source = sub(&at)?;
-                    sources.push((lowers, at, upper));
+                    out.sources.push((lowers, at, upper));
                     source
                 }
             };
-            binds.push(runner::BindMount {
-                source,
-                destination,
-                read_only: !m.read_write,
-            });
+            if let Some(destination) = destination {
+                out.binds.push(runner::BindMount {
+                    source,
+                    destination,
+                    read_only: !m.read_write,
+                });
+            }
         }
-        Ok((binds, sources))
+        Ok(out)
     }
 
     /// What a RUN step's mounts add to its cache key: what a bind shows (the context's
@@ -803,7 +922,7 @@ impl Builder<'_, '_> {
         f(&CopyPlan {
             root,
             items: &items,
-            inline: &[],
+            files: &[],
             placement: Placement {
                 dest: PathBuf::from("/"),
                 dest_is_dir: true,
@@ -899,12 +1018,13 @@ impl Builder<'_, '_> {
         }
     }
 
-    /// COPY and ADD.
+    /// COPY and ADD (with ADD's URL sources already downloaded).
     fn copy(
         &mut self,
         next: &mut ImageState,
         c: &dockerfile::Copy,
         is_add: bool,
+        downloads: Option<&Downloads>,
     ) -> Result<bool, StepError> {
         let workdir = next
             .config
@@ -914,15 +1034,19 @@ impl Builder<'_, '_> {
             .unwrap_or_else(|| "/".into());
         let dest_text = c.dest.clone();
         let dest = absolute(&workdir, &dest_text);
-        let paths: Vec<String> = c
-            .sources
+        let paths = local_sources(c);
+        // Downloads keep their names, 0600 and `Last-Modified`; heredocs follow them.
+        let mut files: Vec<NamedFile> = downloads
             .iter()
-            .filter_map(|s| match s {
-                Source::Path(p) => Some(p.clone()),
-                Source::Heredoc(_) => None,
+            .flat_map(|d| &d.files)
+            .map(|f| NamedFile {
+                name: f.name.clone(),
+                content: Content::File(f.path.clone()),
+                mode: 0o600,
+                mtime: f.mtime,
             })
             .collect();
-        let inline = inline_sources(c);
+        files.extend(heredoc_files(c));
         let chmod = c
             .chmod
             .as_deref()
@@ -942,7 +1066,7 @@ impl Builder<'_, '_> {
         let ignore = &self.ignore;
         let context = self.opts.context.clone();
         let many =
-            paths.len() + inline.len() > 1 || paths.iter().any(|p| p.contains(['*', '?', '[']));
+            paths.len() + files.len() > 1 || paths.iter().any(|p| p.contains(['*', '?', '[']));
         if many && !dest_text.ends_with('/') {
             return Err(CopyError::DestNotDir(dest_text).into());
         }
@@ -960,11 +1084,11 @@ impl Builder<'_, '_> {
                     || dest_text.ends_with("/.")
                     || dest_text == "."
                     || copy::is_dir_in_root(rootfs, &dest);
-                if is_add && add_archives(rootfs, &items, &dest)? {
+                if is_add && add_archives(rootfs, &items, files.len(), &dest)? {
                     return Ok(());
                 }
                 let all_dirs =
-                    !items.is_empty() && items.iter().all(|i| i.is_dir) && inline.is_empty();
+                    !items.is_empty() && items.iter().all(|i| i.is_dir) && files.is_empty();
                 let placement = Placement {
                     dest: dest.clone(),
                     dest_is_dir: dest_is_dir || all_dirs,
@@ -978,7 +1102,7 @@ impl Builder<'_, '_> {
                 let plan = CopyPlan {
                     root,
                     items: &items,
-                    inline: &inline,
+                    files: &files,
                     placement,
                     rewrite,
                     parents,
@@ -1039,8 +1163,14 @@ impl Builder<'_, '_> {
 }
 
 /// ADD of local archives: extracts every source into `dest` when they are all tar archives
-/// (true), does nothing when none is (false), refuses a mix.
-fn add_archives(rootfs: &Path, items: &[copy::Item], dest: &Path) -> Result<bool, StepError> {
+/// (true), does nothing when none is (false), refuses a mix (with `others` sources that are
+/// not local files: heredocs, downloads, which are never extracted).
+fn add_archives(
+    rootfs: &Path,
+    items: &[copy::Item],
+    others: usize,
+    dest: &Path,
+) -> Result<bool, StepError> {
     let archives: Vec<&copy::Item> = items
         .iter()
         .filter(|i| !i.is_dir && is_archive(&i.path))
@@ -1048,7 +1178,7 @@ fn add_archives(rootfs: &Path, items: &[copy::Item], dest: &Path) -> Result<bool
     if archives.is_empty() {
         return Ok(false);
     }
-    if archives.len() != items.len() {
+    if archives.len() != items.len() || others > 0 {
         return Err(StepError::Other(
             "ADD cannot mix archives and other sources in one instruction".into(),
         ));
@@ -1119,14 +1249,36 @@ fn lowers_or_empty(store: &Store, lowers: Vec<PathBuf>) -> Vec<PathBuf> {
 /// work dirs when the mount is writable.
 type SourceMount = (Vec<PathBuf>, PathBuf, Option<(PathBuf, PathBuf)>);
 
+/// The host side of a RUN step's `--mount`s.
+struct StepMounts {
+    /// Bind mounts for the sandbox.
+    binds: Vec<runner::BindMount>,
+    /// Stages and images to mount first, in the step's namespace.
+    sources: Vec<SourceMount>,
+    /// Secret files and agent sockets, made in the step's namespace.
+    secrets: StepSecrets,
+    /// Cache directories, locked as their `sharing` says until the step is over.
+    caches: Vec<layerfs::store::CacheMount>,
+    /// Variables the mounts set (`env=` secrets).
+    env: Vec<(String, String)>,
+}
+
 /// The `--mount`s of a RUN step.
 fn parse_mounts(run: &dockerfile::Run) -> Result<Vec<RunMount>, StepError> {
-    run.mounts
+    super::run_mount::parse_all(&run.mounts)
+        .map_err(|(spec, reason)| StepError::Mount { spec, reason })
+}
+
+/// Sets `key=value` in `env`, replacing an existing value only when `replace` is set.
+fn set_env(env: &mut Vec<String>, key: &str, value: &str, replace: bool) {
+    let existing = env
         .iter()
-        .map(|m| {
-            super::run_mount::parse(m).map_err(|e| StepError::Other(format!("--mount={m}: {e}")))
-        })
-        .collect()
+        .position(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
+    match existing {
+        Some(i) if replace => env[i] = format!("{key}={value}"),
+        Some(_) => {}
+        None => env.push(format!("{key}={value}")),
+    }
 }
 
 struct Scratch {
@@ -1135,17 +1287,34 @@ struct Scratch {
     work: PathBuf,
 }
 
-fn is_url(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://")
-}
-
-fn inline_sources(c: &dockerfile::Copy) -> Vec<Inline> {
+/// The path sources of a COPY/ADD (local paths, globs, URLs), in order.
+fn path_sources(c: &dockerfile::Copy) -> Vec<String> {
     c.sources
         .iter()
         .filter_map(|s| match s {
-            Source::Heredoc(doc) => Some(Inline {
+            Source::Path(p) => Some(p.clone()),
+            Source::Heredoc(_) => None,
+        })
+        .collect()
+}
+
+/// The sources of a COPY/ADD in its context, stage or image: its paths but URLs.
+fn local_sources(c: &dockerfile::Copy) -> Vec<String> {
+    let mut paths = path_sources(c);
+    paths.retain(|p| !fetch::is_url(p));
+    paths
+}
+
+/// The heredoc sources of a COPY/ADD: 0644, dated now (or `SOURCE_DATE_EPOCH`).
+fn heredoc_files(c: &dockerfile::Copy) -> Vec<NamedFile> {
+    c.sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Heredoc(doc) => Some(NamedFile {
                 name: doc.name.clone(),
-                content: doc.text().into_owned().into_bytes(),
+                content: Content::Bytes(doc.text().into_owned().into_bytes()),
+                mode: 0o644,
+                mtime: creation_time(),
             }),
             Source::Path(_) => None,
         })

@@ -118,7 +118,7 @@ pub fn run_step(
     if let Some(m) = fuse_root {
         m.unmount()?;
     }
-    remove_stubs(layers, child.created_mountpoints());
+    remove_stubs(layers, child.created_mountpoints(), &step.binds);
     for (path, _) in &step.files {
         let _ = std::fs::remove_file(layers.upper.join(path.trim_start_matches('/')));
     }
@@ -135,18 +135,26 @@ pub fn run_step(
     }
 }
 
-/// Removes the mount points the sandbox created (the image lacked them) from the upper dir,
-/// and the directories that were copied up only to hold them.
-fn remove_stubs(layers: &UnionSpec, created: &[String]) {
+/// Removes the mount points the sandbox created (the image lacked them) from the upper dir:
+/// each bind's own stub (an empty file or directory) and the empty directories made to hold
+/// it up to the topmost one the image lacked (`created`), and then the directories that were
+/// copied up only to hold those. What the command itself wrote there stays.
+fn remove_stubs(layers: &UnionSpec, created: &[String], binds: &[runner::BindMount]) {
     for path in created {
         let rel = Path::new(path.trim_start_matches('/'));
-        let p = layers.upper.join(rel);
-        let removed = match std::fs::symlink_metadata(&p) {
-            Ok(md) if md.is_dir() => std::fs::remove_dir(&p).is_ok(),
-            Ok(md) if md.is_file() && md.len() == 0 => std::fs::remove_file(&p).is_ok(),
-            _ => false,
-        };
-        if !removed {
+        for bind in binds {
+            let Ok(below) = Path::new(bind.destination.trim_start_matches('/')).strip_prefix(rel)
+            else {
+                continue;
+            };
+            // The stub, then its parents, innermost first, while they are empty.
+            for inner in below.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+                if !remove_stub(&layers.upper.join(rel).join(inner)) {
+                    break;
+                }
+            }
+        }
+        if !remove_stub(&layers.upper.join(rel)) {
             continue;
         }
         for parent in rel
@@ -159,6 +167,15 @@ fn remove_stubs(layers: &UnionSpec, created: &[String]) {
             }
             let _ = std::fs::remove_dir(layers.upper.join(parent));
         }
+    }
+}
+
+/// Removes an empty directory or an empty file; whether it did.
+fn remove_stub(p: &Path) -> bool {
+    match std::fs::symlink_metadata(p) {
+        Ok(md) if md.is_dir() => std::fs::remove_dir(p).is_ok(),
+        Ok(md) if md.is_file() && md.len() == 0 => std::fs::remove_file(p).is_ok(),
+        _ => false,
     }
 }
 
