@@ -16,14 +16,15 @@ runs=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "bench/unionfs.sh needs root (mounts)" >&2; exit 2; }
 command -v fuse-overlayfs >/dev/null || { echo "fuse-overlayfs missing: scripts/install-deps" >&2; exit 2; }
 target_dir=${CARGO_TARGET_DIR:-target}
-unionfs=${STRATA_UNIONFS:-$target_dir/release/strata-unionfs}
 if [ -z "${STRATA_UNIONFS:-}" ]; then
-  cargo build --release --bin strata-unionfs >&2
+  cargo build --release --bin strata >&2
 fi
-unionfs=$(readlink -f "$unionfs")
 tarball=$(bench/minbase.sh)
 
-work=$(mktemp -d /var/tmp/strata-bench-unionfs.XXXXXX)
+work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-unionfs.XXXXXX")
+# strata-unionfs is the strata binary started under that name.
+unionfs=${STRATA_UNIONFS:-$work/strata-unionfs}
+[ -n "${STRATA_UNIONFS:-}" ] || ln -s "$(readlink -f "$target_dir/release/strata")" "$unionfs"
 mnt=$work/mnt
 cleanup() {
   mountpoint -q "$mnt" 2>/dev/null && umount "$mnt" 2>/dev/null || true

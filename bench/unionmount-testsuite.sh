@@ -7,7 +7,7 @@
 #   bench/unionmount-testsuite.sh SUITE_DIR [FUSE_PROGRAM]
 #
 # SUITE_DIR is a checkout of the suite (it is not vendored here). FUSE_PROGRAM defaults to
-# strata-unionfs (target/release, built if missing); fuse-overlayfs compares. mount(8) looks for
+# strata-unionfs (target/release/strata under that name, built if missing); fuse-overlayfs compares. mount(8) looks for
 # `fuse.PROGRAM` helpers on a fixed PATH of system dirs, so the program is linked into
 # /usr/local/bin for the run (and the link removed after, unless it was already there).
 # Needs root and python3.
@@ -19,9 +19,9 @@ cd "$(dirname "$0")/.."
 link=""
 if [ "$program" = strata-unionfs ] && ! command -v strata-unionfs >/dev/null; then
   target_dir=${CARGO_TARGET_DIR:-target}
-  [ -x "$target_dir/release/strata-unionfs" ] || cargo build --release --bin strata-unionfs >&2
-  link=/usr/local/bin/strata-unionfs
-  ln -s "$(readlink -f "$target_dir/release/strata-unionfs")" "$link"
+  [ -x "$target_dir/release/strata" ] || cargo build --release --bin strata >&2
+  link=/usr/local/bin/strata-unionfs   # strata, started under that name
+  ln -s "$(readlink -f "$target_dir/release/strata")" "$link"
 fi
 work=$(mktemp -d /var/tmp/strata-unionmount.XXXXXX)
 trap '[ -n "$link" ] && rm -f "$link"; (cd "$suite" && UNIONMOUNT_BASEDIR="$work/base" ./run -c >/dev/null 2>&1 || true); rm -rf "$work"' EXIT

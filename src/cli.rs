@@ -1,5 +1,6 @@
 //! Every command-line flag of strata, in one place (clap derive).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -347,4 +348,27 @@ pub struct PruneArgs {
     /// Also empty the build cache
     #[arg(long)]
     pub all: bool,
+}
+
+/// strata-unionfs: strata's FUSE union filesystem, with the semantics of kernel overlayfs
+/// (strata started under that name)
+#[derive(Debug, Parser)]
+#[command(name = "strata-unionfs", version, max_term_width = 100)]
+pub struct UnionfsCli {
+    /// Mount options: lowerdir=A:B (top first), upperdir=U, workdir=W, threads=N,
+    /// passthrough=on|off, and the generic mount options, which are accepted and ignored
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<OsString>,
+    /// Stay in the foreground (the default unless called as a mount helper)
+    #[arg(short = 'f')]
+    pub foreground: bool,
+    /// Log every request on stderr
+    #[arg(short = 'd')]
+    pub debug: bool,
+    /// The socket of the strata process that started this daemon (internal)
+    #[arg(long, value_name = "FD", hide = true)]
+    pub control_fd: Option<i32>,
+    /// [SOURCE] MOUNTPOINT: the source, which mount(8) passes, is ignored
+    #[arg(required = true, num_args = 1..=2, value_name = "MOUNTPOINT")]
+    pub args: Vec<PathBuf>,
 }

@@ -5,6 +5,7 @@ mod commands;
 mod printer;
 mod progress;
 mod signals;
+mod unionfs;
 
 use std::process::ExitCode;
 
@@ -17,6 +18,13 @@ use crate::printer::Printer;
 fn main() -> ExitCode {
     // A multi-threaded strata (a build) starts containers through a fresh copy of itself.
     runner::run_setup_helper_if_requested();
+    // strata is also its own FUSE union daemon (started under that name, or linked to it).
+    if invoked_as(layerfs::fuse::DAEMON_NAME) {
+        return unionfs::main();
+    }
+    if let Ok(me) = std::env::current_exe() {
+        layerfs::fuse::set_daemon_program(me);
+    }
     let cli = Cli::parse();
     init_logging(&cli.global.log_level);
     let printer = Printer;
@@ -36,6 +44,13 @@ fn main() -> ExitCode {
             ExitCode::from(if is_run { 125 } else { 1 })
         }
     }
+}
+
+/// Whether this process was started under the program name `name` (its `argv[0]`).
+fn invoked_as(name: &str) -> bool {
+    std::env::args_os()
+        .next()
+        .is_some_and(|arg0| std::path::Path::new(&arg0).file_name() == Some(name.as_ref()))
 }
 
 fn init_logging(level: &str) {

@@ -34,7 +34,14 @@ fn staged_cases(src: &Path, dst: &Path) {
     }
 }
 
+/// One run of the cases at a time: case 12 counts the host's mounts before and after its
+/// failing builds, and a run on the FUSE union mounts its daemons in the host's namespace.
+static ONE_RUN_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_cases(driver: Option<&str>) {
+    let _one_at_a_time = ONE_RUN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(src) = cases_dir() else {
         eprintln!(
             "SKIP conformance: no ../shared/conformance/run.sh next to the checkout (set STRATA_CONFORMANCE)"

@@ -240,8 +240,14 @@ fn mount_errors_name_what_is_wrong_and_leave_nothing_behind() {
     assert_eq!(mounted_type(&dir), None);
 }
 
-fn unionfs_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_strata-unionfs"))
+/// `strata-unionfs`, as users install it: a link to the strata binary, in `t`'s `bin` dir.
+fn unionfs_bin(t: &TestStore) -> PathBuf {
+    let link = t.path("bin/strata-unionfs");
+    if !link.exists() {
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(common::strata_bin(), &link).unwrap();
+    }
+    link
 }
 
 /// Layers for the `strata-unionfs` tests: `lower` (top) over `base`.
@@ -269,7 +275,7 @@ fn strata_unionfs_serves_in_the_foreground_until_signalled() {
     }
     let t = TestStore::new();
     let (opts, mnt, upper) = small_union(&t);
-    let mut child = Command::new(unionfs_bin())
+    let mut child = Command::new(unionfs_bin(&t))
         .args(["-o", &opts])
         .arg(&mnt)
         .stdin(Stdio::null())
@@ -308,7 +314,7 @@ fn strata_unionfs_is_a_mount_helper() {
     let (opts, mnt, upper) = small_union(&t);
     let path = format!(
         "{}:{}",
-        unionfs_bin().parent().unwrap().display(),
+        unionfs_bin(&t).parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
     // What `mount -t fuse.strata-unionfs none MNT -o …` runs once it finds the program (mount(8)
@@ -351,7 +357,7 @@ fn strata_unionfs_refuses_bad_options_by_name() {
         ("upperdir=/u,workdir=/w".to_owned(), "lowerdir"),
         (format!("lowerdir={}", t.path("nope").display()), "nope"),
     ] {
-        let out = Command::new(unionfs_bin())
+        let out = Command::new(unionfs_bin(&t))
             .args(["-o", &bad])
             .arg(&mnt)
             .output()

@@ -91,13 +91,14 @@ fn container_cgroups() -> Vec<PathBuf> {
     found
 }
 
-/// Processes whose command line starts with `needle` (`sleep 100`, not a strata running it).
+/// Processes whose command line is `needle` (`sleep 100`: not a strata running it, and not an
+/// unrelated `sleep 1000`).
 fn processes_with(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) {
             let cmdline = text(&cmdline).replace('\0', " ");
-            if cmdline.starts_with(needle) {
+            if cmdline.trim_end() == needle {
                 found.push(format!("{}: {cmdline}", e.file_name().to_string_lossy()));
             }
         }
@@ -1234,7 +1235,7 @@ fn runner_mounted(dir: &Path) -> bool {
     layerfs::mount::is_mount_point(dir)
 }
 
-/// Waits until a process whose command line starts with `needle` runs.
+/// Waits until a process whose command line is `needle` runs.
 fn wait_for_process(needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while processes_with(needle).is_empty() {

@@ -1,5 +1,5 @@
-//! Starting the union's daemon (the `strata-unionfs` binary, a re-exec of strata's own code)
-//! and the handle that ends it.
+//! Starting the union's daemon (strata itself, re-executed under the name
+//! [`DAEMON_NAME`](super::DAEMON_NAME)) and the handle that ends it.
 //!
 //! The daemon gets one end of a socket pair: it says `ready` once the union is mounted (or
 //! why not), and it unmounts when the other end closes, so a strata that dies, however it
@@ -32,13 +32,14 @@ pub struct FuseMount {
     control: Option<UnixStream>,
 }
 
-/// Starts `program` (`strata-unionfs`) to mount the union `opts` at `target`, and returns
-/// once it is mounted.
+/// Starts `program` (strata, or a `strata-unionfs`) as [`DAEMON_NAME`](super::DAEMON_NAME)
+/// to mount the union `opts` at `target`, and returns once it is mounted.
 pub fn spawn(program: &Path, opts: &UnionOptions, target: &Path) -> Result<FuseMount> {
     let (ours, theirs) = UnixStream::pair().at("create control socket for", target)?;
     let fd = theirs.as_raw_fd();
     let mut cmd = Command::new(program);
-    cmd.arg("-f")
+    cmd.arg0(super::DAEMON_NAME)
+        .arg("-f")
         .arg("-o")
         .arg(OsStr::from_bytes(&opts.to_option_string()))
         .arg("--control-fd")

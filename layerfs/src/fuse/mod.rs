@@ -28,4 +28,4 @@ mod session;
 pub use daemon::{FuseMount, spawn};
 pub use fs::FsOptions;
 pub use options::UnionOptions;
-pub use session::{FS_TYPE, daemon_program, serve};
+pub use session::{DAEMON_NAME, FS_TYPE, daemon_program, serve, set_daemon_program};

@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -231,13 +232,28 @@ fn unmount_lazily(target: &Path, root: bool) {
     }
 }
 
-/// Resolves the daemon binary: `$STRATA_UNIONFS_BIN`, else `strata-unionfs` beside the
-/// running executable (or one level up, for test binaries under `deps/`), else on `PATH`.
+/// The name the daemon runs under (its `argv[0]`): a multi-call `strata` binary serves the
+/// union when started under this name.
+pub const DAEMON_NAME: &str = "strata-unionfs";
+
+static DAEMON_PROGRAM: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes `program` the daemon of every FUSE union this process mounts (the `strata` binary
+/// names itself: the daemon is strata, re-executed). The first call wins.
+pub fn set_daemon_program(program: PathBuf) {
+    let _ = DAEMON_PROGRAM.set(program);
+}
+
+/// Resolves the daemon binary: `$STRATA_UNIONFS_BIN`, else what [`set_daemon_program`] set,
+/// else `strata-unionfs` or `strata` beside the running executable (or one level up, for test
+/// binaries under `deps/`), else on `PATH`. It is started as [`DAEMON_NAME`].
 pub fn daemon_program() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("STRATA_UNIONFS_BIN").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    const NAME: &str = "strata-unionfs";
+    if let Some(p) = DAEMON_PROGRAM.get() {
+        return Ok(p.clone());
+    }
     let exe = std::env::current_exe().ok();
     let beside = exe.iter().flat_map(|e| {
         let dir = e.parent().map(Path::to_owned);
@@ -250,16 +266,16 @@ pub fn daemon_program() -> Result<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .unwrap_or_default();
     for dir in beside.flatten().chain(on_path) {
-        let candidate = dir.join(NAME);
-        if candidate.is_file() {
-            return Ok(candidate);
+        for name in [DAEMON_NAME, "strata"] {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
         }
     }
     Err(Error::Unsupported(format!(
-        "{NAME} (strata's FUSE union filesystem daemon) is neither beside {} nor on PATH",
-        exe.map_or_else(
-            || "the strata binary".to_owned(),
-            |e| e.display().to_string()
-        )
+        "strata's FUSE union filesystem daemon ({DAEMON_NAME} or strata) is neither beside {} \
+         nor on PATH",
+        exe.map_or_else(|| "this program".to_owned(), |e| e.display().to_string())
     )))
 }

@@ -1,4 +1,6 @@
-//! `strata-unionfs`: strata's FUSE union filesystem, run the way fuse-overlayfs is.
+//! `strata-unionfs`: strata's FUSE union filesystem, run the way fuse-overlayfs is. It is the
+//! `strata` binary started under that name (strata re-executes itself under it for its own mounts;
+//! link `strata-unionfs` to `strata` to use it as a program or a mount helper).
 //!
 //! ```text
 //! strata-unionfs [-f] [-d] -o lowerdir=A:B,upperdir=U,workdir=W MOUNTPOINT
@@ -11,47 +13,21 @@
 //! `mount.fuse3`), it returns once mounted and serves from the background, since `mount`
 //! waits for its helper; `-f` keeps it in the foreground there too.
 
-use std::ffi::OsString;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
 use layerfs::fuse::UnionOptions;
 
-// Shared with the strata binary; this one prints errors only.
-#[allow(dead_code)]
-#[path = "../printer.rs"]
-mod printer;
+use crate::cli::UnionfsCli;
 
-/// strata's FUSE union filesystem, with the semantics of kernel overlayfs
-#[derive(Debug, Parser)]
-#[command(name = "strata-unionfs", version, max_term_width = 100)]
-struct Args {
-    /// Mount options: lowerdir=A:B (top first), upperdir=U, workdir=W, threads=N,
-    /// passthrough=on|off, and the generic mount options, which are accepted and ignored
-    #[arg(short = 'o', value_name = "OPTIONS")]
-    options: Vec<OsString>,
-    /// Stay in the foreground (the default unless called as a mount helper)
-    #[arg(short = 'f')]
-    foreground: bool,
-    /// Log every request on stderr
-    #[arg(short = 'd')]
-    debug: bool,
-    /// The socket of the strata process that started this daemon (internal)
-    #[arg(long, value_name = "FD", hide = true)]
-    control_fd: Option<i32>,
-    /// [SOURCE] MOUNTPOINT: the source, which mount(8) passes, is ignored
-    #[arg(required = true, num_args = 1..=2, value_name = "MOUNTPOINT")]
-    args: Vec<PathBuf>,
-}
-
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let printer = printer::Printer;
+/// Serves or mounts a union as `strata-unionfs` ARGS…
+pub fn main() -> ExitCode {
+    let args = UnionfsCli::parse();
+    let printer = crate::printer::Printer;
     let level = if args.debug { "debug" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(level))
@@ -68,7 +44,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+fn run(args: &UnionfsCli) -> anyhow::Result<()> {
     let mut opts = UnionOptions {
         passthrough: true,
         ..Default::default()
