@@ -1,5 +1,7 @@
 //! The shared Dockerfile conformance cases (`../shared/conformance`, run by its own `run.sh`)
-//! against this build of strata.
+//! against this build of strata, on kernel overlayfs and on the FUSE union. A checkout without
+//! `../shared` beside it (a CI machine) runs the snapshot in `tests/conformance-cases`;
+//! refresh it with `cp -r ../shared/conformance/. tests/conformance-cases/`.
 
 #![allow(clippy::print_stderr)]
 
@@ -10,12 +12,19 @@ use std::process::Command;
 
 use common::{is_root_or_skip, repo_root, strata_bin};
 
-/// Where the cases are: `$STRATA_CONFORMANCE`, or `shared/conformance` beside the checkout.
+/// Where the cases are: `$STRATA_CONFORMANCE`, else `shared/conformance` beside the checkout
+/// (the maintained copy), else the snapshot of it in `tests/conformance-cases`.
 fn cases_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("STRATA_CONFORMANCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/conformance"));
-    dir.join("run.sh").is_file().then_some(dir)
+    let candidates = match std::env::var_os("STRATA_CONFORMANCE") {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => vec![
+            repo_root().join("../shared/conformance"),
+            repo_root().join("tests/conformance-cases"),
+        ],
+    };
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("run.sh").is_file())
 }
 
 /// Copies the cases to a scratch dir, restoring what the shared copy lost: case 05 checks
@@ -44,7 +53,7 @@ fn run_cases(driver: Option<&str>) {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let Some(src) = cases_dir() else {
         eprintln!(
-            "SKIP conformance: no ../shared/conformance/run.sh next to the checkout (set STRATA_CONFORMANCE)"
+            "SKIP conformance: no run.sh in $STRATA_CONFORMANCE, ../shared/conformance or tests/conformance-cases"
         );
         return;
     };
