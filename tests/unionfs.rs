@@ -642,7 +642,8 @@ fn file_data_round_trips() {
 }
 
 /// A build on the FUSE union makes the same layers as a build on overlayfs: the upper dirs
-/// both write are the same overlay format, entry for entry.
+/// both write are the same overlay format, entry for entry. A later stage reads the first
+/// one's layers through a read-only union (`COPY --from`, `RUN --mount=from=`), on FUSE too.
 #[test]
 fn builds_on_fuse_and_on_overlayfs_make_the_same_layers() {
     if !can_run("builds_on_fuse_and_on_overlayfs_make_the_same_layers") {
@@ -654,7 +655,7 @@ fn builds_on_fuse_and_on_overlayfs_make_the_same_layers() {
     std::fs::write(ctx.join("file.txt"), "from the context\n").unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        r#"FROM busybox
+        r#"FROM busybox AS build
 RUN mkdir -p /data/sub /data/other /keep /etc/conf.d && echo 1 > /data/a && echo 2 > /data/sub/b \
  && ln -s a /data/a-sym && echo k > /keep/k && chmod 4755 /data/a && mkfifo /data/fifo \
  && echo c > /etc/conf.d/c && ln /keep/k /keep/k-link
@@ -664,41 +665,55 @@ RUN mv /data /moved && chown 1000:1000 /moved/a && rm -rf /etc/conf.d && mkdir /
  && ln /moved/a /moved/a-link2 && touch /moved/sub2/c
 COPY file.txt /moved/
 RUN rm /moved/file.txt && mkdir -p /moved/file.txt/inside
+
+FROM busybox
+COPY --from=build /moved /copied
+RUN --mount=type=bind,from=build,source=/moved,target=/m cat /m/a /m/sub2/c > /from-mount
 "#,
     )
     .unwrap();
     let mut ids = Vec::new();
     for driver in ["overlay", "fuse"] {
-        let tag = format!("same-{driver}");
-        let out = t
-            .cmd(&[
-                "--storage-driver",
-                driver,
-                "build",
-                "-t",
-                &tag,
-                "--progress",
-                "plain",
-                ctx.to_str().unwrap(),
-            ])
-            .env("SOURCE_DATE_EPOCH", "0")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "build on {driver}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let config: serde_json::Value = serde_json::from_str(&t.ok(&["inspect", &tag])).unwrap();
-        ids.push(config["rootfs"]["diff_ids"].clone());
+        for target in ["build", "final"] {
+            let tag = format!("same-{driver}-{target}");
+            let mut args = vec!["--storage-driver", driver, "build", "-t", &tag];
+            if target == "build" {
+                args.extend(["--target", "build"]);
+            }
+            args.extend(["--progress", "plain", ctx.to_str().unwrap()]);
+            let out = t.cmd(&args).env("SOURCE_DATE_EPOCH", "0").output().unwrap();
+            assert!(
+                out.status.success(),
+                "build of {target} on {driver}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let config: serde_json::Value =
+                serde_json::from_str(&t.ok(&["inspect", &tag])).unwrap();
+            ids.push(config["rootfs"]["diff_ids"].clone());
+        }
+        let read = t.ok(&[
+            "run",
+            "--rm",
+            &format!("same-{driver}-final"),
+            "cat",
+            "/from-mount",
+            "/copied/a",
+        ]);
+        assert_eq!(read, "1\n3\nnew\n1\n3\n", "on {driver}");
     }
     assert_eq!(
-        ids[0], ids[1],
+        ids[..2],
+        ids[2..],
         "layers built on overlayfs and on FUSE differ"
     );
     assert_eq!(
         ids[0].as_array().map(Vec::len),
         Some(6),
         "the base and five layers"
+    );
+    assert_eq!(
+        ids[1].as_array().map(Vec::len),
+        Some(3),
+        "the base, COPY --from and RUN --mount=from="
     );
 }

@@ -112,9 +112,63 @@ impl Drop for UnionMount {
 /// Mounts the union `spec` at `target` with `driver`, falling back from overlayfs to FUSE
 /// where overlayfs cannot be mounted.
 pub fn mount_union(driver: StorageDriver, spec: &UnionSpec, target: &Path) -> Result<UnionMount> {
+    mount_with_fallback(
+        driver,
+        || mount_overlay(spec, target),
+        &crate::fuse::UnionOptions {
+            lowers: spec.lowers.iter().rev().cloned().collect(),
+            upper: Some(spec.upper.clone()),
+            work: Some(spec.work.clone()),
+            threads: 0,
+            passthrough: true,
+        },
+        target,
+    )
+}
+
+/// Mounts the layer dirs `lowers` (bottom first) read-only at `target` with `driver` (a
+/// stage's files for `COPY --from` or `RUN --mount=from=…`), falling back from overlayfs to
+/// FUSE as [`mount_union`] does. A single layer is bind-mounted read-only with either driver.
+pub fn mount_union_readonly(
+    driver: StorageDriver,
+    lowers: &[PathBuf],
+    target: &Path,
+) -> Result<UnionMount> {
+    if lowers.len() == 1 {
+        mount_overlay_readonly(lowers, target)?;
+        return Ok(UnionMount {
+            target: target.to_owned(),
+            driver,
+            fallback: None,
+            fuse: None,
+            mounted: true,
+        });
+    }
+    mount_with_fallback(
+        driver,
+        || mount_overlay_readonly(lowers, target),
+        &crate::fuse::UnionOptions {
+            lowers: lowers.iter().rev().cloned().collect(),
+            upper: None,
+            work: None,
+            threads: 0,
+            passthrough: true,
+        },
+        target,
+    )
+}
+
+/// Mounts with `overlay` when `driver` is overlayfs and it works; else, or when overlayfs
+/// refuses the mount (EPERM, EINVAL, ENODEV), the FUSE union `fuse` at `target`.
+fn mount_with_fallback(
+    driver: StorageDriver,
+    overlay: impl FnOnce() -> Result<()>,
+    fuse: &crate::fuse::UnionOptions,
+    target: &Path,
+) -> Result<UnionMount> {
     let mut fallback = None;
     if driver == StorageDriver::Overlay {
-        match mount_overlay(spec, target) {
+        match overlay() {
             Ok(()) => {
                 return Ok(UnionMount {
                     target: target.to_owned(),
@@ -137,14 +191,7 @@ pub fn mount_union(driver: StorageDriver, spec: &UnionSpec, target: &Path) -> Re
             Err(e) => return Err(e),
         }
     }
-    let opts = crate::fuse::UnionOptions {
-        lowers: spec.lowers.iter().rev().cloned().collect(),
-        upper: Some(spec.upper.clone()),
-        work: Some(spec.work.clone()),
-        threads: 0,
-        passthrough: true,
-    };
-    let fuse = crate::fuse::spawn(&crate::fuse::daemon_program()?, &opts, target)?;
+    let fuse = crate::fuse::spawn(&crate::fuse::daemon_program()?, fuse, target)?;
     Ok(UnionMount {
         target: target.to_owned(),
         driver: StorageDriver::Fuse,
@@ -185,42 +232,64 @@ fn process_runs(pid: u32) -> bool {
 
 /// Mounts `spec` at `target` with kernel overlayfs.
 pub fn mount_overlay(spec: &UnionSpec, target: &Path) -> Result<()> {
-    match mount_overlay_fsconfig(spec, target) {
-        Ok(()) => Ok(()),
+    mount_overlay_layers(&spec.lowers, Some((&spec.upper, &spec.work)), target)
+}
+
+/// Mounts an overlay of `lowers` (bottom first) at `target`, writable when `upper_work` gives
+/// an upper and a work dir, else read-only.
+fn mount_overlay_layers(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<()> {
+    match mount_overlay_fsconfig(lowers, upper_work) {
+        Ok(mnt) => rustix::mount::move_mount(
+            &mnt,
+            "",
+            CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .at("mount overlay on", target),
         // `lowerdir+` is Linux 6.8+; older kernels get the classic mount(2) with fd paths.
         Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
-            mount_overlay_legacy(spec, target)
+            mount_overlay_legacy(lowers, upper_work, target)
         }
         Err(e) => Err(Error::io("mount overlay on", target, e.into())),
     }
 }
 
-fn mount_overlay_fsconfig(spec: &UnionSpec, target: &Path) -> rustix::io::Result<()> {
+/// A detached overlay mount of the layers, made with the new mount API.
+fn mount_overlay_fsconfig(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+) -> rustix::io::Result<OwnedFd> {
     let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
     rustix::mount::fsconfig_set_string(&fs, "source", "strata")?;
-    for lower in spec.lowers.iter().rev() {
+    for lower in lowers.iter().rev() {
         rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
     }
-    rustix::mount::fsconfig_set_string(&fs, "upperdir", spec.upper.as_path())?;
-    rustix::mount::fsconfig_set_string(&fs, "workdir", spec.work.as_path())?;
+    if let Some((upper, work)) = upper_work {
+        rustix::mount::fsconfig_set_string(&fs, "upperdir", upper)?;
+        rustix::mount::fsconfig_set_string(&fs, "workdir", work)?;
+    }
     for (k, v) in overlay_options() {
         rustix::mount::fsconfig_set_string(&fs, k, v)?;
     }
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
     }
-    // Every union strata mounts is short-lived scratch (a build step, a container, a mount
-    // until `umount`): no fsync per copied-up file. A committed layer is synced as a whole.
-    rustix::mount::fsconfig_set_flag(&fs, "volatile")?;
+    let attrs = if upper_work.is_some() {
+        // Every union strata mounts is short-lived scratch (a build step, a container, a
+        // mount until `umount`): no fsync per copied-up file. A committed layer is synced as
+        // a whole.
+        rustix::mount::fsconfig_set_flag(&fs, "volatile")?;
+        MountAttrFlags::empty()
+    } else {
+        MountAttrFlags::MOUNT_ATTR_RDONLY
+    };
     rustix::mount::fsconfig_create(&fs)?;
-    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
-    rustix::mount::move_mount(
-        &mnt,
-        "",
-        CWD,
-        target,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
+    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
 }
 
 /// Features off: the layer dirs must stay plain overlay format that the diff understands, and
@@ -233,10 +302,14 @@ fn overlay_options() -> [(&'static str, &'static str); 3] {
     ]
 }
 
-fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
+fn mount_overlay_legacy(
+    lowers: &[PathBuf],
+    upper_work: Option<(&Path, &Path)>,
+    target: &Path,
+) -> Result<()> {
     // Each lower is passed as /proc/self/fd/N: short, whatever the store's path.
-    let mut fds: Vec<OwnedFd> = Vec::with_capacity(spec.lowers.len());
-    for lower in &spec.lowers {
+    let mut fds: Vec<OwnedFd> = Vec::with_capacity(lowers.len());
+    for lower in lowers {
         let fd = rustix::fs::open(
             lower,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -250,33 +323,33 @@ fn mount_overlay_legacy(spec: &UnionSpec, target: &Path) -> Result<()> {
         .rev()
         .map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd()))
         .collect();
-    let mut data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lowers.join(":"),
-        spec.upper.display(),
-        spec.work.display()
-    );
+    let mut data = format!("lowerdir={}", lowers.join(":"));
+    if let Some((upper, work)) = upper_work {
+        data.push_str(&format!(
+            ",upperdir={},workdir={},volatile",
+            upper.display(),
+            work.display()
+        ));
+    }
     for (k, v) in overlay_options() {
         data.push_str(&format!(",{k}={v}"));
     }
     if OverlayXattrs::for_this_process() == OverlayXattrs::User {
         data.push_str(",userxattr");
     }
-    data.push_str(",volatile");
+    let flags = if upper_work.is_some() {
+        MountFlags::empty()
+    } else {
+        MountFlags::RDONLY
+    };
     let data = std::ffi::CString::new(data).map_err(|_| {
         Error::Unsupported(format!(
             "{}: a layer path holds a NUL byte",
             target.display()
         ))
     })?;
-    rustix::mount::mount(
-        "strata",
-        target,
-        "overlay",
-        MountFlags::empty(),
-        data.as_c_str(),
-    )
-    .at("mount overlay on", target)
+    rustix::mount::mount("strata", target, "overlay", flags, data.as_c_str())
+        .at("mount overlay on", target)
 }
 
 /// Mounts the layer dirs `lowers` (bottom first) read-only at `target`: an overlay of them, or
@@ -292,33 +365,7 @@ pub fn mount_overlay_readonly(lowers: &[PathBuf], target: &Path) -> Result<()> {
             rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
                 .at("make read-only", target)
         }
-        _ => {
-            let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)
-                .at("mount overlay on", target)?;
-            let configure = || -> rustix::io::Result<()> {
-                rustix::mount::fsconfig_set_string(&fs, "source", "strata")?;
-                for lower in lowers.iter().rev() {
-                    rustix::mount::fsconfig_set_string(&fs, "lowerdir+", lower.as_path())?;
-                }
-                if OverlayXattrs::for_this_process() == OverlayXattrs::User {
-                    rustix::mount::fsconfig_set_flag(&fs, "userxattr")?;
-                }
-                rustix::mount::fsconfig_create(&fs)?;
-                let mnt = rustix::mount::fsmount(
-                    &fs,
-                    FsMountFlags::FSMOUNT_CLOEXEC,
-                    MountAttrFlags::MOUNT_ATTR_RDONLY,
-                )?;
-                rustix::mount::move_mount(
-                    &mnt,
-                    "",
-                    CWD,
-                    target,
-                    MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-                )
-            };
-            configure().at("mount overlay on", target)
-        }
+        _ => mount_overlay_layers(lowers, None, target),
     }
 }
 

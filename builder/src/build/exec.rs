@@ -18,7 +18,7 @@ use layerfs::layer::commit::{CommitOptions, commit_dir};
 use layerfs::layer::compress::Compression;
 use layerfs::layer::diff::Visit;
 use layerfs::mount::{
-    StorageDriver, UnionSpec, enter_private_mount_namespace, mount_overlay, mount_union, unmount,
+    StorageDriver, UnionSpec, enter_private_mount_namespace, mount_union, mount_union_readonly,
 };
 use layerfs::reference::Reference;
 use layerfs::store::{Store, remove_tree};
@@ -717,10 +717,14 @@ impl Builder<'_, '_> {
                 let ran = std::thread::scope(|s| {
                     s.spawn(|| {
                         enter_private_mount_namespace()?;
+                        // Held until the step is over (FUSE daemons started from here live in
+                        // this namespace too).
+                        let mut _mounted = Vec::with_capacity(sources.len());
                         for (lowers, at, upper) in &sources {
-                            match upper {
-                                None => layerfs::mount::mount_overlay_readonly(lowers, at)?,
-                                Some((upper, work)) => mount_overlay(
+                            _mounted.push(match upper {
+                                None => mount_union_readonly(driver, lowers, at)?,
+                                Some((upper, work)) => mount_union(
+                                    driver,
                                     &UnionSpec {
                                         lowers: lowers.clone(),
                                         upper: upper.clone(),
@@ -728,7 +732,7 @@ impl Builder<'_, '_> {
                                     },
                                     at,
                                 )?,
-                            }
+                            });
                         }
                         let _forwarding: Forwarding = secrets.materialize()?;
                         super::sandbox::run_step(
@@ -1071,7 +1075,7 @@ impl Builder<'_, '_> {
             return Err(CopyError::DestNotDir(dest_text).into());
         }
         let chown = c.chown.clone();
-        let from_name = c.from.clone();
+        let driver = self.opts.storage_driver;
         let (_, changed) = self.with_union(next, move |rootfs| {
             let owner = chown
                 .as_deref()
@@ -1124,7 +1128,7 @@ impl Builder<'_, '_> {
                 Some(lowers) => {
                     std::fs::create_dir_all(&src_mount)
                         .map_err(|e| layerfs::Error::io("create directory", &src_mount, e))?;
-                    layerfs::mount::mount_overlay_readonly(lowers, &src_mount)?;
+                    let source = mount_union_readonly(driver, lowers, &src_mount)?;
                     let kind = "source stage";
                     let r = run(
                         SourceRoot {
@@ -1134,9 +1138,8 @@ impl Builder<'_, '_> {
                         },
                         kind,
                     );
-                    let _ = unmount(&src_mount);
-                    let _ = &from_name;
-                    r
+                    let unmounted = source.unmount().map_err(StepError::from);
+                    r.and(unmounted)
                 }
             }
         })?;
