@@ -7,6 +7,9 @@
 //! WORKDIR write through a union mount private to one thread (nothing shows in the host's
 //! mount table, nothing is left if strata dies) and their upper dir becomes the layer. A step
 //! that changes nothing adds no layer (its history entry says `empty_layer`).
+//!
+//! This module walks the stages and keeps the cache; RUN steps are in `run_step`, COPY and
+//! ADD in `copy_step`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -17,25 +20,27 @@ use layerfs::config::{Empty, History, creation_time, rfc3339};
 use layerfs::layer::commit::{CommitOptions, commit_dir};
 use layerfs::layer::compress::Compression;
 use layerfs::layer::diff::Visit;
-use layerfs::mount::{
-    StorageDriver, UnionSpec, enter_private_mount_namespace, mount_union, mount_union_readonly,
-};
+use layerfs::mount::{StorageDriver, UnionSpec, enter_private_mount_namespace, mount_union};
 use layerfs::reference::Reference;
 use layerfs::store::{Store, remove_tree};
 use oci_spec::image::{Descriptor, Digest};
 use serde_json::json;
 
-use super::copy::{self, Content, CopyError, CopyPlan, NamedFile, Placement, Rewrite, SourceRoot};
+use super::copy::{self, CopyError};
 use super::events::{Event, Reporter, StepInfo};
-use super::fetch::{self, Downloads, FetchError};
-use super::run_mount::{MountKind, RunMount};
-use super::secrets::{Access, Forwarding, Secret, SecretError, SshAgent, StepSecrets};
-use super::state::{DEFAULT_PATH_ENV, ImageState, step_key};
+use super::fetch::{self, FetchError};
+use super::secrets::{Secret, SecretError, SshAgent};
+use super::state::{ImageState, step_key};
 use super::userdb;
-use crate::dockerfile::{self, Command, CommandLine, Dockerfile, Instruction, RunScript, Source};
+use crate::dockerfile::{self, Command, CommandLine, Dockerfile, Instruction};
 use crate::dockerignore::{Dockerignore, Verdict};
 use crate::plan::{self, Base, Plan, PlanOptions, Platform, Stage};
 use crate::shell_words::Variables;
+
+mod copy_step;
+mod run_step;
+
+use copy_step::path_sources;
 
 /// `--network` of RUN steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,56 +540,6 @@ impl Builder<'_, '_> {
         Ok(())
     }
 
-    /// The content part of a COPY/ADD cache key: the hash of its local sources (the context)
-    /// and heredocs, or the key of the stage they come from. URL sources are keyed apart.
-    fn copy_key(&self, c: &dockerfile::Copy) -> Result<String, StepError> {
-        if let Some(from) = &c.from {
-            return Ok(self.source_state(from)?.key);
-        }
-        let paths = local_sources(c);
-        let ignore = &self.ignore;
-        let filter = |p: &Path, d: bool| visit(ignore, p, d);
-        let root = SourceRoot {
-            root: &self.opts.context,
-            filter: Some(&filter),
-            keep_owner: false,
-        };
-        let items = copy::resolve_sources(&paths, &root, "build context")?;
-        let placement = Placement {
-            dest: PathBuf::from(&c.dest),
-            dest_is_dir: c.dest.ends_with('/'),
-        };
-        let files = heredoc_files(c);
-        let plan = CopyPlan {
-            root,
-            items: &items,
-            files: &files,
-            placement,
-            rewrite: Rewrite::default(),
-            parents: Vec::new(),
-        };
-        Ok(plan.content_hash()?)
-    }
-
-    /// Downloads an ADD's URL sources (checked against `checksum`) under the store's tmp.
-    fn download(
-        &self,
-        ins: &Instruction,
-        urls: &[String],
-        checksum: Option<&Digest>,
-    ) -> Result<Downloads, BuildError> {
-        Downloads::fetch(
-            self.store.tmp_path("add-url"),
-            urls,
-            checksum,
-            self.opts.cancel,
-        )
-        .map_err(|e| match e {
-            FetchError::Interrupted(_) => BuildError::Interrupted,
-            e => self.step_err(ins, e),
-        })
-    }
-
     /// The state `COPY --from=FROM` copies from: an earlier stage, or an image.
     fn source_state(&self, from: &str) -> Result<ImageState, StepError> {
         match self
@@ -596,344 +551,6 @@ impl Builder<'_, '_> {
             Base::Scratch => Ok(ImageState::scratch()),
             Base::Image { name, .. } => Ok(ImageState::of_image(&self.image(&name)?)),
         }
-    }
-
-    /// RUN: the command in the sandbox over the parent's layers; returns whether it changed
-    /// the filesystem.
-    fn run(
-        &mut self,
-        next: &mut ImageState,
-        args: &BTreeMap<String, String>,
-        run: &dockerfile::Run,
-        ins: &Instruction,
-        id: usize,
-    ) -> Result<bool, BuildError> {
-        let mounts = parse_mounts(run).map_err(|e| self.step_err(ins, e))?;
-        let cfg = &next.config.config;
-        let shell = cfg
-            .shell
-            .clone()
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-        let mut files: Vec<(String, String)> = Vec::new();
-        let argv = match (&run.command, run.shell_script()) {
-            (CommandLine::Exec(argv), _) => argv.clone(),
-            (_, Some(RunScript::Executable { name, body })) => {
-                let path = format!("/.strata-heredoc-{name}");
-                files.push((path.clone(), body.into_owned()));
-                vec![path]
-            }
-            (_, Some(RunScript::Shell(text))) => {
-                let mut v = shell;
-                v.push(text.into_owned());
-                v
-            }
-            (CommandLine::Shell(text), None) => {
-                let mut v = shell;
-                v.push(text.clone());
-                v
-            }
-        };
-        // ARG values are in the environment of RUN, unless ENV sets the same name.
-        let mut env: Vec<String> = cfg
-            .env
-            .clone()
-            .unwrap_or_else(|| vec![DEFAULT_PATH_ENV.into()]);
-        for (k, v) in args {
-            set_env(&mut env, k, v, false);
-        }
-        let workdir = cfg.working_dir.clone().unwrap_or_else(|| "/".into());
-        // The first ssh mount is the agent, unless the environment names one (BuildKit).
-        if let Some(sock) = mounts
-            .iter()
-            .find(|m| m.kind == MountKind::Ssh)
-            .and_then(|m| m.target.as_deref())
-        {
-            set_env(
-                &mut env,
-                "SSH_AUTH_SOCK",
-                &absolute(&workdir, sock).to_string_lossy(),
-                false,
-            );
-        }
-        let network = match run.network {
-            Some(dockerfile::NetworkMode::None) => Network::None,
-            Some(dockerfile::NetworkMode::Host) => Network::Host,
-            _ => self.opts.network,
-        };
-        let lowers = next
-            .layer_dirs(self.store)
-            .map_err(|e| self.step_err(ins, e))?;
-        let step = super::sandbox::RunStep {
-            argv,
-            env,
-            workdir,
-            user: cfg.user.clone().filter(|u| !u.is_empty()),
-            network,
-            files,
-            binds: Vec::new(),
-        };
-        let scratch = self.scratch_dirs()?;
-        let mountpoint = scratch.home.join("rootfs");
-        std::fs::create_dir_all(&mountpoint)
-            .map_err(|e| layerfs::Error::io("create directory", &mountpoint, e))?;
-        let layers = UnionSpec {
-            lowers: lowers_or_empty(self.store, lowers),
-            upper: scratch.upper.clone(),
-            work: scratch.work.clone(),
-        };
-        let result = self
-            .run_mounts(&mounts, &step.workdir, &scratch)
-            .and_then(|host| {
-                let StepMounts {
-                    binds,
-                    sources,
-                    secrets,
-                    caches,
-                    env,
-                } = host;
-                let mut step = step;
-                step.binds = binds;
-                for (k, v) in &env {
-                    set_env(&mut step.env, k, v, true);
-                }
-                let reporter = &mut *self.reporter;
-                let cancel = self.opts.cancel;
-                let driver = self.opts.storage_driver;
-                let store = self.store;
-                let on_line = &mut |line| reporter.event(Event::Output { id, line });
-                if sources.is_empty() && secrets.is_empty() {
-                    return super::sandbox::run_step(
-                        store,
-                        &step,
-                        &layers,
-                        &mountpoint,
-                        driver,
-                        cancel,
-                        on_line,
-                    );
-                }
-                // Stages and images that mounts read from, and the secrets' tmpfs, are mounted
-                // in a namespace of this step's own; the sandbox starts from it and sees them.
-                let ran = std::thread::scope(|s| {
-                    s.spawn(|| {
-                        enter_private_mount_namespace()?;
-                        // Held until the step is over (FUSE daemons started from here live in
-                        // this namespace too).
-                        let mut _mounted = Vec::with_capacity(sources.len());
-                        for (lowers, at, upper) in &sources {
-                            _mounted.push(match upper {
-                                None => mount_union_readonly(driver, lowers, at)?,
-                                Some((upper, work)) => mount_union(
-                                    driver,
-                                    &UnionSpec {
-                                        lowers: lowers.clone(),
-                                        upper: upper.clone(),
-                                        work: work.clone(),
-                                    },
-                                    at,
-                                )?,
-                            });
-                        }
-                        let _forwarding: Forwarding = secrets.materialize()?;
-                        super::sandbox::run_step(
-                            store,
-                            &step,
-                            &layers,
-                            &mountpoint,
-                            driver,
-                            cancel,
-                            on_line,
-                        )
-                    })
-                    .join()
-                    .expect("the step thread does not panic")
-                });
-                // The caches stay locked until the step is over.
-                drop(caches);
-                ran
-            });
-        let changed = match result {
-            Ok(()) => self.commit(next, &scratch),
-            Err(e) => {
-                let _ = remove_tree(&scratch.home);
-                return Err(if self.opts.cancel.load(Ordering::Relaxed) {
-                    BuildError::Interrupted
-                } else {
-                    self.step_err(ins, e)
-                });
-            }
-        };
-        changed.map_err(|e| self.step_err(ins, e))
-    }
-
-    /// The host side of a RUN step's `--mount`s.
-    fn run_mounts(
-        &self,
-        mounts: &[RunMount],
-        workdir: &str,
-        scratch: &Scratch,
-    ) -> Result<StepMounts, StepError> {
-        let mut out = StepMounts {
-            binds: Vec::new(),
-            sources: Vec::new(),
-            secrets: StepSecrets::new(scratch.home.join("secrets")),
-            caches: Vec::new(),
-            env: Vec::new(),
-        };
-        for (i, m) in mounts.iter().enumerate() {
-            let destination = m
-                .target
-                .as_deref()
-                .map(|t| absolute(workdir, t).to_string_lossy().into_owned());
-            let mkdir = |p: &Path| {
-                std::fs::create_dir_all(p).map_err(|e| layerfs::Error::io("create directory", p, e))
-            };
-            let sub = |base: &Path| -> Result<PathBuf, StepError> {
-                match &m.source {
-                    None => Ok(base.to_owned()),
-                    Some(src) => copy::clean(src)
-                        .map(|rel| base.join(rel))
-                        .ok_or_else(|| CopyError::Outside(src.clone()).into()),
-                }
-            };
-            let access = Access {
-                mode: m.mode,
-                uid: m.uid,
-                gid: m.gid,
-            };
-            let source = match (m.kind, &m.from) {
-                (MountKind::Secret, _) => {
-                    // A later --secret of the same id wins; a missing one is no mount.
-                    let Some(secret) = self.opts.secrets.iter().rev().find(|s| s.id == m.id) else {
-                        if m.required {
-                            return Err(SecretError::MissingSecret { id: m.id.clone() }.into());
-                        }
-                        continue;
-                    };
-                    let value = secret.value()?;
-                    if let Some(var) = &m.env {
-                        out.env
-                            .push((var.clone(), String::from_utf8_lossy(&value).into_owned()));
-                    }
-                    if destination.is_none() {
-                        continue;
-                    }
-                    out.secrets.add_file(value, access)
-                }
-                (MountKind::Ssh, _) => {
-                    let Some(agent) = self.opts.ssh.iter().rev().find(|a| a.id == m.id) else {
-                        if m.required {
-                            return Err(SecretError::MissingAgent { id: m.id.clone() }.into());
-                        }
-                        continue;
-                    };
-                    out.secrets.add_agent(&agent.socket, access)
-                }
-                (MountKind::Tmpfs, _) => {
-                    let dir = scratch.home.join(format!("tmpfs-{i}"));
-                    mkdir(&dir)?;
-                    dir
-                }
-                (MountKind::Cache, None) => {
-                    let owner = (m.mode, m.uid, m.gid);
-                    let Some(cache) =
-                        self.store
-                            .cache_mount(&m.id, m.sharing, owner, self.opts.cancel)?
-                    else {
-                        return Err(StepError::Other("interrupted".into()));
-                    };
-                    let dir = sub(&cache.dir)?;
-                    out.caches.push(cache);
-                    dir
-                }
-                (MountKind::Bind, None) if !m.read_write && self.ignore.is_empty() => {
-                    sub(&self.opts.context)?
-                }
-                (MountKind::Bind, None) => {
-                    // The context as COPY sees it (.dockerignore applied), in a throwaway copy.
-                    let dir = scratch.home.join(format!("bind-{i}"));
-                    mkdir(&dir)?;
-                    self.context_bind(m, |plan| Ok(plan.copy_into(&dir)?))?;
-                    dir
-                }
-                (_, Some(from)) => {
-                    let lowers = lowers_or_empty(
-                        self.store,
-                        self.source_state(from)?.layer_dirs(self.store)?,
-                    );
-                    let at = scratch.home.join(format!("from-{i}"));
-                    mkdir(&at)?;
-                    let upper = if m.read_write {
-                        let (u, w) = (
-                            scratch.home.join(format!("from-{i}-upper")),
-                            scratch.home.join(format!("from-{i}-work")),
-                        );
-                        mkdir(&u)?;
-                        mkdir(&w)?;
-                        Some((u, w))
-                    } else {
-                        None
-                    };
-                    let source = sub(&at)?;
-                    out.sources.push((lowers, at, upper));
-                    source
-                }
-            };
-            if let Some(destination) = destination {
-                out.binds.push(runner::BindMount {
-                    source,
-                    destination,
-                    read_only: !m.read_write,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// What a RUN step's mounts add to its cache key: what a bind shows (the context's
-    /// content hash, or the source stage's key); caches and tmpfs add nothing but their spec.
-    fn mounts_key(&self, run: &dockerfile::Run) -> Result<serde_json::Value, StepError> {
-        let mut out = Vec::new();
-        for m in parse_mounts(run)? {
-            let content = match (m.kind, &m.from) {
-                (MountKind::Bind, None) => {
-                    Some(self.context_bind(&m, |plan| Ok(plan.content_hash()?))?)
-                }
-                (MountKind::Bind, Some(from)) => Some(self.source_state(from)?.key),
-                _ => None,
-            };
-            out.push(json!({ "mount": m, "content": content }));
-        }
-        Ok(json!(out))
-    }
-
-    /// Runs `f` on the copy plan of what a context bind mount shows: its source in the
-    /// context, `.dockerignore` applied, at the mount's root, owners kept.
-    fn context_bind<T>(
-        &self,
-        m: &RunMount,
-        f: impl FnOnce(&CopyPlan<'_>) -> Result<T, StepError>,
-    ) -> Result<T, StepError> {
-        let ignore = &self.ignore;
-        let filter = |p: &Path, d: bool| visit(ignore, p, d);
-        let root = SourceRoot {
-            root: &self.opts.context,
-            filter: Some(&filter),
-            keep_owner: true,
-        };
-        let src = m.source.clone().unwrap_or_else(|| ".".into());
-        let items = copy::resolve_sources(std::slice::from_ref(&src), &root, "build context")?;
-        f(&CopyPlan {
-            root,
-            items: &items,
-            files: &[],
-            placement: Placement {
-                dest: PathBuf::from("/"),
-                dest_is_dir: true,
-            },
-            rewrite: Rewrite::default(),
-            parents: Vec::new(),
-        })
     }
 
     /// A fresh upper and work dir for a step, under the store's tmp.
@@ -1022,130 +639,6 @@ impl Builder<'_, '_> {
         }
     }
 
-    /// COPY and ADD (with ADD's URL sources already downloaded).
-    fn copy(
-        &mut self,
-        next: &mut ImageState,
-        c: &dockerfile::Copy,
-        is_add: bool,
-        downloads: Option<&Downloads>,
-    ) -> Result<bool, StepError> {
-        let workdir = next
-            .config
-            .config
-            .working_dir
-            .clone()
-            .unwrap_or_else(|| "/".into());
-        let dest_text = c.dest.clone();
-        let dest = absolute(&workdir, &dest_text);
-        let paths = local_sources(c);
-        // Downloads keep their names, 0600 and `Last-Modified`; heredocs follow them.
-        let mut files: Vec<NamedFile> = downloads
-            .iter()
-            .flat_map(|d| &d.files)
-            .map(|f| NamedFile {
-                name: f.name.clone(),
-                content: Content::File(f.path.clone()),
-                mode: 0o600,
-                mtime: f.mtime,
-            })
-            .collect();
-        files.extend(heredoc_files(c));
-        let chmod = c
-            .chmod
-            .as_deref()
-            .map(|m| {
-                u32::from_str_radix(m, 8)
-                    .map_err(|_| StepError::Other(format!("--chmod={m}: not an octal mode")))
-            })
-            .transpose()?;
-        // The source: the context, or a stage's or image's layers mounted read-only.
-        let from_layers = match &c.from {
-            None => None,
-            Some(from) => Some(lowers_or_empty(
-                self.store,
-                self.source_state(from)?.layer_dirs(self.store)?,
-            )),
-        };
-        let ignore = &self.ignore;
-        let context = self.opts.context.clone();
-        let many =
-            paths.len() + files.len() > 1 || paths.iter().any(|p| p.contains(['*', '?', '[']));
-        if many && !dest_text.ends_with('/') {
-            return Err(CopyError::DestNotDir(dest_text).into());
-        }
-        let chown = c.chown.clone();
-        let driver = self.opts.storage_driver;
-        let (_, changed) = self.with_union(next, move |rootfs| {
-            let owner = chown
-                .as_deref()
-                .map(|spec| userdb::resolve_chown(rootfs, spec).map_err(StepError::Other))
-                .transpose()?;
-            let src_mount = rootfs.with_file_name("source");
-            let run = |root: SourceRoot<'_>, kind: &'static str| -> Result<(), StepError> {
-                let items = copy::resolve_sources(&paths, &root, kind)?;
-                let dest_is_dir = dest_text.ends_with('/')
-                    || dest_text.ends_with("/.")
-                    || dest_text == "."
-                    || copy::is_dir_in_root(rootfs, &dest);
-                if is_add && add_archives(rootfs, &items, files.len(), &dest)? {
-                    return Ok(());
-                }
-                let all_dirs =
-                    !items.is_empty() && items.iter().all(|i| i.is_dir) && files.is_empty();
-                let placement = Placement {
-                    dest: dest.clone(),
-                    dest_is_dir: dest_is_dir || all_dirs,
-                };
-                let parents = copy::missing_parents(rootfs, &dest, owner, placement.dest_is_dir);
-                let rewrite = Rewrite {
-                    owner,
-                    chmod,
-                    root_owned: !root.keep_owner,
-                };
-                let plan = CopyPlan {
-                    root,
-                    items: &items,
-                    files: &files,
-                    placement,
-                    rewrite,
-                    parents,
-                };
-                Ok(plan.copy_into(rootfs)?)
-            };
-            match &from_layers {
-                None => {
-                    let filter = |p: &Path, d: bool| visit(ignore, p, d);
-                    run(
-                        SourceRoot {
-                            root: &context,
-                            filter: Some(&filter),
-                            keep_owner: false,
-                        },
-                        "build context",
-                    )
-                }
-                Some(lowers) => {
-                    std::fs::create_dir_all(&src_mount)
-                        .map_err(|e| layerfs::Error::io("create directory", &src_mount, e))?;
-                    let source = mount_union_readonly(driver, lowers, &src_mount)?;
-                    let kind = "source stage";
-                    let r = run(
-                        SourceRoot {
-                            root: &src_mount,
-                            filter: None,
-                            keep_owner: true,
-                        },
-                        kind,
-                    );
-                    let unmounted = source.unmount().map_err(StepError::from);
-                    r.and(unmounted)
-                }
-            }
-        })?;
-        Ok(changed)
-    }
-
     /// WORKDIR: creates the directory (owned by the current USER) when it is missing.
     fn workdir(&mut self, next: &mut ImageState, path: &str) -> Result<bool, StepError> {
         let user = next.config.config.user.clone().filter(|u| !u.is_empty());
@@ -1165,80 +658,6 @@ impl Builder<'_, '_> {
     }
 }
 
-/// ADD of local archives: extracts every source into `dest` when they are all tar archives
-/// (true), does nothing when none is (false), refuses a mix (with `others` sources that are
-/// not local files: heredocs, downloads, which are never extracted).
-fn add_archives(
-    rootfs: &Path,
-    items: &[copy::Item],
-    others: usize,
-    dest: &Path,
-) -> Result<bool, StepError> {
-    let archives: Vec<&copy::Item> = items
-        .iter()
-        .filter(|i| !i.is_dir && is_archive(&i.path))
-        .collect();
-    if archives.is_empty() {
-        return Ok(false);
-    }
-    if archives.len() != items.len() || others > 0 {
-        return Err(StepError::Other(
-            "ADD cannot mix archives and other sources in one instruction".into(),
-        ));
-    }
-    copy::create_dirs(rootfs, copy::missing_parents(rootfs, dest, None, true))?;
-    for a in archives {
-        let f = std::fs::File::open(&a.path).map_err(|e| layerfs::Error::io("open", &a.path, e))?;
-        let input = layerfs::layer::compress::decompress(f)
-            .map_err(|e| layerfs::Error::io("read", &a.path, e))?;
-        let mut opts = layerfs::layer::apply::ApplyOptions::for_this_process(
-            layerfs::layer::apply::Target::Rootfs,
-        );
-        opts.whiteouts = false;
-        let target = rootfs.join(dest.strip_prefix("/").unwrap_or(dest));
-        layerfs::layer::apply::apply(input, &target, &opts)?;
-    }
-    Ok(true)
-}
-
-/// Whether a file is a tar archive (plain, gzip, zstd or xz), by its content.
-fn is_archive(path: &Path) -> bool {
-    let Ok(f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut r) = layerfs::layer::compress::decompress(f) else {
-        return false;
-    };
-    let mut head = vec![0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        match std::io::Read::read(&mut r, &mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    n == 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head))
-}
-
-fn tar_checksum_ok(h: &[u8]) -> bool {
-    let stored = std::str::from_utf8(&h[148..156])
-        .ok()
-        .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
-        .and_then(|s| u32::from_str_radix(s, 8).ok());
-    let sum: u32 = h
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(*b)
-            }
-        })
-        .sum();
-    stored == Some(sum) && h[0] != 0
-}
-
 /// The lower dirs of a union: an image without layers gets the store's empty dir.
 fn lowers_or_empty(store: &Store, lowers: Vec<PathBuf>) -> Vec<PathBuf> {
     if lowers.is_empty() {
@@ -1248,80 +667,10 @@ fn lowers_or_empty(store: &Store, lowers: Vec<PathBuf>) -> Vec<PathBuf> {
     }
 }
 
-/// A stage or image a RUN mount reads: its layer dirs, where to mount them, and the upper and
-/// work dirs when the mount is writable.
-type SourceMount = (Vec<PathBuf>, PathBuf, Option<(PathBuf, PathBuf)>);
-
-/// The host side of a RUN step's `--mount`s.
-struct StepMounts {
-    /// Bind mounts for the sandbox.
-    binds: Vec<runner::BindMount>,
-    /// Stages and images to mount first, in the step's namespace.
-    sources: Vec<SourceMount>,
-    /// Secret files and agent sockets, made in the step's namespace.
-    secrets: StepSecrets,
-    /// Cache directories, locked as their `sharing` says until the step is over.
-    caches: Vec<layerfs::store::CacheMount>,
-    /// Variables the mounts set (`env=` secrets).
-    env: Vec<(String, String)>,
-}
-
-/// The `--mount`s of a RUN step.
-fn parse_mounts(run: &dockerfile::Run) -> Result<Vec<RunMount>, StepError> {
-    super::run_mount::parse_all(&run.mounts)
-        .map_err(|(spec, reason)| StepError::Mount { spec, reason })
-}
-
-/// Sets `key=value` in `env`, replacing an existing value only when `replace` is set.
-fn set_env(env: &mut Vec<String>, key: &str, value: &str, replace: bool) {
-    let existing = env
-        .iter()
-        .position(|kv| kv.split_once('=').map(|(k, _)| k) == Some(key));
-    match existing {
-        Some(i) if replace => env[i] = format!("{key}={value}"),
-        Some(_) => {}
-        None => env.push(format!("{key}={value}")),
-    }
-}
-
 struct Scratch {
     home: PathBuf,
     upper: PathBuf,
     work: PathBuf,
-}
-
-/// The path sources of a COPY/ADD (local paths, globs, URLs), in order.
-fn path_sources(c: &dockerfile::Copy) -> Vec<String> {
-    c.sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::Path(p) => Some(p.clone()),
-            Source::Heredoc(_) => None,
-        })
-        .collect()
-}
-
-/// The sources of a COPY/ADD in its context, stage or image: its paths but URLs.
-fn local_sources(c: &dockerfile::Copy) -> Vec<String> {
-    let mut paths = path_sources(c);
-    paths.retain(|p| !fetch::is_url(p));
-    paths
-}
-
-/// The heredoc sources of a COPY/ADD: 0644, dated now (or `SOURCE_DATE_EPOCH`).
-fn heredoc_files(c: &dockerfile::Copy) -> Vec<NamedFile> {
-    c.sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::Heredoc(doc) => Some(NamedFile {
-                name: doc.name.clone(),
-                content: Content::Bytes(doc.text().into_owned().into_bytes()),
-                mode: 0o644,
-                mtime: creation_time(),
-            }),
-            Source::Path(_) => None,
-        })
-        .collect()
 }
 
 /// `dest` made absolute against the working directory.
