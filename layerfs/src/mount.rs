@@ -60,6 +60,17 @@ pub struct UnionMount {
 }
 
 impl UnionMount {
+    /// A mount the kernel made at `target` (an overlay or a bind mount), no daemon behind it.
+    fn kernel(driver: StorageDriver, target: &Path) -> UnionMount {
+        UnionMount {
+            target: target.to_owned(),
+            driver,
+            fallback: None,
+            fuse: None,
+            mounted: true,
+        }
+    }
+
     /// Where it is mounted.
     pub fn target(&self) -> &Path {
         &self.target
@@ -136,13 +147,7 @@ pub fn mount_union_readonly(
 ) -> Result<UnionMount> {
     if lowers.len() == 1 {
         mount_overlay_readonly(lowers, target)?;
-        return Ok(UnionMount {
-            target: target.to_owned(),
-            driver,
-            fallback: None,
-            fuse: None,
-            mounted: true,
-        });
+        return Ok(UnionMount::kernel(driver, target));
     }
     mount_with_fallback(
         driver,
@@ -169,15 +174,7 @@ fn mount_with_fallback(
     let mut fallback = None;
     if driver == StorageDriver::Overlay {
         match overlay() {
-            Ok(()) => {
-                return Ok(UnionMount {
-                    target: target.to_owned(),
-                    driver,
-                    fallback: None,
-                    fuse: None,
-                    mounted: true,
-                });
-            }
+            Ok(()) => return Ok(UnionMount::kernel(driver, target)),
             Err(Error::Io { source, .. })
                 if matches!(
                     source.raw_os_error(),

@@ -121,8 +121,8 @@ impl Builder<'_, '_> {
                 let driver = self.opts.storage_driver;
                 let store = self.store;
                 let on_line = &mut |line| reporter.event(Event::Output { id, line });
-                if sources.is_empty() && secrets.is_empty() {
-                    return crate::build::sandbox::run_step(
+                let mut run_sandbox = || {
+                    crate::build::sandbox::run_step(
                         store,
                         &step,
                         &layers,
@@ -130,7 +130,10 @@ impl Builder<'_, '_> {
                         driver,
                         cancel,
                         on_line,
-                    );
+                    )
+                };
+                if sources.is_empty() && secrets.is_empty() {
+                    return run_sandbox();
                 }
                 // Stages and images that mounts read from, and the secrets' tmpfs, are mounted
                 // in a namespace of this step's own; the sandbox starts from it and sees them.
@@ -155,15 +158,7 @@ impl Builder<'_, '_> {
                             });
                         }
                         let _forwarding: Forwarding = secrets.materialize()?;
-                        crate::build::sandbox::run_step(
-                            store,
-                            &step,
-                            &layers,
-                            &mountpoint,
-                            driver,
-                            cancel,
-                            on_line,
-                        )
+                        run_sandbox()
                     })
                     .join()
                     .expect("the step thread does not panic")
