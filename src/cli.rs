@@ -108,7 +108,7 @@ pub struct BuildArgs {
     /// Name the image (repeatable)
     #[arg(short = 't', long = "tag", value_name = "NAME")]
     pub tags: Vec<String>,
-    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    /// The Dockerfile, `-` for stdin [default: CONTEXT/Dockerfile]
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)

@@ -892,3 +892,60 @@ fn locked_cache_mounts_serialise_builds_and_private_ones_get_their_own() {
     finish(c);
     assert_eq!(seen("c:pc"), "pa\nseed\n");
 }
+
+/// `-f -` reads the Dockerfile from stdin (as `docker build -f - CONTEXT` does); the context
+/// still gives the files and its `.dockerignore`, and errors name the Dockerfile's lines.
+#[test]
+fn a_dockerfile_from_stdin_builds_with_the_context() {
+    if !is_root_or_skip("a_dockerfile_from_stdin_builds_with_the_context") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let ctx = s.path("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("kept.txt"), "from the context\n").unwrap();
+    fs::write(ctx.join("left-out.txt"), "ignored\n").unwrap();
+    fs::write(ctx.join(".dockerignore"), "left-out.txt\n").unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    let build = |text: &str, tag: &str| {
+        let mut child = s
+            .cmd(&["build", "-f", "-", "-t", tag, "--progress", "plain"])
+            .arg(&ctx)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = build(
+        "FROM busybox\nCOPY . /ctx/\nRUN cat /ctx/kept.txt > /copied\n",
+        "stdin:ok",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = s.ok(&["run", "--rm", "stdin:ok", "ls", "/ctx"]);
+    assert_eq!(
+        listing.split_whitespace().collect::<Vec<_>>(),
+        ["Dockerfile", "kept.txt"]
+    );
+    assert_eq!(
+        s.ok(&["run", "--rm", "stdin:ok", "cat", "/copied"]),
+        "from the context\n"
+    );
+    let out = build("FROM busybox\nFROBNICATE now\n", "stdin:bad");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("Dockerfile:2") && err.contains("FROBNICATE"),
+        "{err}"
+    );
+}

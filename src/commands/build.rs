@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use builder::build::{BuildOptions, Event, Network, Reporter, Secret, SshAgent, build};
+use builder::build::{
+    BuildOptions, DockerfileSource, Event, Network, Reporter, Secret, SshAgent, build,
+};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerfs::layer::compress::Compression;
 use layerfs::reference::Reference;
@@ -68,10 +70,16 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         "build context {} is not a directory",
         args.context.display()
     );
-    let dockerfile = args
-        .file
-        .clone()
-        .unwrap_or_else(|| context.join("Dockerfile"));
+    let dockerfile = match &args.file {
+        Some(f) if f.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .context("reading the Dockerfile from stdin (-f -)")?;
+            DockerfileSource::Text(text)
+        }
+        Some(f) => DockerfileSource::File(f.clone()),
+        None => DockerfileSource::File(context.join("Dockerfile")),
+    };
     anyhow::ensure!(
         !args.push || !tags.is_empty(),
         "--push needs the name to push: -t REGISTRY/NAME:TAG"

@@ -56,8 +56,8 @@ pub type Puller<'a> = &'a (dyn Fn(&Reference) -> Result<(), String> + Sync);
 pub struct BuildOptions<'a> {
     /// The build context directory.
     pub context: PathBuf,
-    /// The Dockerfile (inside the context or not).
-    pub dockerfile: PathBuf,
+    /// The Dockerfile: a file (inside the context or not), or its text (`-f -`: stdin).
+    pub dockerfile: DockerfileSource,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
@@ -151,6 +151,15 @@ impl From<FetchError> for StepError {
     }
 }
 
+/// Where the Dockerfile comes from.
+#[derive(Debug, Clone)]
+pub enum DockerfileSource {
+    /// A file; `NAME.dockerignore` beside it wins over the context's `.dockerignore`.
+    File(PathBuf),
+    /// The text itself (read from stdin by `-f -`); errors call it `Dockerfile`.
+    Text(String),
+}
+
 /// Builds the target of `opts` and stores the result (untagged: the caller tags it).
 pub fn build(
     store: &Store,
@@ -158,14 +167,19 @@ pub fn build(
     reporter: &mut dyn Reporter,
 ) -> Result<Built, BuildError> {
     let _content = store.lock_content()?;
-    let file = opts.dockerfile.file_name().map_or_else(
-        || "Dockerfile".to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let text = std::fs::read_to_string(&opts.dockerfile).map_err(|source| BuildError::Read {
-        path: opts.dockerfile.clone(),
-        source,
-    })?;
+    let (file, text) = match &opts.dockerfile {
+        DockerfileSource::File(path) => (
+            path.file_name().map_or_else(
+                || "Dockerfile".to_owned(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
+            std::fs::read_to_string(path).map_err(|source| BuildError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        ),
+        DockerfileSource::Text(text) => ("Dockerfile".to_owned(), text.clone()),
+    };
     let df =
         dockerfile::parse(&text).map_err(|e| BuildError::Parse(e.in_file(&file).to_string()))?;
     let plan = plan::plan(
@@ -214,14 +228,18 @@ pub fn build(
     })
 }
 
-fn load_ignore(context: &Path, dockerfile: &Path) -> Result<Dockerignore, BuildError> {
+fn load_ignore(context: &Path, dockerfile: &DockerfileSource) -> Result<Dockerignore, BuildError> {
     // BuildKit reads `<Dockerfile>.dockerignore` next to the Dockerfile first.
-    let specific = dockerfile.with_file_name(format!(
-        "{}.dockerignore",
-        dockerfile.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let path = [specific, context.join(".dockerignore")]
+    let specific = match dockerfile {
+        DockerfileSource::File(path) => Some(path.with_file_name(format!(
+            "{}.dockerignore",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ))),
+        DockerfileSource::Text(_) => None,
+    };
+    let path = specific
         .into_iter()
+        .chain([context.join(".dockerignore")])
         .find(|p| p.is_file());
     let text = match &path {
         Some(p) => std::fs::read_to_string(p).map_err(|source| BuildError::Read {
