@@ -21,18 +21,10 @@ if [ -z "${STRATA_UNIONFS:-}" ]; then
 fi
 tarball=$(bench/minbase.sh)
 
-work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-unionfs.XXXXXX")
+. bench/unionfs-work.sh unionfs
 # strata-unionfs is the strata binary started under that name.
 unionfs=${STRATA_UNIONFS:-$work/strata-unionfs}
 [ -n "${STRATA_UNIONFS:-}" ] || ln -s "$(readlink -f "$target_dir/release/strata")" "$unionfs"
-mnt=$work/mnt
-cleanup() {
-  mountpoint -q "$mnt" 2>/dev/null && umount "$mnt" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-mkdir -p "$work/lower" "$mnt"
-tar --numeric-owner --xattrs --xattrs-include='*' -xpf "$tarball" -C "$work/lower"
 mkdir -p "$work/lower/bench"
 head -c 500M /dev/urandom > "$work/lower/bench/big.bin"
 nfiles=$(find "$work/lower" -path "$work/lower/bench" -prune -o -type f -print | wc -l)

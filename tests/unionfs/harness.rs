@@ -539,6 +539,32 @@ impl<'a> Ops<'a> {
         ));
     }
 
+    /// Runs the shell `script` as `uid`:`gid` (no supplementary groups, no capabilities: a
+    /// non-root writer), with `$F` the path of `rel`.
+    pub fn sh_as(&self, uid: u32, gid: u32, rel: &str, script: &str) {
+        use std::os::unix::process::CommandExt;
+        let r = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("F", self.p(rel))
+            .uid(uid)
+            .gid(gid)
+            .status();
+        let what = format!("{script} on {rel} as {uid}");
+        match r {
+            Ok(s) => self.log(format!("{what}: {s}")),
+            Err(e) => self.log(format!("{what}: {}", errno(&e))),
+        }
+    }
+
+    /// Logs the permission bits of `rel`.
+    pub fn mode(&self, rel: &str) {
+        match std::fs::symlink_metadata(self.p(rel)) {
+            Ok(md) => self.log(format!("mode {rel}: {:o}", md.mode() & 0o7777)),
+            Err(e) => self.log(format!("mode {rel}: {}", errno(&e))),
+        }
+    }
+
     pub fn fsync(&self, rel: &str) {
         let r = std::fs::OpenOptions::new()
             .write(true)
