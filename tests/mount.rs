@@ -367,3 +367,77 @@ fn strata_unionfs_refuses_bad_options_by_name() {
     }
     assert_eq!(mounted_type(&mnt), None);
 }
+
+/// Regression: without passthrough (an older kernel, or a daemon not running as root) the
+/// daemon itself serves reads, from a buffer each session thread keeps. A buffer grown by one
+/// read was filled to its whole capacity on the next, smaller request, and the kernel refused
+/// the oversized reply: `cat` of files failed with EIO. And an O_DIRECT open made the daemon
+/// read into its unaligned buffer with O_DIRECT: every read failed with EINVAL.
+#[test]
+fn reads_served_by_the_daemon_return_what_the_kernel_asked_for() {
+    if !can_run("reads_served_by_the_daemon_return_what_the_kernel_asked_for") {
+        return;
+    }
+    let t = TestStore::new();
+    let (opts, mnt, upper) = small_union(&t);
+    let pattern = |seed: u32, len: u32| -> Vec<u8> {
+        (0..len)
+            .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect()
+    };
+    let files = [
+        ("big1", pattern(1, 6 << 20)),
+        ("big2", pattern(2, 5 << 20)),
+        ("mid", pattern(3, 300_000)),
+        ("big3", pattern(4, 3 << 20)),
+    ];
+    for (name, data) in &files {
+        std::fs::write(t.path("base").join(name), data).unwrap();
+    }
+    // One session thread, so every read uses the buffer the reads before it grew.
+    let mut child = Command::new(unionfs_bin(&t))
+        .args(["-o", &format!("{opts},passthrough=off,threads=1")])
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the mount", || mounted_type(&mnt).is_some());
+    let mut failures = Vec::new();
+    for (name, data) in &files {
+        match std::fs::read(mnt.join(name)) {
+            Ok(read) if &read == data => {}
+            Ok(read) => failures.push(format!("{name}: {} bytes, not the file's", read.len())),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    }
+    // O_DIRECT reads reach the daemon at the reader's sizes: growing, then small again.
+    for bs in [4096, 135_168, 262_144, 4096] {
+        let out = Command::new("dd")
+            .arg(format!("if={}", mnt.join("big1").display()))
+            .args(["iflag=direct", "count=1", "status=none"])
+            .arg(format!("bs={bs}"))
+            .output()
+            .unwrap();
+        if !out.status.success() || out.stdout != files[0].1[..bs] {
+            failures.push(format!(
+                "O_DIRECT read of {bs} bytes: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    // Writes go through the daemon too, and read back whole.
+    let written = pattern(5, 4 << 20);
+    std::fs::write(mnt.join("new"), &written).unwrap();
+    if std::fs::read(mnt.join("new")).ok().as_ref() != Some(&written) {
+        failures.push("new: does not read back as written".to_owned());
+    }
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(mounted_type(&mnt), None, "SIGTERM unmounts");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(std::fs::read(upper.join("new")).unwrap(), written);
+}

@@ -1,8 +1,10 @@
 //! The union semantics suite: every case runs the same operations on a kernel overlayfs mount
 //! and on strata's FUSE union mount of the same layers, and asserts the same results — what
 //! each operation returned (errno values included), the merged view, the upper dir written,
-//! and the layer (diff id) that upper dir makes. A few cases check where FUSE deliberately
-//! does more than overlayfs with `redirect_dir=off, index=off`, as strata mounts it.
+//! and the layer (diff id) that upper dir makes. The FUSE side runs twice, with passthrough
+//! and with the daemon serving the file data (`passthrough=off`), and the two must agree. A
+//! few cases check where FUSE deliberately does more than overlayfs with
+//! `redirect_dir=off, index=off`, as strata mounts it.
 
 mod common;
 #[path = "unionfs/harness.rs"]
@@ -10,7 +12,7 @@ mod harness;
 
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 
-use harness::{Layers, Ops, assert_logged, assert_same, both, has_content};
+use harness::{Layers, Ops, Union, assert_logged, assert_same, both, has_content};
 use rustix::fs::RenameFlags;
 
 fn can_run(test: &str) -> bool {
@@ -630,17 +632,12 @@ fn aufs_whiteouts_in_lower_layers_on_fuse() {
         .file(1, "d/.wh..wh..opq", "")
         .file(1, "d/y", "y");
     l.age();
-    let out = harness::run_on(
-        layerfs::mount::StorageDriver::Fuse,
-        &l.dirs,
-        &t.path("run"),
-        &|o: &Ops<'_>| {
-            o.ls("");
-            o.ls("d");
-            o.exists("a");
-            o.exists("d/x");
-        },
-    );
+    let out = harness::run_on(Union::Fuse, &l.dirs, &t.path("run"), &|o: &Ops<'_>| {
+        o.ls("");
+        o.ls("d");
+        o.exists("a");
+        o.exists("d/x");
+    });
     assert_logged(
         &out,
         &[
@@ -652,8 +649,9 @@ fn aufs_whiteouts_in_lower_layers_on_fuse() {
     );
 }
 
-/// Open files see their data through passthrough (or the daemon) exactly; a big file copies up
-/// whole; a file written while open for reading elsewhere reads back right.
+/// Open files see their data exactly, passed through to the layer files or served by the
+/// daemon; a big file copies up whole; a file written while open for reading elsewhere reads
+/// back right.
 #[test]
 fn file_data_round_trips() {
     if !can_run("file_data_round_trips") {
@@ -665,11 +663,8 @@ fn file_data_round_trips() {
         .collect();
     std::fs::write(l.dirs[0].join("big"), &data).unwrap();
     l.age();
-    let out = harness::run_on(
-        layerfs::mount::StorageDriver::Fuse,
-        &l.dirs,
-        &t.path("run"),
-        &|o: &Ops<'_>| {
+    for union in [Union::Fuse, Union::FuseDaemonIo] {
+        let out = harness::run_on(union, &l.dirs, &t.path("run"), &|o: &Ops<'_>| {
             o.log(format!(
                 "big reads back: {}",
                 std::fs::read(o.p("big")).unwrap() == data
@@ -693,17 +688,17 @@ fn file_data_round_trips() {
                 "size is right: {}",
                 std::fs::metadata(o.p("new")).unwrap().len() == 100_000
             ));
-        },
-    );
-    assert_logged(
-        &out,
-        &[
-            "big reads back: true",
-            "append lands: true",
-            "new file reads back: true",
-            "size is right: true",
-        ],
-    );
+        });
+        assert_logged(
+            &out,
+            &[
+                "big reads back: true",
+                "append lands: true",
+                "new file reads back: true",
+                "size is right: true",
+            ],
+        );
+    }
 }
 
 /// A build on the FUSE union makes the same layers as a build on overlayfs: the upper dirs

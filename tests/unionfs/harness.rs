@@ -208,7 +208,9 @@ pub fn snapshot(root: &Path, keep_xattr: impl Fn(&str) -> bool + Copy) -> Vec<St
             format!(
                 "file {} {}",
                 md.len(),
-                digest_of(&std::fs::read(&p).unwrap())
+                digest_of(
+                    &std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+                )
             )
         } else if ft.is_char_device() && md.rdev() == 0 {
             "whiteout".to_owned()
@@ -648,15 +650,72 @@ pub struct Outcome {
     pub diff_id: String,
 }
 
-/// Mounts `layers` (bottom first) with `driver` at a fresh mount point under `work`, runs
-/// `ops`, snapshots the merged view, unmounts, and snapshots the upper dir.
-pub fn run_on(
-    driver: StorageDriver,
-    layers: &[PathBuf],
-    work: &Path,
-    ops: &dyn Fn(&Ops<'_>),
-) -> Outcome {
-    let base = work.join(driver.to_string());
+/// The mounts a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Union {
+    /// Kernel overlayfs, as strata mounts it.
+    Kernel,
+    /// strata's FUSE union as strata mounts it: file data passed through to the layer files
+    /// where the kernel allows (Linux 6.9+, root).
+    Fuse,
+    /// The FUSE union with `passthrough=off`: the daemon serves every read and write, as it
+    /// does for users without CAP_SYS_ADMIN and on older kernels.
+    FuseDaemonIo,
+}
+
+impl Union {
+    fn name(self) -> &'static str {
+        match self {
+            Union::Kernel => "overlay",
+            Union::Fuse => "fuse",
+            Union::FuseDaemonIo => "fuse-daemon-io",
+        }
+    }
+}
+
+/// A mounted [`Union`], unmounted by [`Mounted::unmount`].
+enum Mounted {
+    Driver(layerfs::mount::UnionMount),
+    Daemon(layerfs::fuse::FuseMount),
+}
+
+impl Mounted {
+    fn new(union: Union, spec: &UnionSpec, mnt: &Path) -> Mounted {
+        let driver = match union {
+            Union::Kernel => StorageDriver::Overlay,
+            Union::Fuse => StorageDriver::Fuse,
+            Union::FuseDaemonIo => {
+                let opts = layerfs::fuse::UnionOptions {
+                    lowers: spec.lowers.iter().rev().cloned().collect(),
+                    upper: Some(spec.upper.clone()),
+                    work: Some(spec.work.clone()),
+                    threads: 0,
+                    passthrough: false,
+                };
+                let program = layerfs::fuse::daemon_program().unwrap();
+                return Mounted::Daemon(
+                    layerfs::fuse::spawn(&program, &opts, mnt)
+                        .unwrap_or_else(|e| panic!("mount {}: {e}", union.name())),
+                );
+            }
+        };
+        let m = mount_union(driver, spec, mnt).unwrap_or_else(|e| panic!("mount {driver}: {e}"));
+        assert_eq!(m.driver(), driver, "{driver} was asked for");
+        Mounted::Driver(m)
+    }
+
+    fn unmount(self) {
+        match self {
+            Mounted::Driver(m) => m.unmount().unwrap(),
+            Mounted::Daemon(m) => m.unmount().unwrap(),
+        }
+    }
+}
+
+/// Mounts `layers` (bottom first) as `union` at a fresh mount point under `work`, runs `ops`,
+/// snapshots the merged view, unmounts, and snapshots the upper dir.
+pub fn run_on(union: Union, layers: &[PathBuf], work: &Path, ops: &dyn Fn(&Ops<'_>)) -> Outcome {
+    let base = work.join(union.name());
     let (upper, wdir, mnt) = (base.join("upper"), base.join("work"), base.join("mnt"));
     for d in [&upper, &wdir, &mnt] {
         std::fs::create_dir_all(d).unwrap();
@@ -666,12 +725,11 @@ pub fn run_on(
         upper: upper.clone(),
         work: wdir,
     };
-    let union = mount_union(driver, &spec, &mnt).unwrap_or_else(|e| panic!("mount {driver}: {e}"));
-    assert_eq!(union.driver(), driver, "{driver} was asked for");
+    let mounted = Mounted::new(union, &spec, &mnt);
     let o = Ops::new(&mnt);
     ops(&o);
     let merged = snapshot(&mnt, any_xattr);
-    union.unmount().unwrap();
+    mounted.unmount();
     Outcome {
         ops: o.into_log(),
         merged,
@@ -680,38 +738,47 @@ pub fn run_on(
     }
 }
 
-/// Runs a case on both drivers over the same layers and returns both outcomes.
+/// Runs a case on kernel overlayfs and on the FUSE union over the same layers, and returns
+/// both outcomes. The FUSE run is made twice, with passthrough and with the daemon serving
+/// the file data, and the two must agree in every respect.
 pub fn both(layers: &Layers, ops: &dyn Fn(&Ops<'_>)) -> (Outcome, Outcome) {
     layers.age();
     let work = layers.root.join("runs");
-    let kernel = run_on(StorageDriver::Overlay, &layers.dirs, &work, ops);
-    let fuse = run_on(StorageDriver::Fuse, &layers.dirs, &work, ops);
+    let kernel = run_on(Union::Kernel, &layers.dirs, &work, ops);
+    let fuse = run_on(Union::Fuse, &layers.dirs, &work, ops);
+    let daemon_io = run_on(Union::FuseDaemonIo, &layers.dirs, &work, ops);
+    assert_outcomes_equal(("FUSE", &fuse), ("FUSE with passthrough=off", &daemon_io));
     (kernel, fuse)
 }
 
 /// Asserts that the two outcomes are the same in every respect.
 pub fn assert_same(kernel: &Outcome, fuse: &Outcome) {
-    assert_lines("operations", &kernel.ops, &fuse.ops);
-    assert_lines("merged view", &kernel.merged, &fuse.merged);
-    assert_lines("upper dir", &kernel.upper, &fuse.upper);
+    assert_outcomes_equal(("kernel overlayfs", kernel), ("FUSE", fuse));
+}
+
+fn assert_outcomes_equal((a_name, a): (&str, &Outcome), (b_name, b): (&str, &Outcome)) {
+    let names = (a_name, b_name);
+    assert_lines("operations", names, &a.ops, &b.ops);
+    assert_lines("merged view", names, &a.merged, &b.merged);
+    assert_lines("upper dir", names, &a.upper, &b.upper);
     assert_eq!(
-        kernel.diff_id, fuse.diff_id,
-        "the layers the upper dirs make differ"
+        a.diff_id, b.diff_id,
+        "the layers the upper dirs of {a_name} and {b_name} make differ"
     );
 }
 
-pub fn assert_lines(what: &str, kernel: &[String], fuse: &[String]) {
-    if kernel != fuse {
+fn assert_lines(what: &str, (a_name, b_name): (&str, &str), a: &[String], b: &[String]) {
+    if a != b {
         let mut report = String::new();
-        let n = kernel.len().max(fuse.len());
+        let n = a.len().max(b.len());
         for i in 0..n {
-            let k = kernel.get(i).map_or("<none>", String::as_str);
-            let f = fuse.get(i).map_or("<none>", String::as_str);
-            if k != f {
-                report.push_str(&format!("line {i}:\n  kernel: {k}\n  fuse:   {f}\n"));
+            let x = a.get(i).map_or("<none>", String::as_str);
+            let y = b.get(i).map_or("<none>", String::as_str);
+            if x != y {
+                report.push_str(&format!("line {i}:\n  {a_name}: {x}\n  {b_name}: {y}\n"));
             }
         }
-        panic!("{what} differs between kernel overlayfs and FUSE:\n{report}");
+        panic!("{what} differs between {a_name} and {b_name}:\n{report}");
     }
 }
 

@@ -128,6 +128,18 @@ pub struct UnionFs {
     want_passthrough: bool,
 }
 
+/// Readies the file `fd`, opened with the caller's `flags`, for I/O by the daemon itself
+/// (no passthrough): the daemon's buffers are not aligned as an O_DIRECT file demands
+/// (EINVAL), and the kernel already keeps an O_DIRECT open out of its page cache, so the
+/// daemon's side need not be direct.
+fn for_daemon_io(fd: &OwnedFd, flags: i32) -> Result<(), Errno> {
+    if flags & libc::O_DIRECT == 0 {
+        return Ok(());
+    }
+    let fl = rustix::fs::fcntl_getfl(fd)?;
+    rustix::fs::fcntl_setfl(fd, fl - OFlags::DIRECT)
+}
+
 fn fuse_err(e: Errno) -> fuser::Errno {
     fuser::Errno::from_i32(e.raw_os_error())
 }
@@ -950,6 +962,9 @@ impl UnionFs {
                 return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b.id);
             }
         }
+        if let Err(e) = for_daemon_io(&fd, flags) {
+            return reply.error(fuse_err(e));
+        }
         let fh = self.handles.insert(Handle {
             fd,
             node: node.clone(),
@@ -1442,6 +1457,8 @@ impl Filesystem for UnionFs {
         reply: ReplyData,
     ) {
         thread_local! {
+            /// Each session thread's read buffer: as long as the largest read it served
+            /// (zeroed once, when it grows), of which a request uses the first `size` bytes.
             static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
         let h = match self.handles.get(fh) {
@@ -1449,20 +1466,24 @@ impl Filesystem for UnionFs {
             Err(e) => return reply.error(fuse_err(e)),
         };
         let fd = &h.fd;
+        let want = size as usize;
         BUF.with_borrow_mut(|buf| {
-            buf.clear();
-            buf.reserve(size as usize);
-            while buf.len() < size as usize {
-                let at = offset + buf.len() as u64;
-                match rustix::io::pread(fd, rustix::buffer::spare_capacity(&mut *buf), at) {
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+            // Never more than the kernel asked for: it refuses a longer reply (EINVAL to the
+            // daemon, EIO to the reader).
+            let mut filled = 0;
+            while filled < want {
+                match rustix::io::pread(fd, &mut buf[filled..want], offset + filled as u64) {
                     Ok(0) => break,
-                    Ok(_) => {}
-                    Err(Errno::INTR) => continue,
+                    Ok(n) => filled += n,
+                    Err(Errno::INTR) => {}
                     Err(e) => return reply.error(fuse_err(e)),
                 }
             }
-            reply.data(buf);
-            if buf.capacity() > 2 * MAX_WRITE as usize {
+            reply.data(&buf[..filled]);
+            if buf.len() > 2 * MAX_WRITE as usize {
                 *buf = Vec::new();
             }
         });
@@ -1766,6 +1787,9 @@ impl Filesystem for UnionFs {
                     self.passthrough.store(false, Ordering::Relaxed);
                 }
             }
+        }
+        if !passthrough && let Err(e) = for_daemon_io(&fd, flags) {
+            return reply.error(fuse_err(e));
         }
         let fh = self.handles.insert(Handle {
             fd,
