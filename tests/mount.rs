@@ -441,3 +441,90 @@ fn reads_served_by_the_daemon_return_what_the_kernel_asked_for() {
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(std::fs::read(upper.join("new")).unwrap(), written);
 }
+
+/// Restores a file's permission bits when dropped.
+struct ModeGuard {
+    path: PathBuf,
+    mode: u32,
+}
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(self.mode));
+    }
+}
+
+/// An unprivileged user mounts the union (through fuser and fusermount3) where `/dev/fuse` is
+/// open to users, and is told it is not where it is not (some images make it 0600), rather
+/// than a bare "Permission denied". Both cases run: the device is opened up for the second.
+#[test]
+fn an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it() {
+    let test = "an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it";
+    if !can_run(test) || !common::have_or_skip("fusermount3", test) {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let t = TestStore::new();
+    let (opts, mnt, upper) = small_union(&t);
+    let bin = unionfs_bin(&t);
+    common::sh(&format!(
+        "chmod 755 {dir} && chown -R {NOBODY}:{NOBODY} {dir}/base {dir}/lower {dir}/upper \
+         {dir}/work {dir}/mnt",
+        dir = t.dir.path().display()
+    ));
+    fn as_nobody(cmd: &mut Command) -> &mut Command {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(NOBODY).gid(NOBODY).stdin(Stdio::null())
+    }
+    let mode = std::fs::metadata("/dev/fuse").unwrap().mode() & 0o7777;
+    let _restore = ModeGuard {
+        path: PathBuf::from("/dev/fuse"),
+        mode,
+    };
+    if mode & 0o006 != 0o006 {
+        let out = as_nobody(Command::new(&bin).args(["-o", &opts]).arg(&mnt))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "mounted without /dev/fuse: {err}");
+        assert!(
+            err.contains("/dev/fuse"),
+            "the error names the device: {err}"
+        );
+        assert_eq!(mounted_type(&mnt), None);
+        common::sh("chmod 666 /dev/fuse");
+    }
+    let mut daemon = as_nobody(Command::new(&bin).args(["-o", &opts]).arg(&mnt))
+        .spawn()
+        .unwrap();
+    wait_for("the mount", || mounted_type(&mnt).is_some());
+    let out = as_nobody(Command::new("sh").arg("-c").arg(format!(
+        "cd {} && cat a && rm a && echo changed > b",
+        mnt.display()
+    )))
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "lower");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(daemon.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    assert!(daemon.wait().unwrap().success());
+    assert_eq!(mounted_type(&mnt), None, "SIGTERM unmounts");
+    let st = std::fs::symlink_metadata(upper.join("a")).unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()) && st.rdev() == 0,
+        "a whiteout, made by an unprivileged daemon"
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("b")).unwrap(),
+        "changed\n"
+    );
+}

@@ -2,8 +2,9 @@
 //!
 //! As root the daemon opens `/dev/fuse` and mounts `fuse.strata-unionfs` itself, with
 //! `allow_other`, `default_permissions`, and setuid files and device nodes working as they do
-//! on overlayfs; otherwise `fusermount3` mounts it. Several session threads each read their
-//! own clone of the device fd.
+//! on overlayfs; otherwise `fusermount3` mounts it, which needs `/dev/fuse` open to the user
+//! (a host that keeps it to root gets an error that says so). Several session threads each
+//! read their own clone of the device fd.
 //!
 //! A watcher thread ends the mount on SIGTERM or SIGINT, or when the strata process that
 //! started the daemon goes away (its end of the control socket closes) unless it said
@@ -21,7 +22,7 @@ use fuser::{Config, MountOption, Session, SessionACL};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use rustix::fs::{Mode, OFlags};
+use rustix::fs::{Access, Mode, OFlags};
 
 use super::fs::{FsOptions, UnionFs};
 use super::layers::Layers;
@@ -99,6 +100,15 @@ fn mount_and_serve(
             let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
         })
     } else {
+        // fuser opens the device itself before mounting (through fusermount3 once mount(2) is
+        // refused), and fusermount3 too opens it as the user: where only root may (some
+        // images make it 0600), say so rather than fail with a bare EACCES.
+        if let Err(e) = rustix::fs::access("/dev/fuse", Access::READ_OK | Access::WRITE_OK) {
+            return Err(Error::Unsupported(format!(
+                "an unprivileged FUSE mount needs read-write access to /dev/fuse, which this \
+                 host does not give this user ({e})"
+            )));
+        }
         config.mount_options = vec![
             MountOption::FSName("strata".to_owned()),
             MountOption::Subtype("strata-unionfs".to_owned()),
