@@ -268,6 +268,38 @@ fn small_union(t: &TestStore) -> (String, PathBuf, PathBuf) {
     (opts, t.path("mnt"), t.path("upper"))
 }
 
+/// Starts `strata-unionfs -o OPTS MNT` in the foreground, as `user` sets the command up, and
+/// waits for the mount.
+fn serve_in_foreground(
+    t: &TestStore,
+    opts: &str,
+    mnt: &Path,
+    user: fn(&mut Command) -> &mut Command,
+) -> std::process::Child {
+    let daemon = user(
+        Command::new(unionfs_bin(t))
+            .args(["-o", opts])
+            .arg(mnt)
+            .stdin(Stdio::null()),
+    )
+    .spawn()
+    .unwrap();
+    wait_for("the mount", || mounted_type(mnt).is_some());
+    daemon
+}
+
+/// Ends a foreground daemon with SIGTERM: it exits 0 and the mount is gone.
+fn stop_with_sigterm(mut daemon: std::process::Child, mnt: &Path) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(daemon.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(mounted_type(mnt), None, "SIGTERM unmounts");
+}
+
 #[test]
 fn strata_unionfs_serves_in_the_foreground_until_signalled() {
     if !can_run("strata_unionfs_serves_in_the_foreground_until_signalled") {
@@ -275,13 +307,7 @@ fn strata_unionfs_serves_in_the_foreground_until_signalled() {
     }
     let t = TestStore::new();
     let (opts, mnt, upper) = small_union(&t);
-    let mut child = Command::new(unionfs_bin(&t))
-        .args(["-o", &opts])
-        .arg(&mnt)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the mount", || mounted_type(&mnt).is_some());
+    let mut child = serve_in_foreground(&t, &opts, &mnt, |c| c);
     assert_eq!(
         std::fs::read_to_string(mnt.join("a")).unwrap(),
         "lower",
@@ -292,14 +318,7 @@ fn strata_unionfs_serves_in_the_foreground_until_signalled() {
         child.try_wait().unwrap().is_none(),
         "still in the foreground"
     );
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status}");
-    assert_eq!(mounted_type(&mnt), None, "SIGTERM unmounts");
+    stop_with_sigterm(child, &mnt);
     assert_eq!(std::fs::read_to_string(upper.join("b")).unwrap(), "changed");
 }
 
@@ -395,13 +414,12 @@ fn reads_served_by_the_daemon_return_what_the_kernel_asked_for() {
         std::fs::write(t.path("base").join(name), data).unwrap();
     }
     // One session thread, so every read uses the buffer the reads before it grew.
-    let mut child = Command::new(unionfs_bin(&t))
-        .args(["-o", &format!("{opts},passthrough=off,threads=1")])
-        .arg(&mnt)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the mount", || mounted_type(&mnt).is_some());
+    let daemon = serve_in_foreground(
+        &t,
+        &format!("{opts},passthrough=off,threads=1"),
+        &mnt,
+        |c| c,
+    );
     let mut failures = Vec::new();
     for (name, data) in &files {
         match std::fs::read(mnt.join(name)) {
@@ -431,13 +449,7 @@ fn reads_served_by_the_daemon_return_what_the_kernel_asked_for() {
     if std::fs::read(mnt.join("new")).ok().as_ref() != Some(&written) {
         failures.push("new: does not read back as written".to_owned());
     }
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
-    assert_eq!(mounted_type(&mnt), None, "SIGTERM unmounts");
+    stop_with_sigterm(daemon, &mnt);
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(std::fs::read(upper.join("new")).unwrap(), written);
 }
@@ -495,10 +507,7 @@ fn an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it() {
         assert_eq!(mounted_type(&mnt), None);
         common::sh("chmod 666 /dev/fuse");
     }
-    let mut daemon = as_nobody(Command::new(&bin).args(["-o", &opts]).arg(&mnt))
-        .spawn()
-        .unwrap();
-    wait_for("the mount", || mounted_type(&mnt).is_some());
+    let daemon = serve_in_foreground(&t, &opts, &mnt, as_nobody);
     let out = as_nobody(Command::new("sh").arg("-c").arg(format!(
         "cd {} && cat a && rm a && echo changed > b",
         mnt.display()
@@ -511,13 +520,7 @@ fn an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "lower");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(daemon.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    assert!(daemon.wait().unwrap().success());
-    assert_eq!(mounted_type(&mnt), None, "SIGTERM unmounts");
+    stop_with_sigterm(daemon, &mnt);
     let st = std::fs::symlink_metadata(upper.join("a")).unwrap();
     assert!(
         std::os::unix::fs::FileTypeExt::is_char_device(&st.file_type()) && st.rdev() == 0,
