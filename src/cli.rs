@@ -65,6 +65,18 @@ pub enum NetworkMode {
     None,
 }
 
+/// `run --pull`: when to pull the image from its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PullPolicy {
+    /// Only when the store does not have it
+    #[default]
+    Missing,
+    /// Every time (the store keeps what it already has of it)
+    Always,
+    /// Never: a missing image is an error
+    Never,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile
@@ -194,6 +206,13 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
+    /// When to pull the image from its registry
+    #[arg(long, value_enum, default_value_t)]
+    pub pull: PullPolicy,
+    /// With a pull: use plain HTTP and skip certificate checks (localhost and 127.0.0.0/8 need
+    /// no flag)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
     pub image: String,
     /// The command and its arguments (replace the image's Cmd)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -1101,3 +1101,56 @@ fn build_pulls_its_base_image_and_pushes_with_push() {
     let err = b.fails(&["build", "--push", context.to_str().unwrap()]);
     assert!(err.contains("--push needs"), "{err}");
 }
+
+/// `strata run` of an image the store does not have pulls it first (`--pull missing`, docker's
+/// and podman's default); `--pull never` refuses, naming the image; `--pull always` pulls a
+/// tag again and runs what it names now.
+#[test]
+fn run_pulls_a_missing_image_as_docker_does() {
+    let test = "run_pulls_a_missing_image_as_docker_does";
+    if !tools_or_skip(test) || !is_root_or_skip(test) {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let image = format!("{}/tools/box:v1", registry.host);
+    let a = TestStore::with_busybox();
+    a.ok(&["push", "busybox", &image]);
+
+    let b = TestStore::new();
+    let err = b.fails(&["run", "--rm", "--pull", "never", &image, "true"]);
+    assert!(err.contains("tools/box:v1"), "names the image: {err}");
+    let out = b.output(&["run", "--rm", &image, "echo", "pulled and ran"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "pulled and ran\n");
+    assert!(stderr.contains("pulled"), "the pull is shown: {stderr}");
+    // Present now: the next run does not pull.
+    let out = b.output(&["run", "--rm", &image, "true"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("pulled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The tag moves on the registry: `--pull always` runs the new image.
+    let ctx = a.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nRUN echo second > /which\n",
+    )
+    .unwrap();
+    a.ok(&["build", "-t", &image, ctx.to_str().unwrap()]);
+    a.ok(&["push", &image]);
+    let stale = b.output(&["run", "--rm", &image, "cat", "/which"]);
+    assert!(!stale.status.success(), "the store still has the old image");
+    let fresh = b.output(&["run", "--rm", "--pull", "always", &image, "cat", "/which"]);
+    assert!(
+        fresh.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&fresh.stdout), "second\n");
+    assert_store_whole(&b);
+}

@@ -5,13 +5,14 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use layerfs::reference::Reference;
+use layerfs::store::Store;
 use registry_client::{
-    ConnectOptions, Credential, CredentialStore, Platform, PullOptions, PushOptions,
+    ConnectOptions, Credential, CredentialStore, Platform, PullOptions, Pulled, PushOptions,
 };
 use serde_json::json;
 
 use super::{Context, human_size};
-use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryArgs};
+use crate::cli::{LoginArgs, LogoutArgs, ProgressMode, PullArgs, PushArgs, RegistryArgs};
 use crate::progress::TransferProgress;
 
 fn connect_options(args: &RegistryArgs) -> ConnectOptions {
@@ -45,13 +46,29 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
     let reference = Reference::parse(&reference)?;
     let platform = platform.as_deref().map(Platform::parse).transpose()?;
     let store = ctx.store()?;
-    let progress = TransferProgress::new(registry.progress, ctx.printer);
     let opts = PullOptions {
         platform,
         connect: connect_options(&registry),
         ..PullOptions::default()
     };
-    let pulled = registry_client::pull(&store, &reference, &opts, &progress)
+    let pulled = pull_with_progress(ctx, &store, &reference, &opts, registry.progress)?;
+    if registry.progress != ProgressMode::Json {
+        ctx.printer.out(pulled.reference);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pulls `reference` into `store`, showing the transfer as `mode` says and a summary line (a
+/// JSON summary event in JSON mode) at the end. `pull`, and `run` of an image not in the store.
+pub(super) fn pull_with_progress(
+    ctx: &Context,
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    mode: ProgressMode,
+) -> anyhow::Result<Pulled> {
+    let progress = TransferProgress::new(mode, ctx.printer);
+    let pulled = registry_client::pull(store, reference, opts, &progress)
         .with_context(|| format!("pulling {}", reference.familiar()))?;
     let line = format!(
         "pulled {} ({}, {} layer{}): {}",
@@ -72,10 +89,7 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
             "bytes": pulled.downloaded,
         }),
     );
-    if registry.progress != crate::cli::ProgressMode::Json {
-        ctx.printer.out(pulled.reference);
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(pulled)
 }
 
 pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
@@ -112,7 +126,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             "bytes": pushed.uploaded,
         }),
     );
-    if registry.progress != crate::cli::ProgressMode::Json {
+    if registry.progress != ProgressMode::Json {
         ctx.printer
             .out(format!("{}@{}", pushed.reference, pushed.digest));
     }

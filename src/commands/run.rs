@@ -18,8 +18,37 @@ use layerfs::mount::UnionSpec;
 use layerfs::store::Store;
 use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec};
 
+use layerfs::reference::Reference;
+use registry_client::{ConnectOptions, PullOptions};
+
 use super::Context;
-use crate::cli::{NetworkMode, RunArgs, StorageDriver};
+use crate::cli::{NetworkMode, ProgressMode, PullPolicy, RunArgs, StorageDriver};
+
+/// Pulls the image as `--pull` says: `missing` (docker's and podman's default) when the store
+/// has nothing by that name or id, `always` every time, `never` not at all.
+fn pull_as_needed(ctx: &Context, store: &Store, args: &RunArgs) -> anyhow::Result<()> {
+    let wanted = match args.pull {
+        PullPolicy::Never => false,
+        PullPolicy::Always => true,
+        PullPolicy::Missing => matches!(
+            store.resolve_image(&args.image),
+            Err(layerfs::Error::ImageNotFound(_))
+        ),
+    };
+    if !wanted {
+        return Ok(());
+    }
+    let reference = Reference::parse(&args.image)?;
+    let opts = PullOptions {
+        connect: ConnectOptions {
+            tls_verify: args.tls_verify,
+            ..ConnectOptions::default()
+        },
+        ..PullOptions::default()
+    };
+    super::registry::pull_with_progress(ctx, store, &reference, &opts, ProgressMode::Auto)?;
+    Ok(())
+}
 
 /// The name prefix of the reusable container directories: `slot-<n>`.
 const SLOT_PREFIX: &str = "slot-";
@@ -29,6 +58,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
+    pull_as_needed(ctx, &store, &args)?;
     // Shared: `prune` waits until this container is done with its layers.
     let _content = store.lock_content()?;
     let image = store.resolve_image(&args.image)?;
