@@ -87,6 +87,8 @@ pub enum Command {
     Images(ImagesArgs),
     /// Print an image's config, manifest, id or digest
     Inspect(InspectArgs),
+    /// Show the steps that made an image, newest first, with the size of each one's layer
+    History(HistoryArgs),
     /// Give an image another name
     Tag(TagArgs),
     /// Remove images (by name: just that name)
@@ -244,6 +246,17 @@ pub enum InspectFormat {
 pub struct InspectArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: InspectFormat,
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// `json`: one JSON array for machines
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+    /// Show each step's command whole (it is cut to fit a line otherwise)
+    #[arg(long)]
+    pub no_trunc: bool,
     pub image: String,
 }
 

@@ -949,3 +949,68 @@ fn a_dockerfile_from_stdin_builds_with_the_context() {
         "{err}"
     );
 }
+
+/// `strata history`: the steps that made an image, newest first, each layer step with its
+/// layer's size and every metadata step with none; `--format json` names the layers, which
+/// are the manifest's.
+#[test]
+fn history_lists_the_steps_newest_first_with_their_layers() {
+    if !is_root_or_skip("history_lists_the_steps_newest_first_with_their_layers") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let ctx = context(
+        &s,
+        "ctx",
+        "FROM busybox\nENV A=1\nRUN head -c 50000 /dev/urandom > /noise\nLABEL team=strata\n",
+    );
+    let (ok, log) = build(&s, "hist", &ctx, &[]);
+    assert!(ok, "{log}");
+    let text = s.ok(&["history", "hist"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("IMAGE"), "{text}");
+    let id = s.ok(&["inspect", "--format", "id", "hist"]);
+    let short = &id.trim().trim_start_matches("sha256:")[..12];
+    assert!(
+        lines[1].starts_with(short),
+        "the newest step carries the id: {text}"
+    );
+    let by_step = |needle: &str| -> &str {
+        lines
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} step in {text}"))
+    };
+    assert!(
+        lines[1].contains("LABEL team=strata"),
+        "newest first: {text}"
+    );
+    assert!(by_step("ENV A=1").contains(" 0B "), "{text}");
+    assert!(!by_step("RUN /bin/sh -c head").contains(" 0B "), "{text}");
+
+    let steps: Vec<serde_json::Value> =
+        serde_json::from_str(&s.ok(&["history", "--format", "json", "hist"])).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&s.ok(&["inspect", "--format", "manifest", "hist"])).unwrap();
+    let mut from_history: Vec<&str> = steps.iter().filter_map(|st| st["layer"].as_str()).collect();
+    from_history.reverse();
+    let from_manifest: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(from_history, from_manifest);
+    let run = steps
+        .iter()
+        .find(|st| {
+            st["created_by"]
+                .as_str()
+                .unwrap_or("")
+                .contains("head -c 50000")
+        })
+        .unwrap();
+    assert!(run["size"].as_u64().unwrap() > 50_000, "{run}");
+    let err = s.fails(&["history", "no-such-image"]);
+    assert!(err.contains("no-such-image"), "{err}");
+}

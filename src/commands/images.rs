@@ -1,4 +1,4 @@
-//! `images`, `inspect`, `tag`, `rmi`: the local images.
+//! `images`, `inspect`, `history`, `tag`, `rmi`: the local images.
 
 use std::process::ExitCode;
 
@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use layerfs::reference::Reference;
 
 use super::Context;
-use crate::cli::{ImagesArgs, InspectArgs, InspectFormat, RmiArgs, TagArgs};
+use crate::cli::{HistoryArgs, ImagesArgs, InspectArgs, InspectFormat, RmiArgs, TagArgs};
 
 pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
@@ -107,6 +107,80 @@ pub fn inspect(ctx: &Context, args: &InspectArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("blob {digest} is not JSON"))?;
             ctx.printer
                 .out(serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How many characters of a step's command `history` shows unless `--no-trunc`.
+const CREATED_BY_WIDTH: usize = 45;
+
+pub fn history(ctx: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let image = store.resolve_image(&args.image)?;
+    // History entries that made a layer take the manifest's layers in order.
+    let mut layers = image.manifest.layers().iter();
+    let mut steps: Vec<(
+        &layerfs::config::History,
+        Option<&oci_spec::image::Descriptor>,
+    )> = Vec::new();
+    for h in &image.config.history {
+        let layer = if h.empty_layer { None } else { layers.next() };
+        steps.push((h, layer));
+    }
+    steps.reverse();
+    match args.format.as_deref() {
+        Some("json") => {
+            let list: Vec<serde_json::Value> = steps
+                .iter()
+                .map(|(h, layer)| {
+                    serde_json::json!({
+                        "created": h.created,
+                        "created_by": h.created_by,
+                        "comment": h.comment,
+                        "empty_layer": h.empty_layer,
+                        "layer": layer.map(|l| l.digest().to_string()),
+                        "size": layer.map_or(0, |l| l.size()),
+                    })
+                })
+                .collect();
+            ctx.printer
+                .out(serde_json::to_string_pretty(&list).expect("JSON values serialize"));
+        }
+        Some(other) => anyhow::bail!("unknown --format {other:?}: the formats are: json"),
+        None => {
+            ctx.printer.out(format!(
+                "{:<14} {:<20} {:<w$} {:>10}  COMMENT",
+                "IMAGE",
+                "CREATED",
+                "CREATED BY",
+                "SIZE",
+                w = CREATED_BY_WIDTH
+            ));
+            for (i, (h, layer)) in steps.iter().enumerate() {
+                let id = if i == 0 {
+                    image.id().digest()[..12].to_owned()
+                } else {
+                    "<missing>".to_owned()
+                };
+                // RFC 3339 to the second, as `2026-11-22 17:18:07`.
+                let created = h.created.as_deref().map_or(String::new(), |c| {
+                    c.get(..19).unwrap_or(c).replacen('T', " ", 1)
+                });
+                let by = h.created_by.as_deref().unwrap_or("");
+                let by = if args.no_trunc || by.chars().count() <= CREATED_BY_WIDTH {
+                    by.to_owned()
+                } else {
+                    let cut: String = by.chars().take(CREATED_BY_WIDTH - 1).collect();
+                    format!("{cut}…")
+                };
+                ctx.printer.out(format!(
+                    "{id:<14} {created:<20} {by:<w$} {:>10}  {}",
+                    human_size(layer.map_or(0, |l| l.size())),
+                    h.comment.as_deref().unwrap_or(""),
+                    w = CREATED_BY_WIDTH
+                ));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -68,6 +68,7 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(ctx, a),
         Command::Images(a) => images::images(ctx, &a),
         Command::Inspect(a) => images::inspect(ctx, &a),
+        Command::History(a) => images::history(ctx, &a),
         Command::Tag(a) => images::tag(ctx, &a),
         Command::Rmi(a) => images::rmi(ctx, &a),
         Command::Import(a) => import::import(ctx, &a),
