@@ -128,6 +128,9 @@ pub struct BuildArgs {
     /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
+    /// Add a label to the image (repeatable; wins over a LABEL of the same key)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
     /// A secret for `RUN --mount=type=secret` (repeatable): id=ID with src=FILE or env=VAR
     /// (without either: the variable ID if set, else the file ID)
     #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]

@@ -1014,3 +1014,44 @@ fn history_lists_the_steps_newest_first_with_their_layers() {
     let err = s.fails(&["history", "no-such-image"]);
     assert!(err.contains("no-such-image"), "{err}");
 }
+
+/// `build --label`: labels for the built image, over a Dockerfile LABEL of the same key, as
+/// `docker build --label` gives them; a build without it keeps the Dockerfile's.
+#[test]
+fn labels_from_the_command_line_join_and_win_over_the_dockerfiles() {
+    if !is_root_or_skip("labels_from_the_command_line_join_and_win_over_the_dockerfiles") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let ctx = context(&s, "ctx", "FROM busybox\nLABEL team=old keep=yes\n");
+    let labels = |tag: &str| -> serde_json::Value {
+        let cfg: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", tag])).unwrap();
+        cfg["config"]["Labels"].clone()
+    };
+    let (ok, log) = build(
+        &s,
+        "labelled",
+        &ctx,
+        &[
+            "--label",
+            "team=new",
+            "--label",
+            "ci.run=42",
+            "--label",
+            "flag",
+        ],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(
+        labels("labelled"),
+        serde_json::json!({"team": "new", "keep": "yes", "ci.run": "42", "flag": ""})
+    );
+    let (ok, log) = build(&s, "plain", &ctx, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        labels("plain"),
+        serde_json::json!({"team": "old", "keep": "yes"})
+    );
+    let (ok, log) = build(&s, "bad", &ctx, &["--label", "=x"]);
+    assert!(!ok && log.contains("--label"), "{log}");
+}

@@ -52,6 +52,16 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             }
         }
     }
+    // `--label KEY` is an empty label, as docker has it.
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            anyhow::ensure!(!k.is_empty(), "--label {l:?}: a label needs a key");
+            Ok((k.to_owned(), v.to_owned()))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let secrets = args
         .secrets
         .iter()
@@ -116,6 +126,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         context,
         dockerfile,
         build_args,
+        labels,
         target: args.target.clone(),
         no_cache: args.no_cache,
         network: match args.network {

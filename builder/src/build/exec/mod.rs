@@ -59,6 +59,8 @@ pub struct BuildOptions<'a> {
     /// The Dockerfile: a file (inside the context or not), or its text (`-f -`: stdin).
     pub dockerfile: DockerfileSource,
     pub build_args: BTreeMap<String, String>,
+    /// Labels for the built image (`--label`), over those its Dockerfile sets.
+    pub labels: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
     pub network: Network,
@@ -217,10 +219,18 @@ pub fn build(
             unused.join(", ")
         )));
     }
-    let state = b
+    let mut state = b
         .stages
         .remove(&plan.target)
         .expect("the target stage was built");
+    if !opts.labels.is_empty() {
+        state
+            .config
+            .config
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .extend(opts.labels.clone());
+    }
     let manifest = state.save(store)?;
     Ok(Built {
         id: state.config_digest(),
