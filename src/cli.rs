@@ -182,6 +182,10 @@ pub struct RunArgs {
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here)
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Read environment variables from a file: a KEY=VALUE (or KEY) a line, `#` comments;
+    /// repeatable, and `-e` wins
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
     /// Bind-mount a host path: SRC:DST[:ro]
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
     pub volumes: Vec<String>,

@@ -1260,3 +1260,50 @@ fn wait_timeout(
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// `--env-file` as docker reads it: KEY=VALUE lines taken as written, KEY lines from strata's
+/// environment, comments and blank lines skipped; `-e` wins over the file; a malformed line
+/// is named by file and line, and nothing runs.
+#[test]
+fn env_files_are_read_as_docker_reads_them() {
+    let Some((_g, store)) = setup("env_files_are_read_as_docker_reads_them") else {
+        return;
+    };
+    let file = store.path("vars.env");
+    std::fs::write(
+        &file,
+        "# settings\n\nGREETING=hello world\nQUOTED=\"kept\"\n  PASSED\nOVERRIDDEN=from file\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+    let out = store
+        .cmd(&[
+            "run",
+            "--rm",
+            "--env-file",
+            f,
+            "-e",
+            "OVERRIDDEN=from -e",
+            "busybox",
+            "sh",
+            "-c",
+            "echo \"$GREETING|$QUOTED|$PASSED|$OVERRIDDEN\"",
+        ])
+        .env("PASSED", "from strata's environment")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "hello world|\"kept\"|from strata's environment|from -e\n"
+    );
+    std::fs::write(&file, "OK=1\nBAD KEY=2\n").unwrap();
+    let err = run_code(&store, &["--env-file", f, "busybox", "true"], 125);
+    assert!(err.contains("vars.env:2"), "names the file and line: {err}");
+    let err = run_code(
+        &store,
+        &["--env-file", "/nonexistent.env", "busybox", "true"],
+        125,
+    );
+    assert!(err.contains("/nonexistent.env"), "{err}");
+}

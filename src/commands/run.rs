@@ -50,6 +50,31 @@ fn pull_as_needed(ctx: &Context, store: &Store, args: &RunArgs) -> anyhow::Resul
     Ok(())
 }
 
+/// The variables of an `--env-file`, as docker reads one: `KEY=VALUE` (the value as written,
+/// quotes and all) or `KEY` (taken from this environment, when set) a line; blank lines and
+/// lines starting with `#` are skipped.
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--env-file {}", path.display()))?;
+    let mut vars = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split_once('=').map_or(line, |(k, _)| k);
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            bail!(
+                "{}:{}: {line:?} is not KEY=VALUE (a variable name has no spaces)",
+                path.display(),
+                n + 1
+            );
+        }
+        vars.push(line.to_owned());
+    }
+    Ok(vars)
+}
+
 /// The name prefix of the reusable container directories: `slot-<n>`.
 const SLOT_PREFIX: &str = "slot-";
 
@@ -108,8 +133,13 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         rootfs,
         runner::image::command_line(config, args.entrypoint.as_deref(), &args.command),
     );
+    let mut overrides = Vec::new();
+    for file in &args.env_files {
+        overrides.extend(read_env_file(file)?);
+    }
+    overrides.extend(args.env.iter().cloned());
     spec.env =
-        runner::image::environment(config.env.as_deref().unwrap_or_default(), &args.env, |k| {
+        runner::image::environment(config.env.as_deref().unwrap_or_default(), &overrides, |k| {
             std::env::var(k).ok()
         });
     spec.cwd = args
