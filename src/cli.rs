@@ -128,6 +128,9 @@ pub struct BuildArgs {
     /// Set a build argument (KEY=VALUE, or KEY to take it from the environment)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,
+    /// Pull the images the build uses (FROM, COPY --from) even when the store has them
+    #[arg(long)]
+    pub pull: bool,
     /// Add a label to the image (repeatable; wins over a LABEL of the same key)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,

@@ -1154,3 +1154,67 @@ fn run_pulls_a_missing_image_as_docker_does() {
     assert_eq!(String::from_utf8_lossy(&fresh.stdout), "second\n");
     assert_store_whole(&b);
 }
+
+/// `build --pull` pulls the base again even though the store has it, once per build, and
+/// builds on what the tag names now; without it the store's copy (and the cache) is used.
+#[test]
+fn build_pull_builds_on_what_the_tag_names_now() {
+    let test = "build_pull_builds_on_what_the_tag_names_now";
+    if !tools_or_skip(test) || !is_root_or_skip(test) {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let base = format!("{}/base/moving:v1", registry.host);
+    let a = TestStore::with_busybox();
+    a.ok(&["push", "busybox", &base]);
+
+    let b = TestStore::new();
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN (cat /which 2>/dev/null || echo first) > /seen\n\
+             FROM {base}\nCOPY --from=0 /seen /seen\n"
+        ),
+    )
+    .unwrap();
+    let seen = |args: &[&str]| -> String {
+        let mut all = vec!["build", "--progress", "plain", "-t", "app"];
+        all.extend_from_slice(args);
+        all.push(ctx.to_str().unwrap());
+        let out = b.output(&all);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        run_in_image(&b, "app", &["cat", "/seen"])
+    };
+    assert_eq!(seen(&[]), "first\n");
+
+    let next = a.path("next");
+    std::fs::create_dir_all(&next).unwrap();
+    std::fs::write(
+        next.join("Dockerfile"),
+        "FROM busybox\nRUN echo second > /which\n",
+    )
+    .unwrap();
+    a.ok(&["build", "-t", &base, next.to_str().unwrap()]);
+    a.ok(&["push", &base]);
+
+    assert_eq!(
+        seen(&[]),
+        "first\n",
+        "without --pull the store's base is used"
+    );
+    let mut all = vec!["build", "--progress", "plain", "--pull", "-t", "app"];
+    all.push(ctx.to_str().unwrap());
+    let out = b.output(&all);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(
+        log.matches("/base/moving:v1 (linux/").count(),
+        1,
+        "two FROMs of one image, one pull: {log}"
+    );
+    assert_eq!(run_in_image(&b, "app", &["cat", "/seen"]), "second\n");
+    assert_store_whole(&b);
+}

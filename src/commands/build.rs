@@ -135,6 +135,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         },
         compression,
         pull: Some(&puller),
+        pull_always: args.pull,
         cancel,
         storage_driver: super::mount::storage_driver(ctx),
         secrets,

@@ -67,6 +67,8 @@ pub struct BuildOptions<'a> {
     pub compression: Compression,
     /// Fetches an image that is not in the store (FROM, COPY --from); `None` to refuse.
     pub pull: Option<Puller<'a>>,
+    /// Pull every image the build uses, even those the store has (`--pull`): once a build.
+    pub pull_always: bool,
     /// Set when the user interrupts: the build stops at the next chance, leaving nothing.
     pub cancel: &'a AtomicBool,
     /// How step roots are mounted (overlayfs falls back to FUSE where it cannot mount).
@@ -206,6 +208,7 @@ pub fn build(
         current: 0,
         stages: HashMap::new(),
         fallback: std::sync::Mutex::new(None),
+        pulled: std::sync::Mutex::default(),
     };
     for stage in plan.build_order() {
         b.current = stage.index;
@@ -281,6 +284,8 @@ struct Builder<'a, 'o> {
     stages: HashMap<usize, ImageState>,
     /// Why step roots are on FUSE although overlayfs was asked for: reported once.
     fallback: std::sync::Mutex<Option<Option<String>>>,
+    /// The images pulled by this build (`--pull` pulls each one once).
+    pulled: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// What a `.dockerignore` verdict means to a source walk.
@@ -413,26 +418,33 @@ impl Builder<'_, '_> {
         }
     }
 
-    /// An image from the store, pulled first if it is not there.
+    /// An image from the store, pulled first if it is not there (or, with `--pull`, if this
+    /// build has not pulled it yet).
     fn image(&self, name: &str) -> Result<layerfs::store::Image, StepError> {
-        match self.store.resolve_image(name) {
-            Ok(img) => Ok(img),
-            Err(layerfs::Error::ImageNotFound(_)) => {
-                let reference =
-                    Reference::parse(name).map_err(|e| StepError::Other(e.to_string()))?;
-                match self.opts.pull {
-                    Some(pull) => {
-                        pull(&reference)
-                            .map_err(|e| StepError::Other(format!("pulling {name}: {e}")))?;
-                        Ok(self.store.resolve_image(&reference.to_string())?)
-                    }
-                    None => Err(StepError::Other(format!(
-                        "image {name} is not in the store"
-                    ))),
-                }
+        let fresh = self.opts.pull_always
+            && !self
+                .pulled
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(name);
+        if !fresh {
+            match self.store.resolve_image(name) {
+                Err(layerfs::Error::ImageNotFound(_)) => {}
+                found => return Ok(found?),
             }
-            Err(e) => Err(e.into()),
         }
+        let reference = Reference::parse(name).map_err(|e| StepError::Other(e.to_string()))?;
+        let Some(pull) = self.opts.pull else {
+            return Err(StepError::Other(format!(
+                "image {name} is not in the store"
+            )));
+        };
+        pull(&reference).map_err(|e| StepError::Other(format!("pulling {name}: {e}")))?;
+        self.pulled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(name.to_owned());
+        Ok(self.store.resolve_image(&reference.to_string())?)
     }
 
     /// Runs one step (or takes it from the cache), updating `state`.
