@@ -218,6 +218,12 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Add a capability to docker's default set (e.g. NET_ADMIN, or ALL; repeatable)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from the set (e.g. CHOWN, or ALL; repeatable)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
     /// When to pull the image from its registry
     #[arg(long, value_enum, default_value_t)]
     pub pull: PullPolicy,

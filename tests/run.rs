@@ -1307,3 +1307,58 @@ fn env_files_are_read_as_docker_reads_them() {
     );
     assert!(err.contains("/nonexistent.env"), "{err}");
 }
+
+/// `--cap-add` and `--cap-drop` change the capability set as docker does, and the seccomp
+/// filter follows: CAP_SYS_ADMIN gives back mount and unshare, a dropped CHOWN stops chown,
+/// `--cap-drop ALL` leaves nothing even in the bounding set; an unknown name is refused
+/// before anything runs.
+#[test]
+fn cap_add_and_cap_drop_change_capabilities_and_the_filter() {
+    let Some((_g, store)) = setup("cap_add_and_cap_drop_change_capabilities_and_the_filter") else {
+        return;
+    };
+    let status_line = |args: &[&str], field: &str| -> u64 {
+        let mut full = args.to_vec();
+        full.extend(["busybox", "grep", field, "/proc/self/status"]);
+        let out = run_ok(&store, &full);
+        u64::from_str_radix(out.split_whitespace().last().unwrap(), 16).unwrap()
+    };
+    let default = runner::default_capability_mask();
+    const CHOWN: u64 = 1 << 0;
+    const NET_ADMIN: u64 = 1 << 12;
+    assert_eq!(
+        status_line(
+            &["--cap-add", "net_admin", "--cap-drop", "CAP_CHOWN"],
+            "CapEff"
+        ),
+        (default | NET_ADMIN) & !CHOWN
+    );
+    assert_eq!(status_line(&["--cap-drop", "ALL"], "CapEff"), 0);
+    assert_eq!(status_line(&["--cap-drop", "ALL"], "CapBnd"), 0);
+
+    let err = run_code(
+        &store,
+        &[
+            "--cap-drop",
+            "CHOWN",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /f && chown 5 /f",
+        ],
+        1,
+    );
+    assert!(err.contains("Operation not permitted"), "{err}");
+    let mount = "mkdir -p /m && mount -t tmpfs none /m && unshare -n true && echo done";
+    run_code(&store, &["busybox", "sh", "-c", mount], 1);
+    assert_eq!(
+        run_ok(
+            &store,
+            &["--cap-add", "SYS_ADMIN", "busybox", "sh", "-c", mount]
+        ),
+        "done"
+    );
+    let err = run_code(&store, &["--cap-add", "BOGUS", "busybox", "true"], 125);
+    assert!(err.contains("unknown capability: BOGUS"), "{err}");
+    assert_nothing_left(&store);
+}

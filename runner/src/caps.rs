@@ -1,9 +1,10 @@
-//! Capabilities: docker's default set of 14, and nothing else.
+//! Capabilities: docker's default set of 14 unless `--cap-add`/`--cap-drop` change it, and
+//! nothing else.
 //!
 //! The bounding set is cut down by number (so capabilities newer than this program go too);
-//! root's permitted and effective sets become the default set; inheritable and ambient stay
-//! empty (as docker has done since CVE-2022-24769). A non-root user gets no capabilities at
-//! all, only the bounding set, like docker.
+//! root's permitted and effective sets become the container's set; inheritable and ambient
+//! stay empty (as docker has done since CVE-2022-24769). A non-root user gets no
+//! capabilities at all, only the bounding set, like docker.
 
 use caps::{CapSet, Capability, CapsHashSet};
 

@@ -1,8 +1,12 @@
 //! docker's rules for turning an image config and `run` options into a container: how
-//! Entrypoint and Cmd combine, how `-e` merges into Env, what a stop signal name means.
+//! Entrypoint and Cmd combine, how `-e` merges into Env, what a stop signal name means, what
+//! `--cap-add` and `--cap-drop` leave.
 //! Pure functions, shared by `strata run` and the builder's RUN steps.
 
+use caps::Capability;
 use layerfs::config::ContainerConfig;
+
+use crate::caps::DEFAULT_CAPABILITIES;
 
 /// The command line of a container: the image's Entrypoint followed by its Cmd, where
 /// arguments given to `run` replace Cmd and `--entrypoint` replaces Entrypoint (an empty one
@@ -96,6 +100,56 @@ pub fn parse_signal(s: &str) -> Option<i32> {
         .map(|s| s as i32)
 }
 
+/// The capabilities `--cap-add` and `--cap-drop` leave, as docker computes them: names with
+/// or without `CAP_`, in any case, or `ALL`. `--cap-add ALL` gives every capability strata
+/// itself may hand on (its bounding set) but the dropped ones; `--cap-drop ALL` gives only the
+/// added ones; otherwise docker's default set without the dropped ones and with the added ones
+/// (an added one wins over its drop).
+pub fn capabilities(add: &[String], drop: &[String]) -> crate::Result<Vec<Capability>> {
+    let is_all = |names: &[String]| names.iter().any(|n| n.eq_ignore_ascii_case("all"));
+    let parse = |names: &[String]| -> crate::Result<Vec<Capability>> {
+        names
+            .iter()
+            .filter(|n| !n.eq_ignore_ascii_case("all"))
+            .map(|n| {
+                let upper = n.to_ascii_uppercase();
+                let full = if upper.starts_with("CAP_") {
+                    upper
+                } else {
+                    format!("CAP_{upper}")
+                };
+                full.parse::<Capability>()
+                    .map_err(|_| crate::Error::Invalid(format!("unknown capability: {n}")))
+            })
+            .collect()
+    };
+    let (added, dropped) = (parse(add)?, parse(drop)?);
+    let mut set: Vec<Capability> = if is_all(add) {
+        let mut all: Vec<Capability> = caps::read(None, caps::CapSet::Bounding)
+            .unwrap_or_else(|_| caps::all())
+            .into_iter()
+            .collect();
+        all.sort_by_key(|c| c.index());
+        all.retain(|c| !dropped.contains(c));
+        return Ok(all);
+    } else if is_all(drop) {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .copied()
+            .filter(|c| !dropped.contains(c))
+            .collect()
+    };
+    for c in added {
+        if !set.contains(&c) {
+            set.push(c);
+        }
+    }
+    set.sort_by_key(|c| c.index());
+    Ok(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +165,34 @@ mod tests {
 
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn cap_add_and_cap_drop_follow_docker() {
+        use Capability::*;
+        assert_eq!(
+            capabilities(&[], &[]).unwrap(),
+            DEFAULT_CAPABILITIES.to_vec()
+        );
+        let set = capabilities(&strings(&["net_admin"]), &strings(&["CAP_CHOWN"])).unwrap();
+        assert!(set.contains(&CAP_NET_ADMIN) && !set.contains(&CAP_CHOWN));
+        assert_eq!(set.len(), DEFAULT_CAPABILITIES.len());
+        assert_eq!(
+            capabilities(&strings(&["KILL"]), &strings(&["all"])).unwrap(),
+            [CAP_KILL]
+        );
+        assert!(
+            capabilities(&strings(&["CHOWN"]), &strings(&["CHOWN"]))
+                .unwrap()
+                .contains(&CAP_CHOWN),
+            "an added capability wins over its drop"
+        );
+        let all = capabilities(&strings(&["ALL"]), &strings(&["NET_RAW"])).unwrap();
+        assert!(all.contains(&CAP_SYS_ADMIN) && !all.contains(&CAP_NET_RAW));
+        let err = capabilities(&strings(&["BOGUS"]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BOGUS"), "{err}");
     }
 
     #[test]

@@ -18,8 +18,8 @@
 //! forked from strata that builds the filesystem ([`rootfs`](crate::spec::Rootfs): the
 //! overlay is mounted inside the container's namespace, so a killed strata never leaves it
 //! behind), starts the command as PID 2, forwards signals to it and reaps orphans. The
-//! command runs with docker's default capabilities and a seccomp filter in the spirit of
-//! docker's, as the resolved user, with no descriptor but its stdio. Limits go through a
+//! command runs with docker's default capabilities (or those [`Spec::capabilities`] names)
+//! and a seccomp filter in the spirit of docker's, as the resolved user, with no descriptor but its stdio. Limits go through a
 //! cgroup on v2, v1 and hybrid hosts, and an OOM kill is reported as such.
 //!
 //! Modules: [`spec`] (what to run), [`image`] (docker's rules for image configs),

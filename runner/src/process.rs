@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::unistd::{Gid, Uid};
 
-use crate::caps::{DEFAULT_CAPABILITIES, limit_bounding_set, set_process_caps};
+use crate::caps::{limit_bounding_set, set_process_caps};
 use crate::error::{Error, Result, SysContext};
 use crate::seccomp;
 use crate::spec::{DEFAULT_PATH, Spec};
@@ -90,9 +90,9 @@ fn prepare_and_exec(l: &Launch<'_>) -> Result<std::convert::Infallible> {
         .collect::<std::io::Result<_>>()
         .sys("command line")?;
 
-    limit_bounding_set(&DEFAULT_CAPABILITIES)?;
+    limit_bounding_set(&l.spec.capabilities)?;
     // Installed while still privileged (so without no_new_privs): it allows what follows.
-    for filter in seccomp::default_filters()? {
+    for filter in seccomp::default_filters(&l.spec.capabilities)? {
         sys::install_seccomp(&filter).sys("install the seccomp filter")?;
     }
     if l.can_setgroups {
@@ -102,9 +102,10 @@ fn prepare_and_exec(l: &Launch<'_>) -> Result<std::convert::Infallible> {
     let (uid, gid) = (Uid::from_raw(l.user.uid), Gid::from_raw(l.user.gid));
     nix::unistd::setresgid(gid, gid, gid).sys("setgid")?;
     nix::unistd::setresuid(uid, uid, uid).sys("setuid")?;
-    // root keeps docker's set; any other user has none left (the kernel cleared them).
+    // root keeps its set (docker's by default); any other user has none left (the kernel
+    // cleared them).
     set_process_caps(if l.user.uid == 0 {
-        &DEFAULT_CAPABILITIES
+        &l.spec.capabilities
     } else {
         &[]
     })?;

@@ -7,10 +7,13 @@
 //! list, is refused as a whole, and other architectures are killed (seccompiler's check).
 //!
 //! Most of these calls also need a capability the container lacks; the filter is the
-//! second fence, against kernel bugs in their permission checks.
+//! second fence, against kernel bugs in their permission checks. A container given such a
+//! capability (`--cap-add`) gets the calls it grants back, as docker's profile allows them
+//! ([`GRANTED_BY`]); the rest (keyrings, kexec, swap, userfaultfd, io_uring, …) stay refused.
 
 use std::collections::BTreeMap;
 
+use caps::Capability;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
     SeccompRule, sock_filter,
@@ -89,6 +92,87 @@ const REFUSED: &[i64] = &[
     libc::SYS_ustat,
 ];
 
+/// The refused calls a capability gives back, after docker's default profile (its
+/// `includes.caps` sections); `clone` with namespace flags comes back with CAP_SYS_ADMIN.
+const GRANTED_BY: &[(Capability, &[i64])] = &[
+    (
+        Capability::CAP_SYS_ADMIN,
+        &[
+            libc::SYS_bpf,
+            libc::SYS_fanotify_init,
+            libc::SYS_fsconfig,
+            libc::SYS_fsmount,
+            libc::SYS_fsopen,
+            libc::SYS_fspick,
+            libc::SYS_lookup_dcookie,
+            libc::SYS_mount,
+            libc::SYS_mount_setattr,
+            libc::SYS_move_mount,
+            libc::SYS_name_to_handle_at,
+            libc::SYS_open_tree,
+            SYS_OPEN_TREE_ATTR,
+            libc::SYS_perf_event_open,
+            libc::SYS_pivot_root,
+            libc::SYS_quotactl,
+            libc::SYS_quotactl_fd,
+            libc::SYS_setns,
+            libc::SYS_syslog,
+            libc::SYS_umount2,
+            libc::SYS_unshare,
+        ],
+    ),
+    (Capability::CAP_SYS_BOOT, &[libc::SYS_reboot]),
+    (
+        Capability::CAP_SYS_MODULE,
+        &[
+            libc::SYS_delete_module,
+            libc::SYS_finit_module,
+            libc::SYS_init_module,
+        ],
+    ),
+    (Capability::CAP_SYS_PACCT, &[libc::SYS_acct]),
+    (
+        Capability::CAP_SYS_PTRACE,
+        &[
+            libc::SYS_kcmp,
+            libc::SYS_pidfd_getfd,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+        ],
+    ),
+    #[cfg(target_arch = "x86_64")]
+    (
+        Capability::CAP_SYS_RAWIO,
+        &[libc::SYS_ioperm, libc::SYS_iopl],
+    ),
+    (
+        Capability::CAP_SYS_TIME,
+        &[
+            libc::SYS_clock_adjtime,
+            libc::SYS_clock_settime,
+            libc::SYS_settimeofday,
+        ],
+    ),
+    (Capability::CAP_SYS_TTY_CONFIG, &[libc::SYS_vhangup]),
+    (
+        Capability::CAP_SYS_NICE,
+        &[
+            libc::SYS_get_mempolicy,
+            libc::SYS_mbind,
+            libc::SYS_move_pages,
+            libc::SYS_set_mempolicy,
+            libc::SYS_set_mempolicy_home_node,
+        ],
+    ),
+    (Capability::CAP_SYSLOG, &[libc::SYS_syslog]),
+    (Capability::CAP_BPF, &[libc::SYS_bpf]),
+    (Capability::CAP_PERFMON, &[libc::SYS_perf_event_open]),
+    (
+        Capability::CAP_DAC_READ_SEARCH,
+        &[libc::SYS_open_by_handle_at],
+    ),
+];
+
 /// `clone` flags that make namespaces.
 const NAMESPACE_FLAGS: &[i32] = &[
     libc::CLONE_NEWNS,
@@ -115,24 +199,35 @@ const AUDIT_ARCH_NATIVE: u32 = 0xc000_00f3;
 #[cfg(target_arch = "x86_64")]
 const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
-/// The default filter as the BPF programs to install, in order.
-pub(crate) fn default_filters() -> Result<Vec<BpfProgram>> {
+/// The filter for a container with capabilities `caps`, as the BPF programs to install, in
+/// order.
+pub(crate) fn default_filters(caps: &[Capability]) -> Result<Vec<BpfProgram>> {
     let cond = |arg, op, value| {
         SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(filter_err)
     };
     let rule = |conds: Vec<SeccompCondition>| SeccompRule::new(conds).map_err(filter_err);
 
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        REFUSED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let clone_rules = NAMESPACE_FLAGS
+    let granted: Vec<i64> = GRANTED_BY
         .iter()
-        .map(|&flag| {
-            let flag = flag as u64;
-            // clone's flags are its first argument on every architecture strata runs on.
-            rule(vec![cond(0, SeccompCmpOp::MaskedEq(flag), flag)?])
-        })
-        .collect::<Result<Vec<_>>>()?;
-    rules.insert(libc::SYS_clone, clone_rules);
+        .filter(|(cap, _)| caps.contains(cap))
+        .flat_map(|(_, calls)| calls.iter().copied())
+        .collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = REFUSED
+        .iter()
+        .filter(|nr| !granted.contains(nr))
+        .map(|&nr| (nr, Vec::new()))
+        .collect();
+    if !caps.contains(&Capability::CAP_SYS_ADMIN) {
+        let clone_rules = NAMESPACE_FLAGS
+            .iter()
+            .map(|&flag| {
+                let flag = flag as u64;
+                // clone's flags are its first argument on every architecture strata runs on.
+                rule(vec![cond(0, SeccompCmpOp::MaskedEq(flag), flag)?])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        rules.insert(libc::SYS_clone, clone_rules);
+    }
     let odd_personality = PERSONALITIES
         .iter()
         .map(|&p| cond(0, SeccompCmpOp::Ne, p))
@@ -225,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_default_filters_compile() {
-        let filters = default_filters().unwrap();
+        let filters = default_filters(&crate::caps::DEFAULT_CAPABILITIES).unwrap();
         assert_eq!(filters.len(), 2);
         assert!(filters[0].len() > REFUSED.len());
         // Every jump of the hand-written program lands inside it.
@@ -239,5 +334,19 @@ mod tests {
             p.last().unwrap().k & libc::SECCOMP_RET_DATA,
             libc::ENOSYS as u32
         );
+    }
+
+    #[test]
+    fn capabilities_give_back_only_their_calls() {
+        for (_, calls) in GRANTED_BY {
+            for nr in *calls {
+                assert!(REFUSED.contains(nr), "{nr} is granted but never refused");
+            }
+        }
+        let default = default_filters(&crate::caps::DEFAULT_CAPABILITIES).unwrap();
+        let mut admin = crate::caps::DEFAULT_CAPABILITIES.to_vec();
+        admin.push(Capability::CAP_SYS_ADMIN);
+        let relaxed = default_filters(&admin).unwrap();
+        assert!(relaxed[0].len() < default[0].len());
     }
 }

@@ -36,6 +36,10 @@ pub struct Spec {
     /// A pseudo-terminal of this size for the command's stdin, stdout and stderr; `None`
     /// for plain file descriptors.
     pub tty: Option<TtySize>,
+    /// The capabilities of a root command (docker's default set unless changed; see
+    /// [`crate::image::capabilities`]); the bounding set of any other user's. The seccomp
+    /// filter allows what these grant, as docker's profile does.
+    pub capabilities: Vec<caps::Capability>,
 }
 
 /// The container's network.
@@ -116,6 +120,7 @@ impl Spec {
             read_only_rootfs: false,
             limits: Limits::default(),
             tty: None,
+            capabilities: crate::caps::DEFAULT_CAPABILITIES.to_vec(),
         }
     }
 

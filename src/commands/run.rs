@@ -142,6 +142,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         runner::image::environment(config.env.as_deref().unwrap_or_default(), &overrides, |k| {
             std::env::var(k).ok()
         });
+    spec.capabilities = runner::image::capabilities(&args.cap_add, &args.cap_drop)?;
     spec.cwd = args
         .workdir
         .or_else(|| config.working_dir.clone())
