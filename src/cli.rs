@@ -313,7 +313,9 @@ pub struct SaveArgs {
     pub format: ArchiveFormat,
     #[arg(short = 'o', long = "output", value_name = "PATH")]
     pub output: PathBuf,
-    pub image: String,
+    /// The images to write, each with the name it is given by (blobs they share go once)
+    #[arg(required = true)]
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -297,6 +297,68 @@ fn save_load_round_trip_in_every_format() {
     }
 }
 
+/// `save` of several images (as `docker save` takes them): one archive with every name, each
+/// blob they share written once, in every format; `load` gives back every name with the same
+/// ids, and skopeo picks one image of the OCI archive by its tag.
+#[test]
+fn save_writes_several_images_sharing_their_blobs_once() {
+    if !is_root_or_skip("save_writes_several_images_sharing_their_blobs_once") {
+        return;
+    }
+    let src = TestStore::with_busybox();
+    let ctx = src.path("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY f /f\n").unwrap();
+    fs::write(ctx.join("f"), "on top of busybox\n").unwrap();
+    src.ok(&["build", "-t", "example.com/app:2.0", ctx.to_str().unwrap()]);
+    src.ok(&["tag", "busybox", "example.com/base:1.0"]);
+    let names = ["example.com/base:1.0", "busybox", "example.com/app:2.0"];
+    let id = |s: &TestStore, name: &str| s.ok(&["inspect", "--format", "id", name]);
+    // busybox's manifest, config and layer; the app's manifest, config and its one new layer.
+    let blobs = 6;
+    for format in ["docker-archive", "oci-archive", "oci-dir"] {
+        let out = src.path(format);
+        let mut args = vec!["save", "--format", format, "-o", out.to_str().unwrap()];
+        args.extend(names);
+        src.ok(&args);
+        let stored = match format {
+            "docker-archive" => sh(&format!("tar tf {} | grep -c layer.tar$", out.display())),
+            "oci-archive" => sh(&format!(
+                "tar tf {} | grep -c '^blobs/sha256/.'",
+                out.display()
+            )),
+            _ => sh(&format!("ls {}/blobs/sha256 | wc -l", out.display())),
+        };
+        let expected = if format == "docker-archive" { 2 } else { blobs };
+        assert_eq!(stored.trim(), expected.to_string(), "{format}");
+        let dst = TestStore::new();
+        let loaded = dst.ok(&["load", "-i", out.to_str().unwrap()]);
+        for name in names {
+            let shown = name
+                .strip_prefix("example.com/")
+                .map_or("busybox:latest".to_owned(), |_| name.to_owned());
+            assert!(loaded.contains(&shown), "{format}: {shown} in {loaded}");
+            assert_eq!(id(&dst, name), id(&src, name), "{format}: {name}");
+        }
+        dst.ok(&["fsck"]);
+    }
+    if have_or_skip(
+        "skopeo",
+        "save_writes_several_images_sharing_their_blobs_once",
+    ) {
+        let archive = src.path("oci-archive");
+        let inspected = json(&sh(&format!(
+            "skopeo inspect oci-archive:{}:2.0",
+            archive.display()
+        )));
+        assert_eq!(
+            inspected["Digest"].as_str().unwrap(),
+            src.ok(&["inspect", "--format", "digest", "example.com/app:2.0"])
+                .trim()
+        );
+    }
+}
+
 #[test]
 fn corrupt_blobs_are_reported_by_fsck_and_refused_by_load() {
     if !is_root_or_skip("corrupt_blobs_are_reported_by_fsck_and_refused_by_load") {

@@ -8,7 +8,7 @@
 //! succeeded are the blobs committed and the names tagged. A truncated or corrupted archive
 //! leaves the store as it was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};
 use std::path::{Path, PathBuf};
@@ -47,11 +47,11 @@ fn archive_err(path: &Path, reason: impl Into<String>) -> Error {
 
 // ------------------------------------------------------------------------------------ save
 
-/// Writes `image` (tagged as `name`, if given) to `dest` in `format`.
+/// Writes `images` (each tagged as its name, if given; an image may come more than once
+/// with different names) to `dest` in `format`, every blob once.
 pub fn save(
     store: &Store,
-    image: &Image,
-    name: Option<&Reference>,
+    images: &[(Image, Option<Reference>)],
     format: Format,
     dest: &Path,
 ) -> Result<()> {
@@ -69,7 +69,7 @@ pub fn save(
     let result = match format {
         Format::DockerArchive => {
             let file = File::create(&tmp).at("create", &tmp)?;
-            save_docker(store, image, name, BufWriter::with_capacity(1 << 20, file))
+            save_docker(store, images, BufWriter::with_capacity(1 << 20, file))
         }
         Format::OciArchive => {
             let file = File::create(&tmp).at("create", &tmp)?;
@@ -77,12 +77,12 @@ pub fn save(
                 TarWriter::new(BufWriter::with_capacity(1 << 20, file), None),
                 Vec::new(),
             );
-            save_oci(store, image, name, &mut out).and_then(|()| out.finish(&tmp))
+            save_oci(store, images, &mut out).and_then(|()| out.finish(&tmp))
         }
         Format::OciDir => {
             fs::create_dir(&tmp).at("create directory", &tmp)?;
             let mut out = ArchiveOut::Dir(tmp.clone());
-            save_oci(store, image, name, &mut out)
+            save_oci(store, images, &mut out)
         }
     };
     let done = result.and_then(|()| {
@@ -188,43 +188,55 @@ fn blob_name(d: &Digest) -> String {
 
 fn save_oci(
     store: &Store,
-    image: &Image,
-    name: Option<&Reference>,
+    images: &[(Image, Option<Reference>)],
     out: &mut ArchiveOut,
 ) -> Result<()> {
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     out.add("oci-layout", layout.len() as u64, &mut &layout[..])?;
-    let manifest_bytes = store.read_blob(&image.manifest_digest)?;
-    let mut desc = serde_json::json!({
-        "mediaType": image.manifest_media_type.to_string(),
-        "digest": image.manifest_digest.to_string(),
-        "size": manifest_bytes.len(),
-    });
-    if let Some(n) = name {
-        // As docker writes it: the tag as the OCI ref name, the full name for containerd.
-        desc["annotations"] = serde_json::json!({
-            crate::store::REF_NAME: n.tag().unwrap_or("latest"),
-            CONTAINERD_NAME: n.to_string(),
+    let mut manifests = Vec::new();
+    let mut blobs: Vec<(Digest, u64)> = Vec::new();
+    let mut seen = HashSet::new();
+    for (image, name) in images {
+        let size = store.read_blob(&image.manifest_digest)?.len() as u64;
+        let mut desc = serde_json::json!({
+            "mediaType": image.manifest_media_type.to_string(),
+            "digest": image.manifest_digest.to_string(),
+            "size": size,
         });
+        if let Some(n) = name {
+            // As docker writes it: the tag as the OCI ref name, the full name for containerd.
+            desc["annotations"] = serde_json::json!({
+                crate::store::REF_NAME: n.tag().unwrap_or("latest"),
+                CONTAINERD_NAME: n.to_string(),
+            });
+        }
+        manifests.push(desc);
+        let image_blobs = [
+            (image.manifest_digest.clone(), size),
+            (image.id().clone(), image.manifest.config().size()),
+        ]
+        .into_iter()
+        .chain(
+            image
+                .manifest
+                .layers()
+                .iter()
+                .map(|l| (l.digest().clone(), l.size())),
+        );
+        for (digest, size) in image_blobs {
+            if seen.insert(digest.clone()) {
+                blobs.push((digest, size));
+            }
+        }
     }
     let index = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [desc],
+        "manifests": manifests,
     });
     // index.json before the blobs: some readers (oci-image-tool) look for it first.
     let bytes = canonical_json(&index);
     out.add("index.json", bytes.len() as u64, &mut &bytes[..])?;
-    let mut blobs: Vec<(Digest, u64)> =
-        vec![(image.manifest_digest.clone(), manifest_bytes.len() as u64)];
-    blobs.push((image.id().clone(), image.manifest.config().size()));
-    blobs.extend(
-        image
-            .manifest
-            .layers()
-            .iter()
-            .map(|l| (l.digest().clone(), l.size())),
-    );
     for (digest, size) in &blobs {
         let mut f = store.open_blob(digest)?;
         out.add(&blob_name(digest), *size, &mut f)?;
@@ -234,60 +246,53 @@ fn save_oci(
 
 fn save_docker(
     store: &Store,
-    image: &Image,
-    name: Option<&Reference>,
+    images: &[(Image, Option<Reference>)],
     out: BufWriter<File>,
 ) -> Result<()> {
     let mut tar = TarWriter::new(out, None);
-    let config = store.read_blob(image.id())?;
-    let config_name = format!("{}.json", image.id().digest());
-    tar.append(
-        &file_entry(&config_name, config.len() as u64),
-        Some(&mut &config[..]),
-    )
-    .at("write archive entry", Path::new(&config_name))?;
-    let mut layer_names = Vec::new();
-    for (layer, diff_id) in image
-        .manifest
-        .layers()
-        .iter()
-        .zip(&image.config.rootfs.diff_ids)
-    {
-        // docker archives carry uncompressed layers; the tar entry needs the size up front,
-        // so a compressed blob is decompressed to a temporary file first.
-        let entry = format!("{}/layer.tar", diff_id.digest());
-        let mut blob = store.open_blob(layer.digest())?;
-        let mut head = [0u8; 6];
-        let n = read_head(&mut blob, &mut head).at("read", &store.blob_path(layer.digest()))?;
-        if detect(&head[..n]) == Detected::Plain {
-            let mut blob = store.open_blob(layer.digest())?;
-            tar.append(&file_entry(&entry, layer.size()), Some(&mut blob))
-                .at("write archive entry", Path::new(&entry))?;
-        } else {
-            let tmp = store.tmp_path("save-layer");
-            let result = (|| {
-                let mut f = File::options()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&tmp)
-                    .at("create", &tmp)?;
-                let mut d = decompress(store.open_blob(layer.digest())?).at("decompress", &tmp)?;
-                let size = io::copy(&mut d, &mut f).at("decompress layer to", &tmp)?;
-                let mut f = File::open(&tmp).at("open", &tmp)?;
-                tar.append(&file_entry(&entry, size), Some(&mut f))
-                    .at("write archive entry", Path::new(&entry))
-            })();
-            let _ = fs::remove_file(&tmp);
-            result?;
+    // One manifest.json entry per image, with all the names it was asked for by.
+    let mut entries: Vec<(&Image, Vec<String>, Vec<String>)> = Vec::new();
+    let mut written = HashSet::new();
+    for (image, name) in images {
+        let tags = name.iter().map(Reference::familiar);
+        if let Some(e) = entries.iter_mut().find(|e| e.0.id() == image.id()) {
+            e.1.extend(tags);
+            continue;
         }
-        layer_names.push(entry);
+        let config_name = format!("{}.json", image.id().digest());
+        if written.insert(config_name.clone()) {
+            let config = store.read_blob(image.id())?;
+            tar.append(
+                &file_entry(&config_name, config.len() as u64),
+                Some(&mut &config[..]),
+            )
+            .at("write archive entry", Path::new(&config_name))?;
+        }
+        let mut layer_names = Vec::new();
+        for (layer, diff_id) in image
+            .manifest
+            .layers()
+            .iter()
+            .zip(&image.config.rootfs.diff_ids)
+        {
+            let entry = format!("{}/layer.tar", diff_id.digest());
+            if written.insert(entry.clone()) {
+                append_uncompressed_layer(store, &mut tar, layer, &entry)?;
+            }
+            layer_names.push(entry);
+        }
+        entries.push((image, tags.collect(), layer_names));
     }
-    let manifest = serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": name.map(|n| vec![n.familiar()]).unwrap_or_default(),
-        "Layers": layer_names,
-    }]);
+    let manifest: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(image, tags, layers)| {
+            serde_json::json!({
+                "Config": format!("{}.json", image.id().digest()),
+                "RepoTags": tags,
+                "Layers": layers,
+            })
+        })
+        .collect();
     let bytes = serde_json::to_vec(&manifest).expect("JSON values serialize");
     tar.append(
         &file_entry("manifest.json", bytes.len() as u64),
@@ -299,6 +304,41 @@ fn save_docker(
         .into_inner()
         .map_err(|e| Error::io("write", "archive", e.into_error()))?;
     f.sync_all().at("fsync", Path::new("archive"))
+}
+
+/// Appends `layer` to a docker archive as the uncompressed tar `entry`. The tar entry needs
+/// the size up front, so a compressed blob is decompressed to a temporary file first.
+fn append_uncompressed_layer(
+    store: &Store,
+    tar: &mut TarWriter<BufWriter<File>>,
+    layer: &Descriptor,
+    entry: &str,
+) -> Result<()> {
+    let mut blob = store.open_blob(layer.digest())?;
+    let mut head = [0u8; 6];
+    let n = read_head(&mut blob, &mut head).at("read", &store.blob_path(layer.digest()))?;
+    if detect(&head[..n]) == Detected::Plain {
+        let mut blob = store.open_blob(layer.digest())?;
+        return tar
+            .append(&file_entry(entry, layer.size()), Some(&mut blob))
+            .at("write archive entry", Path::new(entry));
+    }
+    let tmp = store.tmp_path("save-layer");
+    let result = (|| {
+        let mut f = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .at("create", &tmp)?;
+        let mut d = decompress(store.open_blob(layer.digest())?).at("decompress", &tmp)?;
+        let size = io::copy(&mut d, &mut f).at("decompress layer to", &tmp)?;
+        let mut f = File::open(&tmp).at("open", &tmp)?;
+        tar.append(&file_entry(entry, size), Some(&mut f))
+            .at("write archive entry", Path::new(entry))
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
 }
 
 fn read_head(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -11,19 +11,28 @@ use crate::cli::{ArchiveFormat, LoadArgs, SaveArgs};
 
 pub fn save(ctx: &Context, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
-    let image = store.resolve_image(&args.image)?;
-    // The name to record in the archive: the one asked for, if it is a name of the image.
-    let name = Reference::parse(&args.image)
-        .ok()
-        .filter(|r| image.names.contains(r))
-        .or_else(|| image.names.first().cloned());
+    let mut images = Vec::new();
+    for what in &args.images {
+        let image = store.resolve_image(what)?;
+        // The name to record in the archive: the one asked for, if it is a name of the image.
+        let name = Reference::parse(what)
+            .ok()
+            .filter(|r| image.names.contains(r))
+            .or_else(|| image.names.first().cloned());
+        images.push((image, name));
+    }
     let format = match args.format {
         ArchiveFormat::DockerArchive => Format::DockerArchive,
         ArchiveFormat::OciArchive => Format::OciArchive,
         ArchiveFormat::OciDir => Format::OciDir,
     };
-    archive::save(&store, &image, name.as_ref(), format, &args.output)
-        .with_context(|| format!("saving {} to {}", args.image, args.output.display()))?;
+    archive::save(&store, &images, format, &args.output).with_context(|| {
+        format!(
+            "saving {} to {}",
+            args.images.join(", "),
+            args.output.display()
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
