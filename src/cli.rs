@@ -239,9 +239,18 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct ImagesArgs {
-    /// `json`: one JSON array for machines
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
+}
+
+/// `images --format`, `history --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ListFormat {
+    /// Columns for people
+    #[default]
+    Table,
+    /// One JSON array for machines
+    Json,
 }
 
 /// `inspect --format`.
@@ -267,9 +276,8 @@ pub struct InspectArgs {
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
-    /// `json`: one JSON array for machines
-    #[arg(long, value_name = "FORMAT")]
-    pub format: Option<String>,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
     /// Show each step's command whole (it is cut to fit a line otherwise)
     #[arg(long)]
     pub no_trunc: bool,

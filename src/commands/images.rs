@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use layerfs::reference::Reference;
 
 use super::Context;
-use crate::cli::{HistoryArgs, ImagesArgs, InspectArgs, InspectFormat, RmiArgs, TagArgs};
+use crate::cli::{
+    HistoryArgs, ImagesArgs, InspectArgs, InspectFormat, ListFormat, RmiArgs, TagArgs,
+};
 
 pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
@@ -18,8 +20,8 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
         let size: u64 = image.manifest.layers().iter().map(|l| l.size()).sum();
         rows.push((record.name, image, size));
     }
-    match args.format.as_deref() {
-        Some("json") => {
+    match args.format {
+        ListFormat::Json => {
             let list: Vec<serde_json::Value> = rows
                 .iter()
                 .map(|(name, image, size)| {
@@ -35,8 +37,7 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
             ctx.printer
                 .out(serde_json::to_string_pretty(&list).expect("JSON values serialize"));
         }
-        Some(other) => anyhow::bail!("unknown --format {other:?}: the formats are: json"),
-        None => {
+        ListFormat::Table => {
             ctx.printer.out(format!(
                 "{:<40} {:<16} {:<14} {:>10}",
                 "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
@@ -129,8 +130,8 @@ pub fn history(ctx: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         steps.push((h, layer));
     }
     steps.reverse();
-    match args.format.as_deref() {
-        Some("json") => {
+    match args.format {
+        ListFormat::Json => {
             let list: Vec<serde_json::Value> = steps
                 .iter()
                 .map(|(h, layer)| {
@@ -147,8 +148,7 @@ pub fn history(ctx: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
             ctx.printer
                 .out(serde_json::to_string_pretty(&list).expect("JSON values serialize"));
         }
-        Some(other) => anyhow::bail!("unknown --format {other:?}: the formats are: json"),
-        None => {
+        ListFormat::Table => {
             ctx.printer.out(format!(
                 "{:<14} {:<20} {:<w$} {:>10}  COMMENT",
                 "IMAGE",
