@@ -153,6 +153,11 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Also write the result out, as buildx does: `type=local,dest=DIR` (the image's files;
+    /// a bare DIR means the same), `type=docker,dest=FILE` or `type=oci,dest=FILE` (archives);
+    /// repeatable
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    pub outputs: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     pub progress: ProgressMode,
     /// Push every tag once built

@@ -1055,3 +1055,76 @@ fn labels_from_the_command_line_join_and_win_over_the_dockerfiles() {
     let (ok, log) = build(&s, "bad", &ctx, &["--label", "=x"]);
     assert!(!ok && log.contains("--label"), "{log}");
 }
+
+/// `build --output` as buildx has it: `type=local` (or a bare directory) writes the image's
+/// files, whiteouts carried out; `type=docker`/`type=oci` write archives that load back as
+/// the same image; a non-empty directory is refused and kept as it was; a bad spec fails
+/// before anything is built.
+#[test]
+fn build_output_writes_the_files_or_an_archive() {
+    if !is_root_or_skip("build_output_writes_the_files_or_an_archive") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let artifacts = context(
+        &s,
+        "artifacts",
+        "FROM busybox AS build\nRUN mkdir -p /out/sub && echo artifact > /out/sub/a.txt\n\
+         FROM scratch\nCOPY --from=build /out /\n",
+    );
+    let dist = s.path("dist");
+    let (ok, log) = build(
+        &s,
+        "artifacts",
+        &artifacts,
+        &["--output", &format!("type=local,dest={}", dist.display())],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(
+        fs::read_to_string(dist.join("sub/a.txt")).unwrap(),
+        "artifact\n"
+    );
+    assert_eq!(entries(&dist).len(), 1, "only what the image holds");
+
+    let deleting = context(
+        &s,
+        "deleting",
+        "FROM busybox\nRUN echo x > /gone && echo kept > /kept\nRUN rm /gone\n",
+    );
+    let rootfs = s.path("rootfs");
+    let archive = s.path("image.tar");
+    let (ok, log) = build(
+        &s,
+        "deleting",
+        &deleting,
+        &[
+            "-o",
+            rootfs.to_str().unwrap(),
+            "-o",
+            &format!("type=docker,dest={}", archive.display()),
+        ],
+    );
+    assert!(ok, "{log}");
+    assert!(!rootfs.join("gone").exists(), "the whiteout is carried out");
+    assert_eq!(fs::read_to_string(rootfs.join("kept")).unwrap(), "kept\n");
+    assert!(rootfs.join("bin/busybox").is_file());
+    let other = TestStore::new();
+    other.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(
+        other.ok(&["inspect", "--format", "id", "deleting"]),
+        s.ok(&["inspect", "--format", "id", "deleting"])
+    );
+
+    // A directory with files in it is not overwritten.
+    let (ok, log) = build(&s, "again", &artifacts, &["-o", dist.to_str().unwrap()]);
+    assert!(!ok && log.contains("not empty"), "{log}");
+    s.fails(&["inspect", "again"]);
+    assert_eq!(
+        fs::read_to_string(dist.join("sub/a.txt")).unwrap(),
+        "artifact\n"
+    );
+    let (ok, log) = build(&s, "bad", &artifacts, &["-o", "type=registry,dest=x"]);
+    assert!(!ok && log.contains("type registry"), "{log}");
+    assert!(!log.contains("#1"), "refused before building: {log}");
+    s.fails(&["inspect", "bad"]);
+}

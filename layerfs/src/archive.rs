@@ -1,5 +1,5 @@
 //! Images in and out of the store as files: `docker save` archives, OCI archives (an OCI image
-//! layout in a tar) and OCI layout directories.
+//! layout in a tar) and OCI layout directories, and an image's files as a plain directory.
 //!
 //! Saving writes to a temporary name beside the destination and renames it when complete, so a
 //! failed save leaves no half archive. Loading streams the archive once: every file becomes a
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use crate::config::{ImageConfig, canonical_json, host_architecture};
 use crate::digest::{digest_of, parse_sha256};
 use crate::error::{Error, IoContext, Result};
+use crate::layer::apply::{ApplyOptions, Target, apply};
 use crate::layer::commit::{chain_on, extract_stream};
 use crate::layer::compress::{Detected, decompress, detect};
 use crate::layer::tarball::{EntryKind, EntryMeta, TarWriter};
@@ -55,17 +56,7 @@ pub fn save(
     format: Format,
     dest: &Path,
 ) -> Result<()> {
-    let parent = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = parent.join(format!(
-        ".{}.strata-tmp-{}",
-        dest.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
+    let tmp = temporary_beside(dest);
     let result = match format {
         Format::DockerArchive => {
             let file = File::create(&tmp).at("create", &tmp)?;
@@ -86,15 +77,8 @@ pub fn save(
         }
     };
     let done = result.and_then(|()| {
-        if format == Format::OciDir && dest.exists() {
-            let empty = fs::read_dir(dest)
-                .at("read directory", dest)?
-                .next()
-                .is_none();
-            if !empty {
-                return Err(archive_err(dest, "the directory exists and is not empty"));
-            }
-            fs::remove_dir(dest).at("remove", dest)?;
+        if format == Format::OciDir {
+            make_room_for_dir(dest)?;
         }
         fs::rename(&tmp, dest).at("rename", &tmp)
     });
@@ -106,6 +90,59 @@ pub fn save(
         };
     }
     done
+}
+
+/// Where a file or directory is made before it is renamed to `dest`: beside it.
+fn temporary_beside(dest: &Path) -> PathBuf {
+    let parent = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join(format!(
+        ".{}.strata-tmp-{}",
+        dest.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ))
+}
+
+/// Lets a directory be renamed to `dest`: nothing is there, or an empty directory (removed).
+fn make_room_for_dir(dest: &Path) -> Result<()> {
+    if !dest.exists() {
+        return Ok(());
+    }
+    let empty = fs::read_dir(dest)
+        .at("read directory", dest)?
+        .next()
+        .is_none();
+    if !empty {
+        return Err(archive_err(dest, "the directory exists and is not empty"));
+    }
+    fs::remove_dir(dest).at("remove", dest)
+}
+
+/// Writes the files of `image` to the directory `dest` (which must not exist, or be empty):
+/// its layers applied in order, whiteouts carried out, with the same in-root path resolution
+/// as every extraction. The tree is built beside `dest` and renamed into place, so a failed
+/// export leaves nothing.
+pub fn export_rootfs(store: &Store, image: &Image, dest: &Path) -> Result<()> {
+    let tmp = temporary_beside(dest);
+    fs::create_dir(&tmp).at("create directory", &tmp)?;
+    let result = (|| {
+        let opts = ApplyOptions::for_this_process(Target::Rootfs);
+        for layer in image.manifest.layers() {
+            let blob = store.open_blob(layer.digest())?;
+            let input = decompress(blob).at("decompress", &store.blob_path(layer.digest()))?;
+            apply(input, &tmp, &opts)?;
+        }
+        make_room_for_dir(dest)?;
+        fs::rename(&tmp, dest).at("rename", &tmp)
+    })();
+    if result.is_err() {
+        let _ = crate::store::remove_tree(&tmp);
+    }
+    result
 }
 
 /// Where the files of an OCI layout go: a tar, or a directory.

@@ -3,16 +3,19 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use builder::build::{
     BuildOptions, DockerfileSource, Event, Network, Reporter, Secret, SshAgent, build,
 };
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use layerfs::archive;
 use layerfs::layer::compress::Compression;
 use layerfs::reference::Reference;
+use layerfs::store::{Image, Store};
 use registry_client::{ConnectOptions, PullOptions, PushOptions};
 
 use super::Context;
@@ -67,7 +70,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         .iter()
         .map(|spec| Secret::parse(spec))
         .collect::<Result<Vec<_>, _>>()?;
-    let auth_sock = std::env::var_os("SSH_AUTH_SOCK").map(std::path::PathBuf::from);
+    let auth_sock = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
     let ssh = args
         .ssh
         .iter()
@@ -94,6 +97,11 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         !args.push || !tags.is_empty(),
         "--push needs the name to push: -t REGISTRY/NAME:TAG"
     );
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| Output::parse(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let store = ctx.store()?;
     let cancel = crate::signals::interrupt_flag();
     let mode = match args.progress {
@@ -145,6 +153,15 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     let built = build(&store, &opts, &mut view);
     view.finish();
     let built = built?;
+    // Outputs before tags: a build whose output fails tags nothing.
+    if !outputs.is_empty() {
+        let image = store.image_for_manifest(&built.manifest)?;
+        for output in &outputs {
+            output.write(&store, &image, tags.first())?;
+            ctx.printer
+                .note(format!("exported to {}", output.dest.display()));
+        }
+    }
     for t in &tags {
         store.tag(t, &built.manifest)?;
     }
@@ -170,6 +187,51 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     }
     ctx.printer.out(&built.id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where `--output` writes the result.
+struct Output {
+    /// `None`: the image's files, as a directory.
+    archive: Option<archive::Format>,
+    dest: PathBuf,
+}
+
+impl Output {
+    /// `type=local|docker|oci,dest=PATH` (buildx's syntax), or a bare directory.
+    fn parse(spec: &str) -> anyhow::Result<Output> {
+        if !spec.contains('=') {
+            return Ok(Output {
+                archive: None,
+                dest: PathBuf::from(spec),
+            });
+        }
+        let (mut kind, mut dest) = (None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", v)) => kind = Some(v),
+                Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+                _ => bail!("--output {spec}: unknown field {field:?} (type=…,dest=…)"),
+            }
+        }
+        let archive = match kind.unwrap_or("local") {
+            "local" => None,
+            "docker" => Some(archive::Format::DockerArchive),
+            "oci" => Some(archive::Format::OciArchive),
+            other => bail!("--output {spec}: type {other} is not one of local, docker, oci"),
+        };
+        let dest = dest.with_context(|| format!("--output {spec}: no dest=PATH"))?;
+        Ok(Output { archive, dest })
+    }
+
+    fn write(&self, store: &Store, image: &Image, name: Option<&Reference>) -> anyhow::Result<()> {
+        match self.archive {
+            None => archive::export_rootfs(store, image, &self.dest),
+            Some(format) => {
+                archive::save(store, &[(image.clone(), name.cloned())], format, &self.dest)
+            }
+        }
+        .with_context(|| format!("--output {}", self.dest.display()))
+    }
 }
 
 /// How the progress is shown.
