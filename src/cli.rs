@@ -246,6 +246,9 @@ pub struct RunArgs {
 pub struct ImagesArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
+    /// Only this repository (every tag of it), or with `:TAG` only that tag
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub filter: Option<String>,
 }
 
 /// `images --format`, `history --format`.

@@ -68,6 +68,24 @@ fn import_then_images_inspect_tag_rmi() {
         names,
         ["docker.io/library/busybox:latest", "localhost:5000/mine:v1"]
     );
+    // A repository, or one tag of it, as `docker images REPOSITORY[:TAG]` takes it.
+    s.ok(&["tag", "busybox", "localhost:5000/mine:v2"]);
+    let listed = |filter: &str| -> Vec<String> {
+        json(&s.ok(&["images", "--format", "json", filter]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        listed("localhost:5000/mine"),
+        ["localhost:5000/mine:v1", "localhost:5000/mine:v2"]
+    );
+    assert_eq!(listed("localhost:5000/mine:v2"), ["localhost:5000/mine:v2"]);
+    assert_eq!(listed("busybox"), ["docker.io/library/busybox:latest"]);
+    assert!(listed("nothing-here").is_empty());
+    s.ok(&["rmi", "localhost:5000/mine:v2"]);
     let table = s.ok(&["images"]);
     assert!(
         table.contains("busybox")

@@ -12,8 +12,29 @@ use crate::cli::{
 
 pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
+    // `busybox` is every tag of docker.io/library/busybox, `busybox:1.36` just that one.
+    let filter = args
+        .filter
+        .as_deref()
+        .map(|f| -> anyhow::Result<(Reference, bool)> {
+            let last = f.rsplit('/').next().unwrap_or(f);
+            let tagged = last.split('@').next().is_some_and(|t| t.contains(':'));
+            Ok((Reference::parse(f)?, tagged))
+        })
+        .transpose()?;
     let mut rows = Vec::new();
     for record in store.records()? {
+        if let Some((want, tagged)) = &filter {
+            let matches = record.name.as_ref().is_some_and(|n| {
+                n.registry() == want.registry()
+                    && n.repository() == want.repository()
+                    && (!tagged || n.tag() == want.tag())
+                    && want.digest().is_none_or(|d| d == record.manifest.digest())
+            });
+            if !matches {
+                continue;
+            }
+        }
         let image = store
             .image_for_manifest(&record.manifest)
             .with_context(|| format!("reading image {}", record.manifest.digest()))?;
