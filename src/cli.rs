@@ -197,6 +197,10 @@ pub struct RunArgs {
     /// Bind-mount a host path: SRC:DST[:ro]
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
     pub volumes: Vec<String>,
+    /// Mount a fresh tmpfs: PATH[:OPTIONS] (ro, exec, suid, dev, size=64m, mode=1777, uid=,
+    /// gid=; noexec, nosuid, nodev by default, as docker has it)
+    #[arg(long, value_name = "PATH[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
     /// The working directory inside the container
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,

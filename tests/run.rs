@@ -1362,3 +1362,47 @@ fn cap_add_and_cap_drop_change_capabilities_and_the_filter() {
     assert!(err.contains("unknown capability: BOGUS"), "{err}");
     assert_nothing_left(&store);
 }
+
+/// `--tmpfs` as docker has it: a fresh, writable tmpfs even on a `--read-only` root, `noexec`
+/// `nosuid` `nodev` unless asked otherwise, tmpfs's size and mode honoured; a bad spec is
+/// refused with 125 before anything runs.
+#[test]
+fn tmpfs_mounts_are_fresh_writable_and_noexec_by_default() {
+    let Some((_g, store)) = setup("tmpfs_mounts_are_fresh_writable_and_noexec_by_default") else {
+        return;
+    };
+    let script = "grep -E ' /(scratch|fast) ' /proc/mounts | cut -d' ' -f2,4; \
+                  echo data > /scratch/f && cat /scratch/f; \
+                  cp /bin/busybox /scratch/true && /scratch/true || echo noexec; \
+                  cp /bin/busybox /fast/true && /fast/true && echo exec; \
+                  touch /rootfile 2>/dev/null || echo read-only root";
+    let out = run_ok(
+        &store,
+        &[
+            "--read-only",
+            "--tmpfs",
+            "/scratch",
+            "--tmpfs",
+            "/fast:size=8m,mode=700,exec",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("/scratch rw,nosuid,nodev,noexec"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("/fast rw,nosuid,nodev,relatime,size=8192k,mode=700"),
+        "{out}"
+    );
+    assert_eq!(&lines[2..], ["data", "noexec", "exec", "read-only root"]);
+    for bad in ["relative", "/x:bogus", "/x:colour=blue"] {
+        let err = run_code(&store, &["--tmpfs", bad, "busybox", "true"], 125);
+        assert!(err.contains(&format!("--tmpfs {bad}")), "{err}");
+    }
+    assert_nothing_left(&store);
+}

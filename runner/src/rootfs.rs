@@ -9,7 +9,8 @@
 //!   a bind mount of the host's node, so a device node made in the container cannot be
 //!   opened: the role docker's device cgroup plays), a private `devpts`, `/dev/shm`,
 //!   `/dev/mqueue`;
-//! - `/sys` read-only; the caller's bind mounts (`nodev`); `/etc/hosts`, `/etc/hostname`
+//! - `/sys` read-only; the caller's bind mounts (`nodev`) and tmpfs mounts (`noexec`,
+//!   `nosuid`, `nodev` unless asked otherwise); `/etc/hosts`, `/etc/hostname`
 //!   and `/etc/resolv.conf` bind-mounted from a private tmpfs so they never end up in the
 //!   image's layers.
 //!
@@ -29,7 +30,7 @@ use rustix::mount::MountAttrFlags;
 
 use crate::cgroup::Layout;
 use crate::error::{Error, IoContext, Result, SysContext, pathrs_io};
-use crate::spec::{BindMount, Rootfs, Spec};
+use crate::spec::{BindMount, Rootfs, Spec, TmpfsMount};
 use crate::sys;
 
 /// docker's masked paths: unreadable in the container.
@@ -106,6 +107,9 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
     fs.mount_cgroups()?;
     for m in &spec.mounts {
         fs.bind(m)?;
+    }
+    for m in &spec.tmpfs {
+        fs.tmpfs(m)?;
     }
     fs.etc_files(spec)?;
     fs.mask_paths()?;
@@ -399,6 +403,31 @@ impl Builder<'_> {
         }
         sys::set_mount_attrs(tree.as_fd(), attrs, true).at("bind-mount", &m.source)?;
         sys::attach_mount(tree.as_fd(), target.as_fd()).at("bind-mount", &m.source)
+    }
+
+    fn tmpfs(&mut self, m: &TmpfsMount) -> Result<()> {
+        let path = Path::new(&m.destination);
+        let target = self.dir(&m.destination, 0o755)?;
+        let mut attrs = MountAttrFlags::empty();
+        if !m.exec {
+            attrs |= MountAttrFlags::MOUNT_ATTR_NOEXEC;
+        }
+        if !m.suid {
+            attrs |= MountAttrFlags::MOUNT_ATTR_NOSUID;
+        }
+        if !m.dev {
+            attrs |= MountAttrFlags::MOUNT_ATTR_NODEV;
+        }
+        if m.read_only {
+            attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+        }
+        let data: Vec<(&str, Option<&str>)> = m
+            .data
+            .iter()
+            .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+            .collect();
+        let fs = sys::new_mount("tmpfs", &data, attrs).at("mount a tmpfs at", path)?;
+        sys::attach_mount(fs.as_fd(), target.as_fd()).at("mount a tmpfs at", path)
     }
 
     /// /etc/hosts, /etc/hostname and /etc/resolv.conf, written into a private tmpfs and bound

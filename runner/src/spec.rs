@@ -30,6 +30,8 @@ pub struct Spec {
     pub rootfs: Rootfs,
     /// Host paths bind-mounted into the container, in order.
     pub mounts: Vec<BindMount>,
+    /// Fresh tmpfs mounts (`--tmpfs`), after the bind mounts.
+    pub tmpfs: Vec<TmpfsMount>,
     /// Mount the root filesystem read-only (the mounts above keep their own mode).
     pub read_only_rootfs: bool,
     pub limits: Limits,
@@ -78,6 +80,56 @@ pub struct BindMount {
     pub read_only: bool,
 }
 
+/// A tmpfs mounted into the container (`--tmpfs PATH[:OPTIONS]`), gone with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsMount {
+    /// An absolute path inside the container; created if missing.
+    pub destination: String,
+    pub read_only: bool,
+    /// `exec`, `suid` and `dev` lift docker's default `noexec`, `nosuid`, `nodev`.
+    pub exec: bool,
+    pub suid: bool,
+    pub dev: bool,
+    /// tmpfs's own options: `size`, `mode`, `uid`, `gid`, `nr_inodes`, `nr_blocks`.
+    pub data: Vec<(String, String)>,
+}
+
+impl TmpfsMount {
+    /// `PATH[:OPTIONS]` as `docker run --tmpfs` takes it: comma-separated `ro`/`rw`,
+    /// `exec`/`noexec`, `suid`/`nosuid`, `dev`/`nodev` and tmpfs's `KEY=VALUE` options.
+    pub fn parse(spec: &str) -> crate::Result<TmpfsMount> {
+        let invalid = |why: String| crate::Error::Invalid(format!("--tmpfs {spec}: {why}"));
+        let (path, options) = spec.split_once(':').unwrap_or((spec, ""));
+        if !path.starts_with('/') {
+            return Err(invalid("the path must be absolute".into()));
+        }
+        let mut m = TmpfsMount {
+            destination: path.to_owned(),
+            read_only: false,
+            exec: false,
+            suid: false,
+            dev: false,
+            data: Vec::new(),
+        };
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            match option.split_once('=') {
+                None => match option {
+                    "ro" | "rw" => m.read_only = option == "ro",
+                    "exec" | "noexec" => m.exec = option == "exec",
+                    "suid" | "nosuid" => m.suid = option == "suid",
+                    "dev" | "nodev" => m.dev = option == "dev",
+                    _ => return Err(invalid(format!("unknown option {option}"))),
+                },
+                Some((k @ ("size" | "mode" | "uid" | "gid" | "nr_inodes" | "nr_blocks"), v)) => {
+                    m.data.push((k.to_owned(), v.to_owned()));
+                }
+                Some((k, _)) => return Err(invalid(format!("unknown option {k}"))),
+            }
+        }
+        Ok(m)
+    }
+}
+
 /// Resource limits, applied through a cgroup of the container's own (cgroup v2, v1 or
 /// hybrid hosts). No limit, no cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -117,6 +169,7 @@ impl Spec {
             network: Network::Host,
             rootfs,
             mounts: Vec::new(),
+            tmpfs: Vec::new(),
             read_only_rootfs: false,
             limits: Limits::default(),
             tty: None,

@@ -162,6 +162,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|v| parse_volume(v))
         .collect::<anyhow::Result<_>>()?;
+    spec.tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|t| runner::TmpfsMount::parse(t))
+        .collect::<Result<_, _>>()?;
     spec.read_only_rootfs = args.read_only;
     spec.limits = Limits {
         memory: args.memory.as_deref().map(parse_bytes).transpose()?,
