@@ -224,6 +224,10 @@ pub struct RunArgs {
     /// Limit on the number of processes
     #[arg(long, value_name = "N")]
     pub pids_limit: Option<i64>,
+    /// A resource limit of the command: NAME=SOFT[:HARD] (nofile, nproc, core, stack, …;
+    /// -1 for unlimited; repeatable)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,

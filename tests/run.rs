@@ -1406,3 +1406,42 @@ fn tmpfs_mounts_are_fresh_writable_and_noexec_by_default() {
     }
     assert_nothing_left(&store);
 }
+
+/// `--ulimit` as docker takes it: soft and hard limits of the command, HARD defaulting to
+/// SOFT; a soft limit above the hard one or an unknown name is refused with 125 before
+/// anything runs.
+#[test]
+fn ulimits_set_the_commands_resource_limits() {
+    let Some((_g, store)) = setup("ulimits_set_the_commands_resource_limits") else {
+        return;
+    };
+    let out = run_ok(
+        &store,
+        &[
+            "--ulimit",
+            "nofile=256:512",
+            "--ulimit",
+            "core=0",
+            "--ulimit",
+            "nproc=100",
+            "busybox",
+            "sh",
+            "-c",
+            "ulimit -n; ulimit -Hn; ulimit -c; ulimit -u; ulimit -Hu",
+        ],
+    );
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["256", "512", "0", "100", "100"]
+    );
+    for (bad, says) in [
+        ("nofile=2048:1024", "above the hard one"),
+        ("colour=1", "unknown limit colour"),
+        ("nofile", "NAME=SOFT[:HARD]"),
+        ("nofile=many", "many is not a number"),
+    ] {
+        let err = run_code(&store, &["--ulimit", bad, "busybox", "true"], 125);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    assert_nothing_left(&store);
+}

@@ -90,6 +90,14 @@ fn prepare_and_exec(l: &Launch<'_>) -> Result<std::convert::Infallible> {
         .collect::<std::io::Result<_>>()
         .sys("command line")?;
 
+    for u in &l.spec.ulimits {
+        sys::set_rlimit(u.resource, u.soft, u.hard).map_err(|e| {
+            Error::Invalid(format!(
+                "--ulimit {}: {e} (a hard limit above strata's own needs CAP_SYS_RESOURCE)",
+                u.name()
+            ))
+        })?;
+    }
     limit_bounding_set(&l.spec.capabilities)?;
     // Installed while still privileged (so without no_new_privs): it allows what follows.
     for filter in seccomp::default_filters(&l.spec.capabilities)? {

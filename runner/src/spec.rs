@@ -32,6 +32,8 @@ pub struct Spec {
     pub mounts: Vec<BindMount>,
     /// Fresh tmpfs mounts (`--tmpfs`), after the bind mounts.
     pub tmpfs: Vec<TmpfsMount>,
+    /// Resource limits of the command (`--ulimit`); the others are inherited.
+    pub ulimits: Vec<Ulimit>,
     /// Mount the root filesystem read-only (the mounts above keep their own mode).
     pub read_only_rootfs: bool,
     pub limits: Limits,
@@ -130,6 +132,84 @@ impl TmpfsMount {
     }
 }
 
+/// A resource limit of the command (`--ulimit NAME=SOFT[:HARD]`, `-1` for unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// The `RLIMIT_*` number.
+    pub resource: i32,
+    pub soft: Option<u64>,
+    pub hard: Option<u64>,
+}
+
+impl Ulimit {
+    /// The names docker takes, and the limits they are.
+    const NAMES: [(&'static str, i32); 15] = [
+        ("core", libc::RLIMIT_CORE as i32),
+        ("cpu", libc::RLIMIT_CPU as i32),
+        ("data", libc::RLIMIT_DATA as i32),
+        ("fsize", libc::RLIMIT_FSIZE as i32),
+        ("locks", libc::RLIMIT_LOCKS as i32),
+        ("memlock", libc::RLIMIT_MEMLOCK as i32),
+        ("msgqueue", libc::RLIMIT_MSGQUEUE as i32),
+        ("nice", libc::RLIMIT_NICE as i32),
+        ("nofile", libc::RLIMIT_NOFILE as i32),
+        ("nproc", libc::RLIMIT_NPROC as i32),
+        ("rss", libc::RLIMIT_RSS as i32),
+        ("rtprio", libc::RLIMIT_RTPRIO as i32),
+        ("rttime", libc::RLIMIT_RTTIME as i32),
+        ("sigpending", libc::RLIMIT_SIGPENDING as i32),
+        ("stack", libc::RLIMIT_STACK as i32),
+    ];
+
+    /// The limit's name, as `--ulimit` takes it.
+    pub fn name(&self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|&&(_, r)| r == self.resource)
+            .map_or("?", |&(n, _)| n)
+    }
+
+    /// `NAME=SOFT[:HARD]` as `docker run --ulimit` takes it (HARD defaults to SOFT; `-1` is
+    /// unlimited); the soft limit may not be above the hard one.
+    pub fn parse(spec: &str) -> crate::Result<Ulimit> {
+        let invalid = |why: String| crate::Error::Invalid(format!("--ulimit {spec}: {why}"));
+        let (name, values) = spec
+            .split_once('=')
+            .ok_or_else(|| invalid("expected NAME=SOFT[:HARD]".into()))?;
+        let resource = Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, r)| r)
+            .ok_or_else(|| invalid(format!("unknown limit {name}")))?;
+        let value = |v: &str| -> crate::Result<Option<u64>> {
+            match v {
+                "-1" | "unlimited" => Ok(None),
+                _ => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| invalid(format!("{v} is not a number"))),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (value(s)?, value(h)?),
+            None => (value(values)?, value(values)?),
+        };
+        let above = match (soft, hard) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(s), Some(h)) => s > h,
+        };
+        if above {
+            return Err(invalid("the soft limit is above the hard one".into()));
+        }
+        Ok(Ulimit {
+            resource,
+            soft,
+            hard,
+        })
+    }
+}
+
 /// Resource limits, applied through a cgroup of the container's own (cgroup v2, v1 or
 /// hybrid hosts). No limit, no cgroup.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -170,6 +250,7 @@ impl Spec {
             rootfs,
             mounts: Vec::new(),
             tmpfs: Vec::new(),
+            ulimits: Vec::new(),
             read_only_rootfs: false,
             limits: Limits::default(),
             tty: None,

@@ -472,6 +472,22 @@ pub(crate) fn dup_above(fd: impl AsFd, min: RawFd) -> io::Result<OwnedFd> {
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, min)?)
 }
 
+/// Sets resource limit `resource` (an `RLIMIT_*`); `None` is unlimited.
+pub(crate) fn set_rlimit(resource: i32, soft: Option<u64>, hard: Option<u64>) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft.unwrap_or(libc::RLIM_INFINITY),
+        rlim_max: hard.unwrap_or(libc::RLIM_INFINITY),
+    };
+    // SAFETY: `limit` is a valid rlimit that setrlimit only reads; the resource number is
+    // checked by the kernel.
+    let r = unsafe { libc::setrlimit(resource as _, &limit) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Mount attributes for a filesystem that holds no programs or devices.
 pub(crate) const DATA_ONLY: MountAttrFlags = MountAttrFlags::MOUNT_ATTR_NOSUID
     .union(MountAttrFlags::MOUNT_ATTR_NODEV)

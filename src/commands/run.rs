@@ -167,6 +167,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|t| runner::TmpfsMount::parse(t))
         .collect::<Result<_, _>>()?;
+    spec.ulimits = args
+        .ulimit
+        .iter()
+        .map(|u| runner::Ulimit::parse(u))
+        .collect::<Result<_, _>>()?;
     spec.read_only_rootfs = args.read_only;
     spec.limits = Limits {
         memory: args.memory.as_deref().map(parse_bytes).transpose()?,
