@@ -303,7 +303,9 @@ pub struct HistoryArgs {
 #[derive(Debug, Args)]
 pub struct TagArgs {
     pub source: String,
-    pub target: String,
+    /// The new names (one or more)
+    #[arg(required = true)]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -376,6 +378,9 @@ pub struct PushArgs {
     pub image: String,
     /// Where to push it [default: the image's name]
     pub destination: Option<String>,
+    /// Write the pushed manifest's digest to this file (for signing or deploying by digest)
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

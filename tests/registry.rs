@@ -1114,7 +1114,19 @@ fn run_pulls_a_missing_image_as_docker_does() {
     let registry = TestRegistry::start(RegistryAuth::Anonymous);
     let image = format!("{}/tools/box:v1", registry.host);
     let a = TestStore::with_busybox();
-    a.ok(&["push", "busybox", &image]);
+    let digestfile = a.path("digest");
+    a.ok(&[
+        "push",
+        "--digestfile",
+        digestfile.to_str().unwrap(),
+        "busybox",
+        &image,
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(&digestfile).unwrap(),
+        a.ok(&["inspect", "--format", "digest", "busybox"]).trim(),
+        "--digestfile holds the pushed manifest's digest"
+    );
 
     let b = TestStore::new();
     let err = b.fails(&["run", "--rm", "--pull", "never", &image, "true"]);

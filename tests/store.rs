@@ -85,6 +85,11 @@ fn import_then_images_inspect_tag_rmi() {
     assert_eq!(listed("localhost:5000/mine:v2"), ["localhost:5000/mine:v2"]);
     assert_eq!(listed("busybox"), ["docker.io/library/busybox:latest"]);
     assert!(listed("nothing-here").is_empty());
+    // Several names at once.
+    s.ok(&["tag", "busybox", "x/one:1", "x/two:2"]);
+    assert_eq!(listed("x/one"), ["docker.io/x/one:1"]);
+    assert_eq!(listed("x/two"), ["docker.io/x/two:2"]);
+    s.ok(&["rmi", "x/one:1", "x/two:2"]);
     s.ok(&["rmi", "localhost:5000/mine:v2"]);
     let table = s.ok(&["images"]);
     assert!(

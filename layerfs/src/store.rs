@@ -965,11 +965,11 @@ impl BlobWriter {
             });
         }
         file.sync_all().at("fsync", &self.tmp)?;
-        drop(file);
         // From here the staged blob owns the file.
         Ok(StagedBlob {
             tmp: std::mem::take(&mut self.tmp),
             dest: self.blobs.join(digest.digest()),
+            lock: self.keep_partial.then_some(file),
             digest,
             size,
         })
@@ -981,6 +981,10 @@ impl BlobWriter {
 pub struct StagedBlob {
     tmp: PathBuf,
     dest: PathBuf,
+    /// A resumable download's file, open and locked until the blob is in `blobs/` (or
+    /// gone): a pull waiting on that lock then finds no partial file to resume, rather than
+    /// one about to be renamed from under it.
+    lock: Option<File>,
     pub digest: Digest,
     pub size: u64,
 }
@@ -995,6 +999,8 @@ impl StagedBlob {
     pub fn commit(mut self) -> Result<(Digest, u64)> {
         let tmp = std::mem::take(&mut self.tmp);
         fs::rename(&tmp, &self.dest).at("rename", &tmp)?;
+        // Only now may a pull waiting for this download go on.
+        drop(self.lock.take());
         Ok((self.digest.clone(), self.size))
     }
 }
@@ -1004,6 +1010,7 @@ impl Drop for StagedBlob {
         if !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
         }
+        drop(self.lock.take());
     }
 }
 

@@ -210,18 +210,27 @@ pub fn history(ctx: &Context, args: &HistoryArgs) -> anyhow::Result<ExitCode> {
 pub fn tag(ctx: &Context, args: &TagArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let image = store.resolve_image(&args.source)?;
-    let target = Reference::parse(&args.target)?;
-    anyhow::ensure!(
-        target.digest().is_none(),
-        "cannot tag as {target}: a name to tag with has no digest"
-    );
+    let targets = args
+        .targets
+        .iter()
+        .map(|t| {
+            let target = Reference::parse(t)?;
+            anyhow::ensure!(
+                target.digest().is_none(),
+                "cannot tag as {target}: a name to tag with has no digest"
+            );
+            Ok(target)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let records = store.records()?;
     let manifest = records
         .iter()
         .find(|r| r.manifest.digest() == &image.manifest_digest)
         .map(|r| r.manifest.clone())
         .context("the image vanished from the store while tagging")?;
-    store.tag(&target, &manifest)?;
+    for target in &targets {
+        store.tag(target, &manifest)?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -97,6 +97,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
         registry,
         image,
         destination,
+        digestfile,
     } = args;
     let destination = destination.as_deref().map(Reference::parse).transpose()?;
     let store = ctx.store()?;
@@ -110,6 +111,10 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
         .map_or_else(|| image.clone(), Reference::familiar);
     let pushed = registry_client::push(&store, &image, destination.as_ref(), &opts, &progress)
         .with_context(|| format!("pushing {image} to {shown}"))?;
+    if let Some(path) = &digestfile {
+        std::fs::write(path, pushed.digest.to_string())
+            .with_context(|| format!("--digestfile {}", path.display()))?;
+    }
     let line = format!(
         "pushed {}@{} ({} blobs): {} uploaded",
         pushed.reference.familiar(),
