@@ -163,7 +163,7 @@ pub struct BuildArgs {
     /// Push every tag once built
     #[arg(long)]
     pub push: bool,
-    /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or none
+    /// Layer compression: `gzip[:LEVEL]`, `zstd[:LEVEL]` or `none`
     #[arg(long, default_value = "gzip", value_name = "ALGO")]
     pub compression: String,
     /// The platform to build for (only the host's is supported)
@@ -194,10 +194,10 @@ pub struct RunArgs {
     /// repeatable, and `-e` wins
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_files: Vec<PathBuf>,
-    /// Bind-mount a host path: SRC:DST[:ro]
+    /// Bind-mount a host path: `SRC:DST[:ro]`
     #[arg(short = 'v', long = "volume", value_name = "SRC:DST[:ro]")]
     pub volumes: Vec<String>,
-    /// Mount a fresh tmpfs: PATH[:OPTIONS] (ro, exec, suid, dev, size=64m, mode=1777, uid=,
+    /// Mount a fresh tmpfs: `PATH[:OPTIONS]` (ro, exec, suid, dev, size=64m, mode=1777, uid=,
     /// gid=; noexec, nosuid, nodev by default, as docker has it)
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
@@ -224,7 +224,7 @@ pub struct RunArgs {
     /// Limit on the number of processes
     #[arg(long, value_name = "N")]
     pub pids_limit: Option<i64>,
-    /// A resource limit of the command: NAME=SOFT[:HARD] (nofile, nproc, core, stack, …;
+    /// A resource limit of the command: `NAME=SOFT[:HARD]` (nofile, nproc, core, stack, …;
     /// -1 for unlimited; repeatable)
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     pub ulimit: Vec<String>,
@@ -447,7 +447,7 @@ pub struct UnionfsCli {
     /// The socket of the strata process that started this daemon (internal)
     #[arg(long, value_name = "FD", hide = true)]
     pub control_fd: Option<i32>,
-    /// [SOURCE] MOUNTPOINT: the source, which mount(8) passes, is ignored
+    /// `[SOURCE] MOUNTPOINT`: the source, which mount(8) passes, is ignored
     #[arg(required = true, num_args = 1..=2, value_name = "MOUNTPOINT")]
     pub args: Vec<PathBuf>,
 }

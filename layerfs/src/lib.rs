@@ -5,7 +5,7 @@
 //! - [`mount`]: the image's layers as a writable union (kernel overlayfs, or [`fuse`]);
 //! - [`fuse`]: strata's FUSE union filesystem, with the semantics of overlayfs;
 //! - [`archive`]: `docker save`/OCI archives in and out;
-//! - [`reference`], [`digest`], [`config`]: the pure pieces the rest is built on.
+//! - [`reference`](mod@reference), [`digest`], [`config`]: the pure pieces the rest is built on.
 
 pub mod archive;
 pub mod config;

@@ -2,7 +2,7 @@
 //!
 //! The first request is `GET /v2/` (docker's ping): it tells whether the registry answers at
 //! all (a clear "cannot reach" error otherwise), over HTTPS or plain HTTP, and how it wants
-//! requests authenticated. Then every request goes through [`Client::send`], which adds the
+//! requests authenticated. Then every request goes through `Client::send`, which adds the
 //! credentials (basic, or a bearer token fetched from the token server for all the scopes the
 //! transfer needs at once and fetched again when it expires or is refused), and tries again
 //! with backoff on dropped connections, 5xx and 429 (honouring `Retry-After`).

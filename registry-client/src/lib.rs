@@ -16,7 +16,7 @@
 //! pass. So the protocol is spoken here directly over `reqwest` (rustls with the `ring` provider
 //! and the system's roots, from [`http_client`], which the builder's `ADD` of URLs uses too);
 //! the parts are small: [`client`] (scheme, auth handshake, retries),
-//! [`pull`], [`push`], [`credentials`], and the pure [`challenge`], [`manifest`] and
+//! [`pull`](mod@pull), [`push`](mod@push), [`credentials`], and the pure [`challenge`], [`manifest`] and
 //! [`platform`].
 
 pub mod challenge;
