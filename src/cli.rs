@@ -207,6 +207,9 @@ pub struct RunArgs {
     /// The user: name or uid, with an optional :group
     #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
     pub user: Option<String>,
+    /// Add a supplementary group: a name in the image's /etc/group, or a gid (repeatable)
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
     /// Replace the image's entrypoint
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,

@@ -1445,3 +1445,36 @@ fn ulimits_set_the_commands_resource_limits() {
     }
     assert_nothing_left(&store);
 }
+
+/// `--group-add`: more supplementary groups for the command, by name from the image's
+/// /etc/group or by gid; an unknown name is refused with 125, naming it.
+#[test]
+fn group_add_gives_the_command_more_groups() {
+    let Some((_g, store)) = setup("group_add_gives_the_command_more_groups") else {
+        return;
+    };
+    let out = run_ok(
+        &store,
+        &[
+            "-u",
+            "nobody",
+            "--group-add",
+            "app",
+            "--group-add",
+            "4242",
+            "busybox",
+            "id",
+            "-G",
+        ],
+    );
+    let mut groups: Vec<&str> = out.split_whitespace().collect();
+    groups.sort_unstable();
+    assert_eq!(groups, ["1000", "4242", "65534"]);
+    let err = run_code(
+        &store,
+        &["--group-add", "no-such-group", "busybox", "true"],
+        125,
+    );
+    assert!(err.contains("no-such-group"), "{err}");
+    assert_nothing_left(&store);
+}

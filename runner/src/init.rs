@@ -23,7 +23,7 @@ use crate::process::{Launch, Streams, exec_command};
 use crate::rootfs;
 use crate::spec::{Network, Spec};
 use crate::sys;
-use crate::user::resolve_user_in;
+use crate::user::{add_groups_in, resolve_user_in};
 
 /// What the init needs besides the spec.
 pub(crate) struct InitContext {
@@ -89,7 +89,8 @@ fn init(spec: &Spec, ctx: &InitContext) -> Result<i32> {
     rustix::process::umask(rustix::fs::Mode::empty());
 
     let prepared = rootfs::prepare(spec, ctx.in_userns)?;
-    let user = resolve_user_in(prepared.root.as_fd(), spec.user.as_deref().unwrap_or(""))?;
+    let mut user = resolve_user_in(prepared.root.as_fd(), spec.user.as_deref().unwrap_or(""))?;
+    add_groups_in(prepared.root.as_fd(), &mut user, &spec.group_add)?;
     nix::unistd::sethostname(&spec.hostname).sys("set the hostname")?;
     if spec.network == Network::None {
         sys::loopback_up().sys("bring up lo")?;

@@ -25,6 +25,8 @@ pub struct Spec {
     /// `name|uid[:group|gid]`, resolved through the image's /etc/passwd and /etc/group;
     /// `None` is root.
     pub user: Option<String>,
+    /// More supplementary groups (`--group-add`): names in the image's /etc/group, or gids.
+    pub group_add: Vec<String>,
     pub hostname: String,
     pub network: Network,
     pub rootfs: Rootfs,
@@ -245,6 +247,7 @@ impl Spec {
             env: Vec::new(),
             cwd: "/".to_owned(),
             user: None,
+            group_add: Vec::new(),
             hostname: "strata".to_owned(),
             network: Network::Host,
             rootfs,

@@ -54,6 +54,36 @@ pub(crate) fn resolve_user_in(root: BorrowedFd<'_>, spec: &str) -> Result<User> 
     resolve(spec, passwd.as_deref(), group.as_deref())
 }
 
+/// Adds the `--group-add` groups `extra` (names, through `root`/etc/group, or gids) to the
+/// supplementary groups of `user`.
+pub(crate) fn add_groups_in(root: BorrowedFd<'_>, user: &mut User, extra: &[String]) -> Result<()> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    let group = read_account_file(root, "/etc/group")?;
+    add_groups(user, extra, group.as_deref().unwrap_or(""))
+}
+
+/// The pure part of [`add_groups_in`].
+fn add_groups(user: &mut User, extra: &[String], group: &str) -> Result<()> {
+    for g in extra {
+        let gid = match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group_entries(group)
+                .find(|e| e.name == g)
+                .map(|e| e.gid)
+                .ok_or_else(|| Error::UnknownId {
+                    kind: IdKind::Group,
+                    name: g.clone(),
+                })?,
+        };
+        if !user.groups.contains(&gid) {
+            user.groups.push(gid);
+        }
+    }
+    Ok(())
+}
+
 /// Reads an account file inside `root`; `None` when the image has none.
 fn read_account_file(root: BorrowedFd<'_>, path: &str) -> Result<Option<String>> {
     let file = match sys::open_in_root(root, path, OFlags::RDONLY) {
@@ -231,6 +261,21 @@ mod tests {
         assert_eq!((u.uid, u.gid, u.home.as_str()), (1000, 1000, "/home/app"));
         let u = r("4242:4343").unwrap();
         assert_eq!((u.uid, u.gid, u.groups), (4242, 4343, vec![4343]));
+    }
+
+    #[test]
+    fn added_groups_join_the_supplementary_ones() {
+        let mut u = r("root").unwrap();
+        assert_eq!(u.groups, vec![0, 10]);
+        add_groups(
+            &mut u,
+            &["4242".to_owned(), "audio".to_owned(), "wheel".to_owned()],
+            GROUP,
+        )
+        .unwrap();
+        assert_eq!(u.groups, vec![0, 10, 4242, 29], "no group twice");
+        let err = add_groups(&mut u, &["nosuch".to_owned()], GROUP).unwrap_err();
+        assert!(err.to_string().contains("nosuch"), "{err}");
     }
 
     #[test]

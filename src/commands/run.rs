@@ -152,6 +152,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         .user
         .or_else(|| config.user.clone())
         .filter(|u| !u.is_empty());
+    spec.group_add = args.group_add;
     spec.hostname = args.hostname.unwrap_or_else(|| id[..12].to_owned());
     spec.network = match args.network {
         NetworkMode::Host => runner::Network::Host,
