@@ -1128,3 +1128,100 @@ fn build_output_writes_the_files_or_an_archive() {
     assert!(!log.contains("#1"), "refused before building: {log}");
     s.fails(&["inspect", "bad"]);
 }
+
+/// `strata build -` as `docker build -` reads it: a tar of the context on stdin (gzip here),
+/// its .dockerignore honoured and `-f` naming a file inside it; or a Dockerfile alone with an
+/// empty context; a tar with an entry escaping it is refused. The unpacked context goes
+/// afterwards.
+#[test]
+fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
+    if !is_root_or_skip("a_context_from_stdin_is_a_tar_or_a_dockerfile") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let build_from_stdin = |input: &[u8], extra: &[&str], tag: &str| {
+        let mut args = vec!["build", "--progress", "plain", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push("-");
+        let mut child = s
+            .cmd(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let ctx = s.path("ctx");
+    fs::create_dir_all(ctx.join("sub")).unwrap();
+    fs::write(ctx.join("kept.txt"), "from a tar\n").unwrap();
+    fs::write(ctx.join("secret.txt"), "ignored\n").unwrap();
+    fs::write(ctx.join(".dockerignore"), "secret.txt\n").unwrap();
+    fs::write(
+        ctx.join("sub/Alt.Dockerfile"),
+        "FROM busybox\nCOPY . /ctx/\n",
+    )
+    .unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["czf", "-", "-C"])
+        .arg(&ctx)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let (ok, log) = build_from_stdin(&tar.stdout, &["-f", "sub/Alt.Dockerfile"], "from:tar");
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "from:tar", "cat", "/ctx/kept.txt"]),
+        "from a tar\n"
+    );
+    assert!(
+        !s.ok(&["run", "--rm", "from:tar", "ls", "/ctx"])
+            .contains("secret"),
+        ".dockerignore of the tar applies"
+    );
+
+    let (ok, log) = build_from_stdin(
+        b"FROM busybox\nRUN echo no context > /made\n",
+        &[],
+        "from:dockerfile",
+    );
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "from:dockerfile", "cat", "/made"]),
+        "no context\n"
+    );
+
+    // An entry climbing out of the context is refused, and nothing lands outside.
+    let hostile = s.path("hostile.tar");
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import tarfile, io\n\
+             t = tarfile.open('{}', 'w')\n\
+             i = tarfile.TarInfo('../escaped'); d = b'x'; i.size = len(d)\n\
+             t.addfile(i, io.BytesIO(d)); t.close()",
+            hostile.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, log) = build_from_stdin(&fs::read(&hostile).unwrap(), &[], "from:hostile");
+    assert!(!ok && log.contains("escaped"), "{log}");
+    assert!(!s.root().join("tmp/escaped").exists() && !s.root().join("escaped").exists());
+    s.fails(&["inspect", "from:hostile"]);
+    assert!(
+        tmp_entries(&s).iter().all(|e| !e.contains("build-context")),
+        "{:?}",
+        tmp_entries(&s)
+    );
+}

@@ -76,14 +76,37 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         .iter()
         .map(|spec| SshAgent::parse(spec, auth_sock.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
-    let context = std::fs::canonicalize(&args.context)
-        .with_context(|| format!("build context {}", args.context.display()))?;
+    // `-` as the context: a tar of it (or, not a tar, a Dockerfile alone) on stdin.
+    let store = ctx.store()?;
+    let stdin_context = if args.context.as_os_str() == "-" {
+        anyhow::ensure!(
+            args.file.as_deref() != Some(std::path::Path::new("-")),
+            "-f - and a context from stdin (-) cannot both read stdin"
+        );
+        Some(StdinContext::read(&store)?)
+    } else {
+        None
+    };
+    let context = match &stdin_context {
+        Some(c) => c.dir.clone(),
+        None => std::fs::canonicalize(&args.context)
+            .with_context(|| format!("build context {}", args.context.display()))?,
+    };
     anyhow::ensure!(
         context.is_dir(),
         "build context {} is not a directory",
         args.context.display()
     );
     let dockerfile = match &args.file {
+        _ if stdin_context
+            .as_ref()
+            .is_some_and(|c| c.dockerfile.is_some()) =>
+        {
+            let text = stdin_context.as_ref().and_then(|c| c.dockerfile.clone());
+            DockerfileSource::Text(text.expect("checked above"))
+        }
+        // In a context from stdin, -f names a file inside it.
+        Some(f) if stdin_context.is_some() => DockerfileSource::File(context.join(f)),
         Some(f) if f.as_os_str() == "-" => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
@@ -102,7 +125,6 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         .iter()
         .map(|o| Output::parse(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let store = ctx.store()?;
     let cancel = crate::signals::interrupt_flag();
     let mode = match args.progress {
         ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,
@@ -187,6 +209,61 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     }
     ctx.printer.out(&built.id);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A build context read from stdin (`strata build -`), as docker reads one: a tar (plain,
+/// gzip, zstd or xz) unpacked into the store's tmp with the same hostile-archive-safe apply
+/// as every layer, or, when stdin is not a tar, a Dockerfile alone with an empty context.
+/// The directory goes when this is dropped.
+struct StdinContext {
+    dir: PathBuf,
+    /// The Dockerfile, when stdin was one.
+    dockerfile: Option<String>,
+}
+
+impl StdinContext {
+    fn read(store: &Store) -> anyhow::Result<StdinContext> {
+        use std::io::Read as _;
+        let dir = store.tmp_path("build-context");
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut context = StdinContext {
+            dir,
+            dockerfile: None,
+        };
+        let mut input = layerfs::layer::compress::decompress(std::io::stdin())
+            .context("reading the build context from stdin")?;
+        // A tar has `ustar` at offset 257 of its first header.
+        let mut head = Vec::with_capacity(512);
+        (&mut input)
+            .take(512)
+            .read_to_end(&mut head)
+            .context("reading the build context from stdin")?;
+        if head.get(257..262) == Some(b"ustar".as_slice()) {
+            let opts = layerfs::layer::apply::ApplyOptions {
+                target: layerfs::layer::apply::Target::Rootfs,
+                xattrs: layerfs::layer::OverlayXattrs::for_this_process(),
+                mknod: false,
+                chown: false,
+                whiteouts: false,
+            };
+            layerfs::layer::apply::apply(head.chain(input), &context.dir, &opts)
+                .context("unpacking the build context from stdin")?;
+        } else {
+            let mut text = String::from_utf8(head)
+                .map_err(|_| anyhow::anyhow!("stdin is neither a tar nor a Dockerfile"))?;
+            input
+                .read_to_string(&mut text)
+                .context("stdin is neither a tar nor a Dockerfile")?;
+            context.dockerfile = Some(text);
+        }
+        Ok(context)
+    }
+}
+
+impl Drop for StdinContext {
+    fn drop(&mut self) {
+        let _ = layerfs::store::remove_tree(&self.dir);
+    }
 }
 
 /// Where `--output` writes the result.
