@@ -115,6 +115,8 @@ pub enum Command {
     Prune(PruneArgs),
     /// Verify every blob against its digest and every extracted layer against its blob
     Fsck(FsckArgs),
+    /// Show the store, the storage driver and the kernel features strata uses here
+    Info(InfoArgs),
 }
 
 #[derive(Debug, Args)]
@@ -291,6 +293,12 @@ pub struct InspectArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: InspectFormat,
     pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ListFormat,
 }
 
 #[derive(Debug, Args)]

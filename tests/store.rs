@@ -382,6 +382,36 @@ fn save_writes_several_images_sharing_their_blobs_once() {
     }
 }
 
+/// `info` tells what strata will use here: the store and what it holds, the storage driver
+/// (from the environment too), the host's cgroups and kernel features.
+#[test]
+fn info_reports_the_store_the_driver_and_the_host() {
+    if !is_root_or_skip("info_reports_the_store_the_driver_and_the_host") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    s.ok(&["tag", "busybox", "second:name"]);
+    let info = json(&s.ok(&["info", "--format", "json"]));
+    assert_eq!(info["root"], s.root().to_str().unwrap());
+    assert_eq!(info["images"], 2);
+    assert_eq!(info["blobs"], 3, "busybox's manifest, config and layer");
+    assert_eq!(info["storage_driver"], "overlay");
+    assert!(
+        ["v1", "v2", "hybrid", "none"].contains(&info["cgroups"].as_str().unwrap()),
+        "{info}"
+    );
+    assert_eq!(info["euid"], 0);
+    let fuse = s
+        .cmd(&["info", "--format", "json"])
+        .env("STRATA_STORAGE_DRIVER", "fuse")
+        .output()
+        .unwrap();
+    let fuse = json(&String::from_utf8_lossy(&fuse.stdout));
+    assert_eq!(fuse["storage_driver"], "fuse");
+    let table = s.ok(&["info"]);
+    assert!(table.contains("2 images, 3 blobs"), "{table}");
+}
+
 #[test]
 fn corrupt_blobs_are_reported_by_fsck_and_refused_by_load() {
     if !is_root_or_skip("corrupt_blobs_are_reported_by_fsck_and_refused_by_load") {

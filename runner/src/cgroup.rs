@@ -99,6 +99,16 @@ impl Layout {
         }
     }
 
+    /// How this host mounts cgroups, in a word: `v2`, `v1` or `hybrid` (v1 controllers and a
+    /// controller-less unified hierarchy); `None` when it mounts none.
+    pub(crate) fn describe_host() -> Option<&'static str> {
+        match Layout::detect().ok()? {
+            Layout::V2(_) => Some("v2"),
+            Layout::V1 { unified: None, .. } => Some("v1"),
+            Layout::V1 { .. } => Some("hybrid"),
+        }
+    }
+
     pub(crate) fn detect() -> Result<Layout> {
         let info = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;

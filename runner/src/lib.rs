@@ -46,6 +46,11 @@ mod userns;
 
 pub use attach::{Attach, caller_terminal_size};
 pub use caps::{DEFAULT_CAPABILITIES, default_capability_mask};
+
+/// How this host mounts cgroups: `v2`, `v1` or `hybrid`; `None` when it mounts none.
+pub fn host_cgroups() -> Option<&'static str> {
+    cgroup::Layout::describe_host()
+}
 pub use channel::Exit;
 pub use child::{Child, ExitStatus};
 pub use error::{Error, IdKind, Result};

@@ -4,6 +4,7 @@ mod archive;
 mod build;
 mod images;
 mod import;
+mod info;
 mod maintenance;
 mod mount;
 mod registry;
@@ -82,5 +83,6 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Umount(a) => mount::umount(ctx, &a),
         Command::Prune(a) => maintenance::prune(ctx, &a),
         Command::Fsck(a) => maintenance::fsck(ctx, &a),
+        Command::Info(a) => info::info(ctx, &a),
     }
 }
