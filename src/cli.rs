@@ -155,6 +155,10 @@ pub struct BuildArgs {
     /// Write the image id to this file
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Write what was built as JSON to this file, with buildx's keys
+    /// (`containerimage.digest`, `containerimage.config.digest`, `image.name`)
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Also write the result out, as buildx does: `type=local,dest=DIR` (the image's files;
     /// a bare DIR means the same), `type=docker,dest=FILE` or `type=oci,dest=FILE` (archives);
     /// repeatable

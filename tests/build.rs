@@ -1225,3 +1225,40 @@ fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
         tmp_entries(&s)
     );
 }
+
+/// `--iidfile` and buildx's `--metadata-file`: what CI steps read after a build, naming the
+/// same image `inspect` does.
+#[test]
+fn iidfile_and_metadata_file_name_the_built_image() {
+    if !is_root_or_skip("iidfile_and_metadata_file_name_the_built_image") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let ctx = context(&s, "ctx", "FROM busybox\nENV BUILT=yes\n");
+    let (iid, meta) = (s.path("iid"), s.path("meta.json"));
+    let (ok, log) = build(
+        &s,
+        "meta:one",
+        &ctx,
+        &[
+            "-t",
+            "meta:two",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{log}");
+    let id = s.ok(&["inspect", "--format", "id", "meta:one"]);
+    let digest = s.ok(&["inspect", "--format", "digest", "meta:two"]);
+    assert_eq!(fs::read_to_string(&iid).unwrap(), id.trim());
+    let m: serde_json::Value = serde_json::from_str(&fs::read_to_string(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], id.trim());
+    assert_eq!(m["containerimage.digest"], digest.trim());
+    assert_eq!(m["containerimage.descriptor"]["digest"], digest.trim());
+    assert_eq!(
+        m["image.name"],
+        "docker.io/library/meta:one,docker.io/library/meta:two"
+    );
+}

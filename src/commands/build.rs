@@ -191,6 +191,20 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         std::fs::write(path, built.id.to_string())
             .with_context(|| format!("--iidfile {}", path.display()))?;
     }
+    if let Some(path) = &args.metadata_file {
+        let names: Vec<String> = tags.iter().map(ToString::to_string).collect();
+        let metadata = serde_json::json!({
+            "containerimage.digest": built.manifest.digest().to_string(),
+            "containerimage.config.digest": built.id.to_string(),
+            "containerimage.descriptor": built.manifest,
+            "image.name": names.join(","),
+        });
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&metadata).expect("JSON values serialize"),
+        )
+        .with_context(|| format!("--metadata-file {}", path.display()))?;
+    }
     if args.push {
         let push_opts = PushOptions {
             connect,
