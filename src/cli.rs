@@ -133,6 +133,11 @@ pub struct BuildArgs {
     /// Pull the images the build uses (FROM, COPY --from) even when the store has them
     #[arg(long)]
     pub pull: bool,
+    /// A named context, as buildx has them: `COPY --from=NAME` and `RUN --mount=from=NAME`
+    /// read DIR (with its own .dockerignore), before any stage or image of that name
+    /// (repeatable)
+    #[arg(long = "build-context", value_name = "NAME=DIR")]
+    pub build_contexts: Vec<String>,
     /// Add a label to the image (repeatable; wins over a LABEL of the same key)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,

@@ -434,6 +434,18 @@ fn build(s: &TestStore, tag: &str, ctx: &Path, args: &[&str]) -> (bool, String) 
     )
 }
 
+/// Runs `cmd` with `input` on its stdin; its output.
+fn with_stdin(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Whether step `#n` of a plain build log was taken from the cache.
 fn cached(log: &str, n: usize) -> bool {
     log.lines().any(|l| l == format!("#{n} CACHED"))
@@ -908,21 +920,11 @@ fn a_dockerfile_from_stdin_builds_with_the_context() {
     fs::write(ctx.join(".dockerignore"), "left-out.txt\n").unwrap();
     fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
     let build = |text: &str, tag: &str| {
-        let mut child = s
-            .cmd(&["build", "-f", "-", "-t", tag, "--progress", "plain"])
-            .arg(&ctx)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        with_stdin(
+            s.cmd(&["build", "-f", "-", "-t", tag, "--progress", "plain"])
+                .arg(&ctx),
+            text.as_bytes(),
+        )
     };
     let out = build(
         "FROM busybox\nCOPY . /ctx/\nRUN cat /ctx/kept.txt > /copied\n",
@@ -1143,15 +1145,7 @@ fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
         let mut args = vec!["build", "--progress", "plain", "-t", tag];
         args.extend_from_slice(extra);
         args.push("-");
-        let mut child = s
-            .cmd(&args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdin(&mut s.cmd(&args), input);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -1260,5 +1254,64 @@ fn iidfile_and_metadata_file_name_the_built_image() {
     assert_eq!(
         m["image.name"],
         "docker.io/library/meta:one,docker.io/library/meta:two"
+    );
+}
+
+/// `--build-context NAME=DIR` as buildx has it: `COPY --from=NAME` and
+/// `RUN --mount=type=bind,from=NAME` read DIR (its own .dockerignore applied), before a stage of
+/// the same name; a change in DIR misses the cache; without the flag the name is an image.
+#[test]
+fn named_build_contexts_feed_copy_and_run_mounts() {
+    if !is_root_or_skip("named_build_contexts_feed_copy_and_run_mounts") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let assets = s.path("assets");
+    fs::create_dir_all(&assets).unwrap();
+    fs::write(assets.join("logo.txt"), "v1\n").unwrap();
+    fs::write(assets.join("scratch.tmp"), "ignored\n").unwrap();
+    fs::write(assets.join(".dockerignore"), "*.tmp\n").unwrap();
+    let ctx = context(
+        &s,
+        "ctx",
+        "FROM busybox AS assets\nRUN echo from the stage > /logo.txt\n\
+         FROM busybox\nCOPY --from=assets /logo.txt /logo.txt\n\
+         RUN --mount=type=bind,from=assets,target=/a ls /a > /listed\n",
+    );
+    let flag = format!("assets={}", assets.display());
+    let (ok, log) = build(&s, "named", &ctx, &["--build-context", &flag]);
+    assert!(ok, "{log}");
+    let read = |path: &str| s.ok(&["run", "--rm", "named", "cat", path]);
+    assert_eq!(
+        read("/logo.txt"),
+        "v1\n",
+        "the named context wins over the stage"
+    );
+    let listed = read("/listed");
+    assert!(
+        listed.contains("logo.txt") && !listed.contains("scratch.tmp"),
+        "{listed}"
+    );
+
+    fs::write(assets.join("logo.txt"), "v2\n").unwrap();
+    let (ok, log) = build(&s, "named", &ctx, &["--build-context", &flag]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        read("/logo.txt"),
+        "v2\n",
+        "a change in the directory misses the cache"
+    );
+
+    // Without the flag, --from=assets is the stage again.
+    let (ok, log) = build(&s, "staged", &ctx, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "staged", "cat", "/logo.txt"]),
+        "from the stage\n"
+    );
+    let (ok, log) = build(&s, "bad", &ctx, &["--build-context", "assets=/nonexistent"]);
+    assert!(
+        !ok && log.contains("--build-context assets=/nonexistent"),
+        "{log}"
     );
 }

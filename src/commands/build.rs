@@ -55,6 +55,24 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             }
         }
     }
+    let named_contexts = args
+        .build_contexts
+        .iter()
+        .map(|spec| {
+            let (name, dir) = spec
+                .split_once('=')
+                .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+                .with_context(|| format!("--build-context {spec}: expected NAME=DIR"))?;
+            anyhow::ensure!(
+                !dir.contains("://"),
+                "--build-context {spec}: only local directories are supported"
+            );
+            let dir =
+                std::fs::canonicalize(dir).with_context(|| format!("--build-context {spec}"))?;
+            anyhow::ensure!(dir.is_dir(), "--build-context {spec}: not a directory");
+            Ok((name.to_owned(), dir))
+        })
+        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     // `--label KEY` is an empty label, as docker has it.
     let labels = args
         .labels
@@ -154,6 +172,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     };
     let opts = BuildOptions {
         context,
+        named_contexts,
         dockerfile,
         build_args,
         labels,

@@ -20,14 +20,14 @@ impl Builder<'_, '_> {
     /// The content part of a COPY/ADD cache key: the hash of its local sources (the context)
     /// and heredocs, or the key of the stage they come from. URL sources are keyed apart.
     pub(super) fn copy_key(&self, c: &dockerfile::Copy) -> Result<String, StepError> {
-        if let Some(from) = &c.from {
+        let Some((dir, ignore)) = self.local_source(c.from.as_deref()) else {
+            let from = c.from.as_deref().expect("no --from is the build context");
             return Ok(self.source_state(from)?.key);
-        }
+        };
         let paths = local_sources(c);
-        let ignore = &self.ignore;
         let filter = |p: &Path, d: bool| visit(ignore, p, d);
         let root = SourceRoot {
-            root: &self.opts.context,
+            root: dir,
             filter: Some(&filter),
             keep_owner: false,
         };
@@ -104,16 +104,18 @@ impl Builder<'_, '_> {
                     .map_err(|_| StepError::Other(format!("--chmod={m}: not an octal mode")))
             })
             .transpose()?;
-        // The source: the context, or a stage's or image's layers mounted read-only.
-        let from_layers = match &c.from {
-            None => None,
-            Some(from) => Some(lowers_or_empty(
-                self.store,
-                self.source_state(from)?.layer_dirs(self.store)?,
-            )),
+        // The source: the context (or a named one), or a stage's or image's layers mounted
+        // read-only.
+        let source = match (self.local_source(c.from.as_deref()), &c.from) {
+            (Some((dir, ignore)), _) => CopyFrom::Local(dir.to_owned(), ignore.clone()),
+            (None, from) => {
+                let from = from.as_deref().expect("no --from is the build context");
+                CopyFrom::Layers(lowers_or_empty(
+                    self.store,
+                    self.source_state(from)?.layer_dirs(self.store)?,
+                ))
+            }
         };
-        let ignore = &self.ignore;
-        let context = self.opts.context.clone();
         let many =
             paths.len() + files.len() > 1 || paths.iter().any(|p| p.contains(['*', '?', '[']));
         if many && !dest_text.ends_with('/') {
@@ -158,19 +160,19 @@ impl Builder<'_, '_> {
                 };
                 Ok(plan.copy_into(rootfs)?)
             };
-            match &from_layers {
-                None => {
+            match &source {
+                CopyFrom::Local(dir, ignore) => {
                     let filter = |p: &Path, d: bool| visit(ignore, p, d);
                     run(
                         SourceRoot {
-                            root: &context,
+                            root: dir,
                             filter: Some(&filter),
                             keep_owner: false,
                         },
                         "build context",
                     )
                 }
-                Some(lowers) => {
+                CopyFrom::Layers(lowers) => {
                     std::fs::create_dir_all(&src_mount)
                         .map_err(|e| layerfs::Error::io("create directory", &src_mount, e))?;
                     let source = mount_union_readonly(driver, lowers, &src_mount)?;
@@ -190,6 +192,13 @@ impl Builder<'_, '_> {
         })?;
         Ok(changed)
     }
+}
+
+/// Where a COPY reads: a local directory (the build context or a named one) with its
+/// `.dockerignore`, or a stage's or image's layer dirs.
+enum CopyFrom {
+    Local(PathBuf, crate::dockerignore::Dockerignore),
+    Layers(Vec<PathBuf>),
 }
 
 /// ADD of local archives: extracts every source into `dest` when they are all tar archives

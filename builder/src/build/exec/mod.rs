@@ -56,6 +56,9 @@ pub type Puller<'a> = &'a (dyn Fn(&Reference) -> Result<(), String> + Sync);
 pub struct BuildOptions<'a> {
     /// The build context directory.
     pub context: PathBuf,
+    /// Named contexts (`--build-context NAME=DIR`): `COPY --from=NAME` and
+    /// `RUN --mount=from=NAME` read these directories, before any stage or image of that name.
+    pub named_contexts: BTreeMap<String, PathBuf>,
     /// The Dockerfile: a file (inside the context or not), or its text (`-f -`: stdin).
     pub dockerfile: DockerfileSource,
     pub build_args: BTreeMap<String, String>,
@@ -196,6 +199,11 @@ pub fn build(
     )
     .map_err(|e| BuildError::Parse(e.in_file(&file).to_string()))?;
     let ignore = load_ignore(&opts.context, &opts.dockerfile)?;
+    let mut named_contexts = HashMap::new();
+    for (name, dir) in &opts.named_contexts {
+        let dir_ignore = load_ignore(dir, &DockerfileSource::Text(String::new()))?;
+        named_contexts.insert(name.clone(), (dir.clone(), dir_ignore));
+    }
     let mut b = Builder {
         store,
         opts,
@@ -203,6 +211,7 @@ pub fn build(
         plan: &plan,
         file,
         ignore,
+        named_contexts,
         reporter,
         next_id: 0,
         current: 0,
@@ -276,6 +285,8 @@ struct Builder<'a, 'o> {
     plan: &'a Plan<'a>,
     file: String,
     ignore: Dockerignore,
+    /// The named contexts and their own `.dockerignore`s.
+    named_contexts: HashMap<String, (PathBuf, Dockerignore)>,
     reporter: &'a mut dyn Reporter,
     next_id: usize,
     /// The stage being built.
@@ -581,6 +592,19 @@ impl Builder<'_, '_> {
     }
 
     /// The state `COPY --from=FROM` copies from: an earlier stage, or an image.
+    /// The local directory a COPY or bind mount reads, with its `.dockerignore`: the build
+    /// context without `--from`, a named context with `--from=NAME`; `None` for a stage or an
+    /// image.
+    fn local_source(&self, from: Option<&str>) -> Option<(&Path, &Dockerignore)> {
+        match from {
+            None => Some((&self.opts.context, &self.ignore)),
+            Some(name) => self
+                .named_contexts
+                .get(name)
+                .map(|(dir, ignore)| (dir.as_path(), ignore)),
+        }
+    }
+
     fn source_state(&self, from: &str) -> Result<ImageState, StepError> {
         match self
             .plan

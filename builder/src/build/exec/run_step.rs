@@ -216,6 +216,21 @@ impl Builder<'_, '_> {
                 uid: m.uid,
                 gid: m.gid,
             };
+            // A bind of the build context or a named one: the directory itself when nothing
+            // is ignored and the mount is read-only, else the context as COPY sees it
+            // (.dockerignore applied) in a throwaway copy.
+            let bind_context = || -> Result<PathBuf, StepError> {
+                let (root, ignore) = self
+                    .local_source(m.from.as_deref())
+                    .ok_or_else(|| StepError::Other("not a build context".into()))?;
+                if !m.read_write && ignore.is_empty() {
+                    return sub(root);
+                }
+                let dir = scratch.home.join(format!("bind-{i}"));
+                mkdir(&dir)?;
+                self.context_bind(m, |plan| Ok(plan.copy_into(&dir)?))?;
+                Ok(dir)
+            };
             let source = match (m.kind, &m.from) {
                 (MountKind::Secret, _) => {
                     // A later --secret of the same id wins; a missing one is no mount.
@@ -261,15 +276,9 @@ impl Builder<'_, '_> {
                     out.caches.push(cache);
                     dir
                 }
-                (MountKind::Bind, None) if !m.read_write && self.ignore.is_empty() => {
-                    sub(&self.opts.context)?
-                }
-                (MountKind::Bind, None) => {
-                    // The context as COPY sees it (.dockerignore applied), in a throwaway copy.
-                    let dir = scratch.home.join(format!("bind-{i}"));
-                    mkdir(&dir)?;
-                    self.context_bind(m, |plan| Ok(plan.copy_into(&dir)?))?;
-                    dir
+                (MountKind::Bind, None) => bind_context()?,
+                (MountKind::Bind, Some(from)) if self.named_contexts.contains_key(from) => {
+                    bind_context()?
                 }
                 (_, Some(from)) => {
                     let lowers = lowers_or_empty(
@@ -311,7 +320,7 @@ impl Builder<'_, '_> {
         let mut out = Vec::new();
         for m in parse_mounts(run)? {
             let content = match (m.kind, &m.from) {
-                (MountKind::Bind, None) => {
+                (MountKind::Bind, from) if self.local_source(from.as_deref()).is_some() => {
                     Some(self.context_bind(&m, |plan| Ok(plan.content_hash()?))?)
                 }
                 (MountKind::Bind, Some(from)) => Some(self.source_state(from)?.key),
@@ -322,17 +331,20 @@ impl Builder<'_, '_> {
         Ok(json!(out))
     }
 
-    /// Runs `f` on the copy plan of what a context bind mount shows: its source in the
-    /// context, `.dockerignore` applied, at the mount's root, owners kept.
+    /// Runs `f` on the copy plan of what a bind mount of a context (the build context, or
+    /// the named one of `from=`) shows: its source there, `.dockerignore` applied, at the
+    /// mount's root, owners kept.
     fn context_bind<T>(
         &self,
         m: &RunMount,
         f: impl FnOnce(&CopyPlan<'_>) -> Result<T, StepError>,
     ) -> Result<T, StepError> {
-        let ignore = &self.ignore;
+        let (dir, ignore) = self
+            .local_source(m.from.as_deref())
+            .ok_or_else(|| StepError::Other("not a build context".into()))?;
         let filter = |p: &Path, d: bool| visit(ignore, p, d);
         let root = SourceRoot {
-            root: &self.opts.context,
+            root: dir,
             filter: Some(&filter),
             keep_owner: true,
         };
