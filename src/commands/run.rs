@@ -15,11 +15,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use layerfs::layer::commit::ensure_extracted;
 use layerfs::mount::UnionSpec;
-use layerfs::store::Store;
-use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec};
-
 use layerfs::reference::Reference;
+use layerfs::store::Store;
 use registry_client::{ConnectOptions, PullOptions};
+use runner::{Attach, BindMount, Command, Input, Limits, Rootfs, Spec};
 
 use super::Context;
 use crate::cli::{NetworkMode, ProgressMode, PullPolicy, RunArgs, StorageDriver};
@@ -82,6 +81,30 @@ const SLOT_PREFIX: &str = "slot-";
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
+    // Every option is checked before anything is pulled, extracted or mounted.
+    let mut env_overrides = Vec::new();
+    for file in &args.env_files {
+        env_overrides.extend(read_env_file(file)?);
+    }
+    env_overrides.extend(args.env.iter().cloned());
+    let capabilities = runner::image::capabilities(&args.cap_add, &args.cap_drop)?;
+    let mounts = args
+        .volumes
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<anyhow::Result<_>>()?;
+    let tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|t| runner::TmpfsMount::parse(t))
+        .collect::<Result<_, _>>()?;
+    let ulimits = args
+        .ulimit
+        .iter()
+        .map(|u| runner::Ulimit::parse(u))
+        .collect::<Result<_, _>>()?;
+    let memory = args.memory.as_deref().map(parse_bytes).transpose()?;
+
     let store = ctx.store()?;
     pull_as_needed(ctx, &store, &args)?;
     // Shared: `prune` waits until this container is done with its layers.
@@ -133,16 +156,12 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         rootfs,
         runner::image::command_line(config, args.entrypoint.as_deref(), &args.command),
     );
-    let mut overrides = Vec::new();
-    for file in &args.env_files {
-        overrides.extend(read_env_file(file)?);
-    }
-    overrides.extend(args.env.iter().cloned());
-    spec.env =
-        runner::image::environment(config.env.as_deref().unwrap_or_default(), &overrides, |k| {
-            std::env::var(k).ok()
-        });
-    spec.capabilities = runner::image::capabilities(&args.cap_add, &args.cap_drop)?;
+    spec.env = runner::image::environment(
+        config.env.as_deref().unwrap_or_default(),
+        &env_overrides,
+        |k| std::env::var(k).ok(),
+    );
+    spec.capabilities = capabilities;
     spec.cwd = args
         .workdir
         .or_else(|| config.working_dir.clone())
@@ -158,24 +177,12 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         NetworkMode::Host => runner::Network::Host,
         NetworkMode::None => runner::Network::None,
     };
-    spec.mounts = args
-        .volumes
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<anyhow::Result<_>>()?;
-    spec.tmpfs = args
-        .tmpfs
-        .iter()
-        .map(|t| runner::TmpfsMount::parse(t))
-        .collect::<Result<_, _>>()?;
-    spec.ulimits = args
-        .ulimit
-        .iter()
-        .map(|u| runner::Ulimit::parse(u))
-        .collect::<Result<_, _>>()?;
+    spec.mounts = mounts;
+    spec.tmpfs = tmpfs;
+    spec.ulimits = ulimits;
     spec.read_only_rootfs = args.read_only;
     spec.limits = Limits {
-        memory: args.memory.as_deref().map(parse_bytes).transpose()?,
+        memory,
         cpus: args.cpus,
         pids: args.pids_limit,
     };
