@@ -94,6 +94,15 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         .iter()
         .map(|spec| SshAgent::parse(spec, auth_sock.as_deref()))
         .collect::<Result<Vec<_>, _>>()?;
+    anyhow::ensure!(
+        !args.push || !tags.is_empty(),
+        "--push needs the name to push: -t REGISTRY/NAME:TAG"
+    );
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| Output::parse(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     // `-` as the context: a tar of it (or, not a tar, a Dockerfile alone) on stdin.
     let store = ctx.store()?;
     let stdin_context = if args.context.as_os_str() == "-" {
@@ -115,34 +124,20 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         "build context {} is not a directory",
         args.context.display()
     );
-    let dockerfile = match &args.file {
-        _ if stdin_context
-            .as_ref()
-            .is_some_and(|c| c.dockerfile.is_some()) =>
-        {
-            let text = stdin_context.as_ref().and_then(|c| c.dockerfile.clone());
-            DockerfileSource::Text(text.expect("checked above"))
-        }
+    let stdin_dockerfile = stdin_context.as_ref().and_then(|c| c.dockerfile.clone());
+    let dockerfile = match (stdin_dockerfile, &args.file) {
+        (Some(text), _) => DockerfileSource::Text(text),
         // In a context from stdin, -f names a file inside it.
-        Some(f) if stdin_context.is_some() => DockerfileSource::File(context.join(f)),
-        Some(f) if f.as_os_str() == "-" => {
+        (None, Some(f)) if stdin_context.is_some() => DockerfileSource::File(context.join(f)),
+        (None, Some(f)) if f.as_os_str() == "-" => {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
                 .context("reading the Dockerfile from stdin (-f -)")?;
             DockerfileSource::Text(text)
         }
-        Some(f) => DockerfileSource::File(f.clone()),
-        None => DockerfileSource::File(context.join("Dockerfile")),
+        (None, Some(f)) => DockerfileSource::File(f.clone()),
+        (None, None) => DockerfileSource::File(context.join("Dockerfile")),
     };
-    anyhow::ensure!(
-        !args.push || !tags.is_empty(),
-        "--push needs the name to push: -t REGISTRY/NAME:TAG"
-    );
-    let outputs = args
-        .outputs
-        .iter()
-        .map(|o| Output::parse(o))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let cancel = crate::signals::interrupt_flag();
     let mode = match args.progress {
         ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,

@@ -277,7 +277,7 @@ impl Builder<'_, '_> {
                     dir
                 }
                 (MountKind::Bind, None) => bind_context()?,
-                (MountKind::Bind, Some(from)) if self.named_contexts.contains_key(from) => {
+                (MountKind::Bind, Some(from)) if self.local_source(Some(from)).is_some() => {
                     bind_context()?
                 }
                 (_, Some(from)) => {
