@@ -1,8 +1,8 @@
 //! The streaming pipelines between directories and the store.
 //!
-//! Committing a dir: one pass walks the tree and writes the tar, hashing it for the diff id;
-//! a second thread compresses the stream and hashes the result for the blob digest while
-//! writing it to the store. Extracting a blob: one thread reads and hashes the blob and
+//! Committing a dir: one pass walks the tree and writes the tar; a second thread hashes it for
+//! the diff id, hands it to the compressor's workers and hashes their output for the blob
+//! digest while writing it to the store. Extracting a blob: one thread reads and hashes the blob and
 //! decompresses it; the other hashes the tar for the diff id and extracts it. Nothing is held
 //! whole in memory, and the two cores overlap compression with the file system work.
 
@@ -16,11 +16,12 @@ use super::apply::{ApplyOptions, Target, apply};
 use super::compress::{Compression, decompress};
 use super::diff::write_layer;
 use super::tarball::TarWriter;
-use crate::digest::{HashingReader, HashingWriter};
+use crate::digest::{Hasher, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::store::{LayerRecord, Store, chain_ids, remove_tree};
 
-const CHUNK: usize = 256 << 10;
+/// The size of a chunk, and of a parallel gzip block, which takes chunks without a copy.
+const CHUNK: usize = super::pgzip::BLOCK;
 const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// The writing end of a chunk pipe between two threads.
@@ -93,6 +94,14 @@ impl Drop for ChunkWriter {
     }
 }
 
+impl ChunkReader {
+    /// The rest of the stream as whole chunks, as they arrive (no copy through a buffer).
+    pub fn into_chunks(self) -> impl Iterator<Item = io::Result<Vec<u8>>> {
+        let rest = (self.pos < self.chunk.len()).then(|| Ok(self.chunk[self.pos..].to_vec()));
+        rest.into_iter().chain(self.rx)
+    }
+}
+
 impl Read for ChunkReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.chunk.len() {
@@ -131,37 +140,45 @@ pub struct CommitOptions {
 pub fn write_blob(
     store: &Store,
     opts: CommitOptions,
-    produce: impl FnOnce(&mut TarWriter<HashingWriter<ChunkWriter>>) -> Result<()>,
+    produce: impl FnOnce(&mut TarWriter<ChunkWriter>) -> Result<()>,
 ) -> Result<LayerBlob> {
     let (tx, rx) = chunk_pipe();
     let blob = store.blob_writer(None, None)?;
     std::thread::scope(|s| {
-        let compressor = s.spawn(move || -> Result<(Digest, u64)> {
-            let mut rx = rx;
+        // The tar is hashed here rather than where it is written: the walk reading the files
+        // is the longer of the two threads.
+        let compressor = s.spawn(move || -> Result<(Digest, Digest, u64)> {
             let blob_path = store.tmp_dir();
             let mut enc = opts
                 .compression
                 .encoder(blob)
                 .at("compress layer in", &blob_path)?;
-            io::copy(&mut rx, &mut enc).at("compress layer in", &blob_path)?;
-            enc.finish().at("compress layer in", &blob_path)?.commit()
-        });
-        let mut tar = TarWriter::new(HashingWriter::new(tx), opts.clamp_mtime);
-        let produced = produce(&mut tar)
-            .and_then(|()| tar.finish().at("write layer tar to", &store.tmp_dir()));
-        // Whatever happened, the pipe closes here (the writer is dropped), so the compressor ends.
-        let (diff_id, _) = match produced {
-            Ok(w) => {
-                let (tx, diff_id, size) = w.finish();
-                drop(tx);
-                (diff_id, size)
+            let mut tar = Hasher::default();
+            for chunk in rx.into_chunks() {
+                let chunk = chunk.at("compress layer in", &blob_path)?;
+                tar.update(&chunk);
+                enc.write_owned(chunk).at("compress layer in", &blob_path)?;
             }
+            let (digest, size) = enc.finish().at("compress layer in", &blob_path)?.commit()?;
+            Ok((tar.digest(), digest, size))
+        });
+        let mut tar = TarWriter::new(tx, opts.clamp_mtime);
+        let produced = match produce(&mut tar) {
+            Ok(()) => tar.finish().at("write layer tar to", &store.tmp_dir()),
             Err(e) => {
-                let _ = compressor.join();
-                return Err(e);
+                // The compressor sees an error in place of the rest, so it does not commit
+                // a blob of the truncated tar.
+                tar.into_inner()
+                    .fail(io::Error::other("the layer tar was not completed"));
+                Err(e)
             }
         };
-        let (digest, size) = compressor
+        // Whatever happened, the pipe is closed here, so the compressor ends.
+        if let Err(e) = produced.map(drop) {
+            let _ = compressor.join();
+            return Err(e);
+        }
+        let (diff_id, digest, size) = compressor
             .join()
             .expect("the compressor thread does not panic")?;
         Ok(LayerBlob {
@@ -346,4 +363,45 @@ pub fn ensure_extracted(
         }
     }
     Ok(dirs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::tarball::{EntryKind, EntryMeta};
+
+    /// Regression: a tar that failed half-way (a file unreadable in the middle of the walk)
+    /// was still compressed to its end and committed as a blob of the truncated tar.
+    #[test]
+    fn a_commit_whose_tar_fails_half_way_stores_no_blob() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let content = vec![7u8; 3 << 20];
+        let failed = write_blob(&store, CommitOptions::default(), |tar| {
+            let meta = EntryMeta {
+                path: b"big".to_vec(),
+                kind: EntryKind::File {
+                    size: content.len() as u64,
+                },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                xattrs: vec![],
+            };
+            tar.append(&meta, Some(&mut &content[..])).unwrap();
+            Err(Error::io(
+                "read",
+                "unreadable",
+                io::Error::from_raw_os_error(libc::EIO),
+            ))
+        });
+        assert!(failed.is_err());
+        for dir in ["blobs/sha256", "tmp"] {
+            let left: Vec<_> = std::fs::read_dir(tmp.path().join("store").join(dir))
+                .unwrap()
+                .collect();
+            assert!(left.is_empty(), "{dir} holds {left:?}");
+        }
+    }
 }

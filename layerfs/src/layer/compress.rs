@@ -78,6 +78,14 @@ pub enum Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
+    /// Writes `data`, which a parallel gzip takes as its next block without copying it.
+    pub fn write_owned(&mut self, data: Vec<u8>) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.write_owned(data),
+            _ => self.write_all(&data),
+        }
+    }
+
     /// Ends the stream and returns the inner writer.
     pub fn finish(self) -> io::Result<W> {
         match self {

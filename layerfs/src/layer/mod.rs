@@ -15,6 +15,7 @@ pub mod apply;
 pub mod commit;
 pub mod compress;
 pub mod diff;
+mod igzip;
 pub mod pgzip;
 pub mod tarball;
 

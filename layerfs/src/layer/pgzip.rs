@@ -5,7 +5,10 @@
 //! and ended with a sync flush, which byte-aligns it, so the blocks concatenate into one
 //! deflate stream inside one gzip member; the CRC-32s of the blocks are combined. This is how
 //! pigz works. Because the cut points are fixed, the bytes are the same whether one thread or
-//! sixteen did the work: layer digests stay reproducible across machines.
+//! sixteen did the work. Level 1, the default, deflates with ISA-L ([`super::igzip`]), the
+//! other levels with flate2/zlib-rs. Both are deterministic for a given build of strata; ISA-L
+//! picks its SSE/AVX2/AVX-512 code at run time, and its authors do not promise the same bytes
+//! from each, so a layer's diff_id (of the tar) is the reproducible identity across machines.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -14,7 +17,10 @@ use std::thread::JoinHandle;
 
 use flate2::{Compress, Compression, Crc, FlushCompress};
 
-const BLOCK: usize = 1 << 20;
+use super::igzip::BlockDeflater;
+
+/// The size of a block; the last one may be shorter.
+pub(crate) const BLOCK: usize = 1 << 20;
 const DICT: usize = 32 * 1024;
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown (as Go writes).
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -51,7 +57,15 @@ impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
     }
 }
 
-fn deflate_block(job: &Job, level: u32) -> BlockResult {
+/// Deflates a job's block: with ISA-L when the worker has it (level 1), else with zlib-rs.
+fn deflate_block(job: &Job, level: u32, isal: Option<&mut BlockDeflater>) -> BlockResult {
+    let mut crc = Crc::new();
+    crc.update(&job.data);
+    if let Some(isal) = isal {
+        let mut out = Vec::new();
+        isal.deflate(&job.dict, &job.data, job.last, &mut out)?;
+        return Ok((out, crc));
+    }
     let mut c = Compress::new(Compression::new(level), false);
     if !job.dict.is_empty() {
         c.set_dictionary(&job.dict).map_err(io::Error::other)?;
@@ -82,8 +96,6 @@ fn deflate_block(job: &Job, level: u32) -> BlockResult {
             break;
         }
     }
-    let mut crc = Crc::new();
-    crc.update(&job.data);
     Ok((out, crc))
 }
 
@@ -95,8 +107,9 @@ impl<W: Write> ParallelGzEncoder<W> {
             .map(|_| {
                 let (tx, rx) = sync_channel::<Job>(2);
                 let handle = std::thread::spawn(move || {
+                    let mut isal = (level == 1).then(BlockDeflater::new);
                     for job in rx {
-                        let r = deflate_block(&job, level);
+                        let r = deflate_block(&job, level, isal.as_mut());
                         let _ = job.reply.send(r);
                     }
                 });
@@ -106,7 +119,7 @@ impl<W: Write> ParallelGzEncoder<W> {
         ParallelGzEncoder {
             out: Some(out),
             level,
-            buf: Vec::with_capacity(BLOCK),
+            buf: Vec::new(),
             dict: Vec::new(),
             workers,
             next_worker: 0,
@@ -122,7 +135,7 @@ impl<W: Write> ParallelGzEncoder<W> {
 
     /// Sends the buffered block to a worker; writes finished blocks while too many are out.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let data = std::mem::take(&mut self.buf);
         let dict = std::mem::take(&mut self.dict);
         self.dict = data[data.len().saturating_sub(DICT)..].to_vec();
         let (reply, rx) = sync_channel(1);
@@ -175,8 +188,21 @@ impl<W: Write> ParallelGzEncoder<W> {
     }
 }
 
+impl<W: Write> ParallelGzEncoder<W> {
+    /// Writes `data`; a whole block that starts at a block boundary is handed to a worker as
+    /// it is, without a copy.
+    pub fn write_owned(&mut self, data: Vec<u8>) -> io::Result<()> {
+        if self.buf.is_empty() && data.len() == BLOCK {
+            self.buf = data;
+            return self.dispatch(false);
+        }
+        self.write_all(&data)
+    }
+}
+
 impl<W: Write> Write for ParallelGzEncoder<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.reserve_exact(BLOCK - self.buf.len());
         let n = data.len().min(BLOCK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() == BLOCK {

@@ -186,6 +186,11 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
+    /// The inner writer, for a tar abandoned half-way.
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+
     /// Writes the end-of-archive marker and returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.out.write_all(&[0u8; 2 * BLOCK])?;
