@@ -15,6 +15,12 @@ use crate::cli::Cli;
 use crate::commands::Context;
 use crate::printer::Printer;
 
+/// jemalloc keeps the large buffers of the layer pipelines (tar chunks, gzip blocks) for reuse
+/// where glibc's malloc returned them to the kernel and faulted them in again (bench/RESULTS.md,
+/// layers).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // A multi-threaded strata (a build) starts containers through a fresh copy of itself.
     runner::run_setup_helper_if_requested();

@@ -19,6 +19,10 @@ use layerfs::layer::compress::Compression;
 use layerfs::layer::diff::write_layer;
 use layerfs::store::Store;
 
+/// The strata binary's allocator, so that the pipelines run as they do there.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let start = Instant::now();
