@@ -2,9 +2,9 @@
 //!
 //! Committing a dir: one pass walks the tree and writes the tar; a second thread hashes it for
 //! the diff id, hands it to the compressor's workers and hashes their output for the blob
-//! digest while writing it to the store. Extracting a blob: one thread reads and hashes the blob and
-//! decompresses it; the other hashes the tar for the diff id and extracts it. Nothing is held
-//! whole in memory, and the two cores overlap compression with the file system work.
+//! digest while writing it to the store. Extracting a blob: one thread reads and hashes the
+//! blob and decompresses it; the other hashes the tar for the diff id and extracts it. Nothing
+//! is held whole in memory, and the two cores overlap compression with the file system work.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};

@@ -88,8 +88,21 @@ impl<'a, W: Write> Walker<'a, W> {
         for e in sorted_children(dir)? {
             let path = e.path();
             let rel = rel.join(e.file_name());
-            let md = fs::symlink_metadata(&path).at("stat", &path)?;
-            let xattrs = read_xattrs(&path)?;
+            // A regular file (most entries) is opened once and examined through its fd: one
+            // path lookup instead of three. Anything else, or a file that cannot be opened
+            // (the error is reported when its content is read), goes by path.
+            let opened = e
+                .file_type()
+                .is_ok_and(|t| t.is_file())
+                .then(|| open_content(&path, libc::O_NONBLOCK).ok())
+                .flatten();
+            let (md, xattrs) = match &opened {
+                Some(f) => (f.metadata().at("stat", &path)?, read_file_xattrs(f, &path)?),
+                None => (
+                    fs::symlink_metadata(&path).at("stat", &path)?,
+                    read_xattrs(&path)?,
+                ),
+            };
             if is_whiteout_device(&md)
                 || (md.is_file()
                     && md.len() == 0
@@ -102,7 +115,7 @@ impl<'a, W: Write> Walker<'a, W> {
                 && xattrs.iter().any(|(k, v)| {
                     (k == b"trusted.overlay.opaque" || k == b"user.overlay.opaque") && v == b"y"
                 });
-            self.entry(&path, &rel, &md, xattrs)?;
+            self.entry(&path, &rel, &md, xattrs, opened)?;
             if md.is_dir() {
                 if opaque {
                     self.marker(&rel.join(OPAQUE_MARKER))?;
@@ -115,7 +128,7 @@ impl<'a, W: Write> Walker<'a, W> {
 
     /// Writes `path` and, if it is a directory, everything below it, as plain entries.
     fn plain_tree(&mut self, path: &Path, rel: &Path, md: &Metadata) -> Result<()> {
-        self.entry(path, rel, md, read_xattrs(path)?)?;
+        self.entry(path, rel, md, read_xattrs(path)?, None)?;
         if md.is_dir() {
             for e in sorted_children(path)? {
                 let p = e.path();
@@ -172,7 +185,7 @@ impl<'a, W: Write> Walker<'a, W> {
                             pending.truncate(depth - 1);
                         } else {
                             self.flush_pending(pending)?;
-                            self.entry(&np, &child, &nmd, read_xattrs(&np)?)?;
+                            self.entry(&np, &child, &nmd, read_xattrs(&np)?, None)?;
                             self.compare_dirs(&op, &np, &child, pending)?;
                         }
                     } else if !same {
@@ -190,7 +203,7 @@ impl<'a, W: Write> Walker<'a, W> {
     /// Writes the unchanged parent directories of an entry about to be written.
     fn flush_pending(&mut self, pending: &mut Vec<(PathBuf, PathBuf, Metadata)>) -> Result<()> {
         for (path, rel, md) in pending.drain(..) {
-            self.entry(&path, &rel, &md, read_xattrs(&path)?)?;
+            self.entry(&path, &rel, &md, read_xattrs(&path)?, None)?;
         }
         Ok(())
     }
@@ -218,12 +231,15 @@ impl<'a, W: Write> Walker<'a, W> {
         self.tar.append(&meta, None).at("write layer entry", rel)
     }
 
+    /// Writes one entry; a regular file's content comes from `opened` when the caller already
+    /// has it open.
     fn entry(
         &mut self,
         path: &Path,
         rel: &Path,
         md: &Metadata,
         mut xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+        opened: Option<File>,
     ) -> Result<()> {
         xattrs.retain(|(k, _)| !is_overlay_xattr(k) && !is_host_only_xattr(k));
         let ft = md.file_type();
@@ -277,17 +293,10 @@ impl<'a, W: Write> Walker<'a, W> {
         self.stats.entries += 1;
         if let EntryKind::File { size } = meta.kind {
             self.stats.content_bytes += size;
-            let mut f = File::options()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
-                .open(path)
-                .or_else(|_| {
-                    File::options()
-                        .read(true)
-                        .custom_flags(libc::O_NOFOLLOW)
-                        .open(path)
-                })
-                .at("open", path)?;
+            let mut f = match opened {
+                Some(f) => f,
+                None => open_content(path, 0).at("open", path)?,
+            };
             self.tar.append(&meta, Some(&mut f)).at("archive", path)
         } else {
             self.tar.append(&meta, None).at("archive", path)
@@ -338,7 +347,7 @@ impl<'a, W: Write> TreeWriter<'a, W> {
             return Ok(());
         }
         if visit == Visit::Include {
-            self.walker.entry(src, dest, &md, read_xattrs(src)?)?;
+            self.walker.entry(src, dest, &md, read_xattrs(src)?, None)?;
         }
         if md.is_dir() {
             self.add_contents(src, dest, name, filter)?;
@@ -388,11 +397,45 @@ fn same_inode_metadata(a: &Metadata, b: &Metadata) -> bool {
             || (a.len() == b.len() && a.mtime() == b.mtime() && a.mtime_nsec() == b.mtime_nsec()))
 }
 
+/// Opens a file to read its content, without following a final symlink and, where the
+/// caller may (owner or CAP_FOWNER), without touching its atime; `flags` are added.
+fn open_content(path: &Path, flags: i32) -> io::Result<File> {
+    let open = |more| {
+        File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | flags | more)
+            .open(path)
+    };
+    open(libc::O_NOATIME).or_else(|_| open(0))
+}
+
 /// All xattrs of `path` (not following a final symlink), sorted by name.
 pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_through(
+        |names| rustix::fs::llistxattr(path, names),
+        |name, value| rustix::fs::lgetxattr(path, name, value),
+        path,
+    )
+}
+
+/// All xattrs of the open file `f` (at `path`), sorted by name.
+fn read_file_xattrs(f: &File, path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    xattrs_through(
+        |names| rustix::fs::flistxattr(f, names),
+        |name, value| rustix::fs::fgetxattr(f, name, value),
+        path,
+    )
+}
+
+/// Lists and reads xattrs with `list` and `get` (by path or by fd).
+fn xattrs_through(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: impl Fn(&std::ffi::CStr, &mut [u8]) -> rustix::io::Result<usize>,
+    path: &Path,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut names = vec![0u8; 4096];
     let n = loop {
-        match rustix::fs::llistxattr(path, &mut names[..]) {
+        match list(&mut names[..]) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
             Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
@@ -404,7 +447,7 @@ pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let cname = std::ffi::CString::new(name).expect("xattr names have no NUL");
         let mut value = vec![0u8; 256];
         let len = loop {
-            match rustix::fs::lgetxattr(path, cname.as_c_str(), &mut value[..]) {
+            match get(cname.as_c_str(), &mut value[..]) {
                 Ok(len) => break Some(len),
                 Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
                 Err(rustix::io::Errno::NODATA) => break None,

@@ -16,7 +16,8 @@ use isal_sys::igzip_lib as isal;
 /// A reusable ISA-L level-1 deflate stream. One per worker thread: the stream state is large
 /// (ISA-L keeps its history window and hash table inside it) and is reset for every block.
 pub(crate) struct BlockDeflater {
-    /// Boxed because ISA-L's state must not move once it is initialised, and it is ~300 KiB.
+    /// Boxed: ISA-L's state must not move once it is initialised, and it is large (it holds the
+    /// history window and the hash table).
     stream: Box<isal::isal_zstream>,
     /// ISA-L's level-1 working buffer, which `stream.level_buf` points into.
     level_buf: Vec<u8>,
