@@ -330,6 +330,9 @@ pub struct TagArgs {
 
 #[derive(Debug, Args)]
 pub struct RmiArgs {
+    /// By id, remove an image even when it is named in several repositories
+    #[arg(short, long)]
+    pub force: bool,
     #[arg(required = true)]
     pub images: Vec<String>,
 }

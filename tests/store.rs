@@ -524,3 +524,49 @@ fn a_truncated_archive_fails_and_leaves_the_store_as_it_was() {
         assert_eq!(fs::read(dst.root().join("index.json")).unwrap(), index);
     }
 }
+
+/// As docker: `rmi ID` removes every name of an image when they are tags of one repository,
+/// and refuses (naming them) without `-f` when they are in several; `-f` removes them all.
+#[test]
+fn rmi_by_id_needs_force_when_the_image_is_named_in_several_repositories() {
+    if !is_root_or_skip("rmi_by_id_needs_force_when_the_image_is_named_in_several_repositories") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let id = s
+        .ok(&["inspect", "--format", "id", "busybox"])
+        .trim()
+        .to_owned();
+    s.ok(&["tag", "busybox", "busybox:v1"]);
+    let out = s.ok(&["rmi", &id[7..19]]);
+    assert!(
+        out.contains("Untagged: busybox:latest")
+            && out.contains("Untagged: busybox:v1")
+            && out.contains(&format!("Deleted: {id}")),
+        "{out}"
+    );
+
+    let s = TestStore::with_busybox();
+    let id = s
+        .ok(&["inspect", "--format", "id", "busybox"])
+        .trim()
+        .to_owned();
+    s.ok(&["tag", "busybox", "example.com/team/tool:1"]);
+    let err = s.fails(&["rmi", &id]);
+    assert!(
+        err.contains("must be forced")
+            && err.contains("busybox:latest")
+            && err.contains("example.com/team/tool:1"),
+        "{err}"
+    );
+    // Nothing was removed.
+    assert_eq!(s.ok(&["inspect", "--format", "id", "busybox"]).trim(), id);
+    assert_eq!(
+        s.ok(&["inspect", "--format", "id", "example.com/team/tool:1"])
+            .trim(),
+        id
+    );
+    let out = s.ok(&["rmi", "-f", &id]);
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    s.fails(&["inspect", "busybox"]);
+}

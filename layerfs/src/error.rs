@@ -49,6 +49,12 @@ pub enum Error {
     /// A name or id prefix that matches more than one image.
     #[error("{0} is ambiguous: it matches more than one image")]
     AmbiguousImage(String),
+    /// `rmi` by id of an image named in several repositories, without force (docker's rule).
+    #[error(
+        "unable to delete {what} (must be forced): the image is referenced in several \
+         repositories ({names})"
+    )]
+    ImageInUse { what: String, names: String },
     /// A blob an image needs is missing from the store.
     #[error("blob {0} is missing from the store")]
     BlobNotFound(Digest),

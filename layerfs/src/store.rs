@@ -555,12 +555,32 @@ impl Store {
     }
 
     /// Removes an image: by name, just that name (the image goes when its last name goes); by
-    /// id or digest, every name of it. Returns what was removed, as `(untagged, deleted)`.
-    pub fn remove_image(&self, what: &str) -> Result<(Vec<Reference>, Option<Digest>)> {
+    /// id or digest, every name of it — but, as docker, only with `force` when those names are
+    /// in more than one repository. Returns what was removed, as `(untagged, deleted)`.
+    pub fn remove_image(
+        &self,
+        what: &str,
+        force: bool,
+    ) -> Result<(Vec<Reference>, Option<Digest>)> {
         let image = self.resolve_image(what)?;
         let by_name = Reference::parse(what)
             .ok()
             .filter(|r| image.names.contains(r));
+        if by_name.is_none() && !force {
+            let repositories: std::collections::BTreeSet<String> =
+                image.names.iter().map(Reference::name).collect();
+            if repositories.len() > 1 {
+                return Err(Error::ImageInUse {
+                    what: what.to_owned(),
+                    names: image
+                        .names
+                        .iter()
+                        .map(Reference::familiar)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+        }
         self.update_records(|records| {
             let mut untagged = Vec::new();
             records.retain(|r| {

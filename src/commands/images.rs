@@ -238,7 +238,7 @@ pub fn rmi(ctx: &Context, args: &RmiArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let mut failed = false;
     for what in &args.images {
-        match store.remove_image(what) {
+        match store.remove_image(what, args.force) {
             Ok((untagged, deleted)) => {
                 for name in untagged {
                     ctx.printer.out(format!("Untagged: {}", name.familiar()));
