@@ -5,7 +5,7 @@
 //! and ended with a sync flush, which byte-aligns it, so the blocks concatenate into one
 //! deflate stream inside one gzip member; the CRC-32s of the blocks are combined. This is how
 //! pigz works. Because the cut points are fixed, the bytes are the same whether one thread or
-//! sixteen did the work. Level 1, the default, deflates with ISA-L ([`super::igzip`]), the
+//! sixteen did the work. Level 1, the default, deflates with ISA-L (module `igzip`), the
 //! other levels with flate2/zlib-rs. Both are deterministic for a given build of strata; ISA-L
 //! picks its SSE/AVX2/AVX-512 code at run time, and its authors do not promise the same bytes
 //! from each, so a layer's diff_id (of the tar) is the reproducible identity across machines.
