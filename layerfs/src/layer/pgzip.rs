@@ -3,8 +3,8 @@
 //! The stream is cut into 1 MiB blocks. Each block is deflated on its own (primed with the
 //! previous block's last 32 KiB as dictionary, so the ratio stays close to a single stream)
 //! and ended with a sync flush, which byte-aligns it, so the blocks concatenate into one
-//! deflate stream inside one gzip member; the CRC-32s of the blocks are combined. This is how
-//! pigz works. Because the cut points are fixed, the bytes are the same whether one thread or
+//! deflate stream inside one gzip member; the CRC-32s of the blocks (ISA-L's, on the workers)
+//! are combined in order. This is how pigz works. Because the cut points are fixed, the bytes are the same whether one thread or
 //! sixteen did the work. Level 1, the default, deflates with ISA-L (module `igzip`), the
 //! other levels with flate2/zlib-rs. Both are deterministic for a given build of strata; ISA-L
 //! picks its SSE/AVX2/AVX-512 code at run time, and its authors do not promise the same bytes
@@ -15,9 +15,9 @@ use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use flate2::{Compress, Compression, Crc, FlushCompress};
+use flate2::{Compress, Compression, FlushCompress};
 
-use super::igzip::BlockDeflater;
+use super::igzip::{self, BlockDeflater};
 
 /// The size of a block; the last one may be shorter.
 pub(crate) const BLOCK: usize = 1 << 20;
@@ -25,8 +25,8 @@ const DICT: usize = 32 * 1024;
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown (as Go writes).
 const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
-/// A deflated block and the CRC-32 of its input.
-type BlockResult = io::Result<(Vec<u8>, Crc)>;
+/// A deflated block, and the CRC-32 and length of its input.
+type BlockResult = io::Result<(Vec<u8>, u32, usize)>;
 
 struct Job {
     dict: Vec<u8>,
@@ -45,7 +45,9 @@ pub struct ParallelGzEncoder<W: Write> {
     workers: Vec<(SyncSender<Job>, JoinHandle<()>)>,
     next_worker: usize,
     pending: VecDeque<Receiver<BlockResult>>,
-    crc: Crc,
+    /// CRC-32 and length (mod 2^32) of the input so far, for the gzip trailer.
+    crc: u32,
+    amount: u32,
     header_written: bool,
 }
 
@@ -59,12 +61,11 @@ impl<W: Write> std::fmt::Debug for ParallelGzEncoder<W> {
 
 /// Deflates a job's block: with ISA-L when the worker has it (level 1), else with zlib-rs.
 fn deflate_block(job: &Job, level: u32, isal: Option<&mut BlockDeflater>) -> BlockResult {
-    let mut crc = Crc::new();
-    crc.update(&job.data);
+    let crc = igzip::crc32(0, &job.data);
     if let Some(isal) = isal {
         let mut out = Vec::new();
         isal.deflate(&job.dict, &job.data, job.last, &mut out)?;
-        return Ok((out, crc));
+        return Ok((out, crc, job.data.len()));
     }
     let mut c = Compress::new(Compression::new(level), false);
     if !job.dict.is_empty() {
@@ -96,7 +97,55 @@ fn deflate_block(job: &Job, level: u32, isal: Option<&mut BlockDeflater>) -> Blo
             break;
         }
     }
-    Ok((out, crc))
+    Ok((out, crc, job.data.len()))
+}
+
+/// The gzip CRC-32 polynomial, bit-reflected.
+const CRC_POLY: u32 = 0xedb8_8320;
+
+/// `a * b` modulo the CRC polynomial, both bit-reflected (bit 31 is x^0).
+const fn mul_mod_poly(a: u32, mut b: u32) -> u32 {
+    let mut product = 0;
+    let mut bit = 1u32 << 31;
+    while bit != 0 {
+        if a & bit != 0 {
+            product ^= b;
+        }
+        bit >>= 1;
+        b = if b & 1 != 0 {
+            (b >> 1) ^ CRC_POLY
+        } else {
+            b >> 1
+        };
+    }
+    product
+}
+
+/// `x^(2^k)` modulo the polynomial, for k = 0..32.
+const X_POW_2K: [u32; 32] = {
+    let mut t = [0u32; 32];
+    t[0] = 1 << 30; // x^1
+    let mut k = 1;
+    while k < 32 {
+        t[k] = mul_mod_poly(t[k - 1], t[k - 1]);
+        k += 1;
+    }
+    t
+};
+
+/// The CRC-32 of A followed by B, from the CRC-32s of A and B and the length of B: A's CRC
+/// times `x^(8·len_b)`, plus B's (zlib's `crc32_combine`, in O(log len_b)).
+fn crc32_combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+    let mut shift = 1u32 << 31; // x^0
+    let (mut n, mut k) = (len_b, 3); // 8·len_b = len_b · 2^3
+    while n != 0 {
+        if n & 1 != 0 {
+            shift = mul_mod_poly(X_POW_2K[k % 32], shift);
+        }
+        n >>= 1;
+        k += 1;
+    }
+    mul_mod_poly(shift, crc_a) ^ crc_b
 }
 
 impl<W: Write> ParallelGzEncoder<W> {
@@ -124,7 +173,8 @@ impl<W: Write> ParallelGzEncoder<W> {
             workers,
             next_worker: 0,
             pending: VecDeque::new(),
-            crc: Crc::new(),
+            crc: 0,
+            amount: 0,
             header_written: false,
         }
     }
@@ -163,14 +213,15 @@ impl<W: Write> ParallelGzEncoder<W> {
         let Some(rx) = self.pending.pop_front() else {
             return Ok(());
         };
-        let (bytes, crc) = rx
+        let (bytes, crc, len) = rx
             .recv()
             .map_err(|_| io::Error::other("a gzip worker stopped"))??;
         if !self.header_written {
             self.out().write_all(&HEADER)?;
             self.header_written = true;
         }
-        self.crc.combine(&crc);
+        self.crc = crc32_combine(self.crc, crc, len as u64);
+        self.amount = self.amount.wrapping_add(len as u32);
         self.out().write_all(&bytes)
     }
 
@@ -180,7 +231,7 @@ impl<W: Write> ParallelGzEncoder<W> {
         while !self.pending.is_empty() {
             self.write_one()?;
         }
-        let (sum, amount) = (self.crc.sum(), self.crc.amount());
+        let (sum, amount) = (self.crc, self.amount);
         let out = self.out();
         out.write_all(&sum.to_le_bytes())?;
         out.write_all(&amount.to_le_bytes())?;
@@ -260,6 +311,19 @@ mod tests {
             d.read_to_end(&mut all).unwrap();
             assert_eq!(all.len(), len);
         }
+    }
+
+    #[test]
+    fn combined_crcs_are_the_crc_of_the_whole() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for cut in [0, 1, 4096, 100_000, data.len()] {
+            let (a, b) = data.split_at(cut);
+            let mut whole = flate2::Crc::new();
+            whole.update(&data);
+            let combined = crc32_combine(igzip::crc32(0, a), igzip::crc32(0, b), b.len() as u64);
+            assert_eq!(combined, whole.sum(), "cut at {cut}");
+        }
+        assert_eq!(igzip::crc32(0, b"123456789"), 0xcbf4_3926);
     }
 
     #[test]
