@@ -18,6 +18,13 @@ fn fingerprint(dir: &Path) -> String {
     ))
 }
 
+/// The id (config digest) of `image` in the store.
+fn image_id(s: &TestStore, image: &str) -> String {
+    s.ok(&["inspect", "--format", "id", image])
+        .trim()
+        .to_owned()
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
@@ -28,10 +35,7 @@ fn import_then_images_inspect_tag_rmi() {
         return;
     }
     let s = TestStore::with_busybox();
-    let id = s
-        .ok(&["inspect", "--format", "id", "busybox"])
-        .trim()
-        .to_owned();
+    let id = image_id(&s, "busybox");
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
     // The id is the digest of the config blob, which is what `inspect` prints by default.
     let config = json(&s.ok(&["inspect", "docker.io/library/busybox:latest"]));
@@ -533,10 +537,7 @@ fn rmi_by_id_needs_force_when_the_image_is_named_in_several_repositories() {
         return;
     }
     let s = TestStore::with_busybox();
-    let id = s
-        .ok(&["inspect", "--format", "id", "busybox"])
-        .trim()
-        .to_owned();
+    let id = image_id(&s, "busybox");
     s.ok(&["tag", "busybox", "busybox:v1"]);
     let out = s.ok(&["rmi", &id[7..19]]);
     assert!(
@@ -547,10 +548,7 @@ fn rmi_by_id_needs_force_when_the_image_is_named_in_several_repositories() {
     );
 
     let s = TestStore::with_busybox();
-    let id = s
-        .ok(&["inspect", "--format", "id", "busybox"])
-        .trim()
-        .to_owned();
+    let id = image_id(&s, "busybox");
     s.ok(&["tag", "busybox", "example.com/team/tool:1"]);
     let err = s.fails(&["rmi", &id]);
     assert!(
@@ -560,12 +558,8 @@ fn rmi_by_id_needs_force_when_the_image_is_named_in_several_repositories() {
         "{err}"
     );
     // Nothing was removed.
-    assert_eq!(s.ok(&["inspect", "--format", "id", "busybox"]).trim(), id);
-    assert_eq!(
-        s.ok(&["inspect", "--format", "id", "example.com/team/tool:1"])
-            .trim(),
-        id
-    );
+    assert_eq!(image_id(&s, "busybox"), id);
+    assert_eq!(image_id(&s, "example.com/team/tool:1"), id);
     let out = s.ok(&["rmi", "-f", &id]);
     assert!(out.contains(&format!("Deleted: {id}")), "{out}");
     s.fails(&["inspect", "busybox"]);
