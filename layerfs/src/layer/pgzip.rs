@@ -4,8 +4,8 @@
 //! previous block's last 32 KiB as dictionary, so the ratio stays close to a single stream)
 //! and ended with a sync flush, which byte-aligns it, so the blocks concatenate into one
 //! deflate stream inside one gzip member; the CRC-32s of the blocks (ISA-L's, on the workers)
-//! are combined in order. This is how pigz works. Because the cut points are fixed, the bytes are the same whether one thread or
-//! sixteen did the work. Level 1, the default, deflates with ISA-L (module `igzip`), the
+//! are combined in order. This is how pigz works. Because the cut points are fixed, the bytes
+//! are the same whether one thread or sixteen did the work. Level 1, the default, deflates with ISA-L (module `igzip`), the
 //! other levels with flate2/zlib-rs. Both are deterministic for a given build of strata; ISA-L
 //! picks its SSE/AVX2/AVX-512 code at run time, and its authors do not promise the same bytes
 //! from each, so a layer's diff_id (of the tar) is the reproducible identity across machines.
@@ -183,6 +183,16 @@ impl<W: Write> ParallelGzEncoder<W> {
         self.out.as_mut().expect("used only until finish")
     }
 
+    /// Writes `data`; a whole block that starts at a block boundary is handed to a worker as
+    /// it is, without a copy.
+    pub fn write_owned(&mut self, data: Vec<u8>) -> io::Result<()> {
+        if self.buf.is_empty() && data.len() == BLOCK {
+            self.buf = data;
+            return self.dispatch(false);
+        }
+        self.write_all(&data)
+    }
+
     /// Sends the buffered block to a worker; writes finished blocks while too many are out.
     fn dispatch(&mut self, last: bool) -> io::Result<()> {
         let data = std::mem::take(&mut self.buf);
@@ -236,18 +246,6 @@ impl<W: Write> ParallelGzEncoder<W> {
         out.write_all(&sum.to_le_bytes())?;
         out.write_all(&amount.to_le_bytes())?;
         Ok(self.out.take().expect("finished once"))
-    }
-}
-
-impl<W: Write> ParallelGzEncoder<W> {
-    /// Writes `data`; a whole block that starts at a block boundary is handed to a worker as
-    /// it is, without a copy.
-    pub fn write_owned(&mut self, data: Vec<u8>) -> io::Result<()> {
-        if self.buf.is_empty() && data.len() == BLOCK {
-            self.buf = data;
-            return self.dispatch(false);
-        }
-        self.write_all(&data)
     }
 }
 
