@@ -85,7 +85,8 @@ pub enum Command {
     Run(RunArgs),
     /// List the images in the store
     Images(ImagesArgs),
-    /// Print an image's config, manifest, id or digest
+    /// Print an image's config, manifest, id or digest, from the store or a registry
+    /// (`docker://REF`, nothing pulled)
     Inspect(InspectArgs),
     /// Show the steps that made an image, newest first, with the size of each one's layer
     History(HistoryArgs),
@@ -295,12 +296,24 @@ pub enum InspectFormat {
     Id,
     /// The manifest's digest
     Digest,
+    /// The manifest byte for byte as stored; for a `docker://` image, what the reference names
+    /// as the registry serves it (the index of a multi-platform image)
+    Raw,
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: InspectFormat,
+    /// For a `docker://` image: pick this platform from a multi-platform image [default: this
+    /// host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// For a `docker://` image: use plain HTTP and skip certificate checks (localhost and
+    /// 127.0.0.0/8 need no flag)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// A local image, or `docker://REFERENCE` for one in a registry (nothing is pulled)
     pub image: String,
 }
 

@@ -424,6 +424,100 @@ fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
     let err = none.fails(&["pull", "--platform", "linux", &reference]);
     assert!(err.contains("invalid platform"), "{err}");
     assert_store_whole(&arm);
+
+    // Inspected in the registry, the index resolves to the same platform pull picked, and
+    // `--format raw` is the index skopeo sees.
+    let remote = format!("docker://{reference}");
+    let inspect = |args: &[&str]| {
+        let mut all = vec!["inspect"];
+        all.extend(args);
+        all.push(&remote);
+        none.ok(&all)
+    };
+    let arm_config: Value = serde_json::from_str(&inspect(&[
+        "--platform",
+        "linux/arm64",
+        "--format",
+        "config",
+    ]))
+    .unwrap();
+    assert_eq!(arm_config["architecture"], "arm64");
+    assert_eq!(
+        inspect(&["--platform", "linux/arm64", "--format", "id"]).trim(),
+        arm.ok(&["inspect", "--format", "id", &reference]).trim()
+    );
+    let arm_digest = inspect(&["--platform", "linux/arm64", "--format", "digest"]);
+    assert_eq!(
+        arm_digest.trim(),
+        arm.ok(&["inspect", "--format", "digest", &reference])
+            .trim()
+    );
+    let raw = inspect(&["--format", "raw"]);
+    assert_eq!(
+        digest_of(raw.as_bytes()).to_string(),
+        skopeo_digest(&reference, None)
+    );
+    let index: Value = serde_json::from_str(&raw).unwrap();
+    let listed: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.contains(&arm_digest.trim()), "{listed:?}");
+    let err = none.fails(&["inspect", "--platform", "linux/riscv64", &remote]);
+    assert!(
+        err.contains("linux/riscv64") && err.contains("linux/s390x"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_of_a_docker_reference_reads_the_registry_and_stores_nothing() {
+    if !tools_or_skip("inspect_of_a_docker_reference_reads_the_registry_and_stores_nothing") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let s = TestStore::with_busybox();
+    let reference = format!("{}/inspect/me:v1", registry.host);
+    s.ok(&["push", "busybox", &reference]);
+    let remote = format!("docker://{reference}");
+    let elsewhere = TestStore::new();
+    for format in ["config", "manifest", "id", "digest", "raw"] {
+        assert_eq!(
+            elsewhere.ok(&["inspect", "--format", format, &remote]),
+            s.ok(&["inspect", "--format", format, "busybox"]),
+            "--format {format}"
+        );
+    }
+    let raw = elsewhere.ok(&["inspect", "--format", "raw", &remote]);
+    assert_eq!(
+        digest_of(raw.as_bytes()).to_string(),
+        skopeo_digest(&reference, None)
+    );
+    assert!(
+        !elsewhere.root().join("blobs").exists()
+            || std::fs::read_dir(elsewhere.root().join("blobs/sha256"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "inspect stored blobs"
+    );
+    let images: Value =
+        serde_json::from_str(&elsewhere.ok(&["images", "--format", "json"])).unwrap();
+    assert_eq!(images, serde_json::json!([]));
+
+    let err = elsewhere.fails(&[
+        "inspect",
+        &format!("docker://{}/absent/image:v9", registry.host),
+    ]);
+    assert!(
+        err.contains("not found") && err.contains("absent/image"),
+        "{err}"
+    );
+    let err = elsewhere.fails(&["inspect", "docker://Not/Valid:ref"]);
+    assert!(err.contains("invalid image reference"), "{err}");
 }
 
 #[test]

@@ -4,10 +4,11 @@
 //! ```text
 //! pull(&store, &reference, &PullOptions, &reporter) -> Pulled      registry → store
 //! push(&store, "image", Some(&dest), &PushOptions, &reporter)      store → registry
+//! inspect(&reference, &PullOptions, &reporter) -> RemoteImage      manifest + config only
 //! login(registry, credential, &ConnectOptions) / CredentialStore   credentials
 //! ```
 //!
-//! The async forms (`pull_async`, `push_async`) run on a multi-threaded tokio runtime; the
+//! The async forms (`pull_async`, `push_async`, `inspect_async`) run on a multi-threaded tokio runtime; the
 //! blocking ones make their own.
 //!
 //! Why not the `oci-client` crate: it buffers pulled layers in memory, has no retries, no
@@ -15,15 +16,16 @@
 //! wants every network byte to go straight into a verified blob and the layer extraction in one
 //! pass. So the protocol is spoken here directly over `reqwest` (rustls with the `ring` provider
 //! and the system's roots, from [`http_client`], which the builder's `ADD` of URLs uses too);
-//! the parts are small: [`client`] (scheme, auth handshake, retries),
-//! [`pull`](mod@pull), [`push`](mod@push), [`credentials`], and the pure [`challenge`], [`manifest`] and
-//! [`platform`].
+//! the parts are small: [`client`] (scheme, auth handshake, retries), [`pull`](mod@pull),
+//! [`push`](mod@push), [`inspect`](mod@inspect), [`credentials`], and the pure [`challenge`],
+//! [`manifest`] and [`platform`].
 
 pub mod challenge;
 pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod events;
+pub mod inspect;
 pub mod manifest;
 pub mod platform;
 pub mod pull;
@@ -35,6 +37,7 @@ pub use client::{ConnectOptions, RetryPolicy, http_client};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use events::{BlobKind, Event, Reporter, Silent, Skipped};
+pub use inspect::{RemoteImage, inspect, inspect_async};
 pub use platform::Platform;
 pub use pull::{PullOptions, Pulled, pull, pull_async};
 pub use push::{PushOptions, Pushed, push, push_async};

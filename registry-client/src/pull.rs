@@ -22,7 +22,7 @@ use layerfs::digest::{digest_of, parse_sha256};
 use layerfs::layer::commit::{chain_on, extract_stream};
 use layerfs::reference::Reference;
 use layerfs::store::{BlobWriter, Store, chain_ids};
-use oci_spec::image::{Descriptor, Digest, MediaType};
+use oci_spec::image::{Descriptor, Digest, ImageManifest, MediaType};
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 use tokio::sync::mpsc;
@@ -82,44 +82,18 @@ pub async fn pull_async(
     reporter: &dyn Reporter,
 ) -> Result<Pulled> {
     let repo = reference.repository();
-    let scopes = vec![format!("repository:{repo}:pull")];
-    let client = Client::connect(reference, scopes, &opts.connect, None, reporter).await?;
+    let (
+        client,
+        Resolved {
+            media_type,
+            bytes,
+            digest,
+            image,
+            index,
+        },
+    ) = resolve(reference, opts, reporter).await?;
     let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
-    let (mut media_type, mut bytes, mut digest) = fetch_manifest(
-        &client,
-        repo,
-        &reference.tag_or_digest(),
-        reference.digest(),
-    )
-    .await?;
-    let mut from_index = false;
-    let image = match manifest::parse(&bytes, Some(&media_type))
-        .map_err(|r| client.protocol(format!("manifest of {reference}"), r))?
-    {
-        (_, Manifest::Image(m)) => m,
-        (_, Manifest::Index(index)) => {
-            let chosen = select(index.manifests(), &wanted, &reference.familiar())?;
-            from_index = true;
-            (media_type, bytes, digest) = fetch_manifest(
-                &client,
-                repo,
-                chosen.digest().as_ref(),
-                Some(chosen.digest()),
-            )
-            .await?;
-            match manifest::parse(&bytes, Some(&media_type))
-                .map_err(|r| client.protocol(format!("manifest {}", chosen.digest()), r))?
-            {
-                (_, Manifest::Image(m)) => m,
-                (_, Manifest::Index(_)) => {
-                    return Err(client.protocol(
-                        format!("manifest {}", chosen.digest()),
-                        "an index inside an index",
-                    ));
-                }
-            }
-        }
-    };
+    let from_index = index.is_some();
     for layer in image.layers() {
         if !manifest::is_supported_layer(layer.media_type().as_ref()) {
             return Err(Error::Unsupported(format!(
@@ -238,6 +212,80 @@ pub fn pull(
     crate::runtime()?.block_on(pull_async(store, reference, opts, reporter))
 }
 
+/// An image manifest as a registry served it, for one platform.
+pub(crate) struct Resolved {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub image: Box<ImageManifest>,
+    /// The index the manifest was picked from, as served: its bytes and digest.
+    pub index: Option<(Vec<u8>, Digest)>,
+}
+
+/// Connects to the registry of `reference` to pull from it and fetches the manifest the
+/// reference names, verified; an index is resolved to the manifest of `opts.platform` (or
+/// else this host's platform).
+pub(crate) async fn resolve<'r>(
+    reference: &Reference,
+    opts: &PullOptions,
+    reporter: &'r dyn Reporter,
+) -> Result<(Client<'r>, Resolved)> {
+    let repo = reference.repository();
+    let scopes = vec![format!("repository:{repo}:pull")];
+    let client = Client::connect(reference, scopes, &opts.connect, None, reporter).await?;
+    let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
+    let resolved = resolve_manifest(&client, reference, &wanted).await?;
+    Ok((client, resolved))
+}
+
+/// The manifest `reference` names, verified; an index resolved to `wanted`'s manifest.
+async fn resolve_manifest(
+    client: &Client<'_>,
+    reference: &Reference,
+    wanted: &Platform,
+) -> Result<Resolved> {
+    let repo = reference.repository();
+    let (media_type, bytes, digest) =
+        fetch_manifest(client, repo, &reference.tag_or_digest(), reference.digest()).await?;
+    let index = match manifest::parse(&bytes, Some(&media_type))
+        .map_err(|r| client.protocol(format!("manifest of {reference}"), r))?
+    {
+        (_, Manifest::Image(image)) => {
+            return Ok(Resolved {
+                media_type,
+                bytes,
+                digest,
+                image,
+                index: None,
+            });
+        }
+        (_, Manifest::Index(index)) => index,
+    };
+    let chosen = select(index.manifests(), wanted, &reference.familiar())?;
+    let (chosen_type, chosen_bytes, chosen_digest) = fetch_manifest(
+        client,
+        repo,
+        chosen.digest().as_ref(),
+        Some(chosen.digest()),
+    )
+    .await?;
+    match manifest::parse(&chosen_bytes, Some(&chosen_type))
+        .map_err(|r| client.protocol(format!("manifest {}", chosen.digest()), r))?
+    {
+        (_, Manifest::Image(image)) => Ok(Resolved {
+            media_type: chosen_type,
+            bytes: chosen_bytes,
+            digest: chosen_digest,
+            image,
+            index: Some((bytes, digest)),
+        }),
+        (_, Manifest::Index(_)) => Err(client.protocol(
+            format!("manifest {}", chosen.digest()),
+            "an index inside an index",
+        )),
+    }
+}
+
 /// Fetches a manifest by tag or digest and checks it against `expected` (or else against the
 /// `Docker-Content-Digest` the registry sent). Returns its media type, bytes and digest.
 async fn fetch_manifest(
@@ -296,6 +344,17 @@ async fn fetch_config(
     if store.has_blob(desc.digest()) {
         return Ok((store.read_blob(desc.digest())?, false));
     }
+    let bytes = download_config(client, repo, desc).await?;
+    store.put_blob(&bytes)?;
+    Ok((bytes, true))
+}
+
+/// The config blob `desc` from the registry, checked against its digest.
+pub(crate) async fn download_config(
+    client: &Client<'_>,
+    repo: &str,
+    desc: &Descriptor,
+) -> Result<Vec<u8>> {
     let what = format!("image config {}", desc.digest());
     let url = client.url(&format!("/v2/{repo}/blobs/{}", desc.digest()));
     let resp = client.send(Method::GET, &url, true, |rb| rb).await?;
@@ -313,8 +372,7 @@ async fn fetch_config(
             actual,
         });
     }
-    store.put_blob(&bytes)?;
-    Ok((bytes, true))
+    Ok(bytes)
 }
 
 /// Makes sure the store has the extracted layer of `layer`, whose blob it already has (read

@@ -114,24 +114,40 @@ pub fn human_size(bytes: u64) -> String {
 }
 
 pub fn inspect(ctx: &Context, args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = args.image.strip_prefix(super::registry::DOCKER_TRANSPORT) {
+        return super::registry::inspect_remote(ctx, args, remote);
+    }
     let store = ctx.store()?;
     let image = store.resolve_image(&args.image)?;
     match args.format {
         InspectFormat::Id => ctx.printer.out(image.id()),
         InspectFormat::Digest => ctx.printer.out(&image.manifest_digest),
-        InspectFormat::Config | InspectFormat::Manifest => {
-            let digest = match args.format {
-                InspectFormat::Config => image.id().clone(),
-                _ => image.manifest_digest,
-            };
-            let bytes = store.read_blob(&digest)?;
-            let value: serde_json::Value = serde_json::from_slice(&bytes)
-                .with_context(|| format!("blob {digest} is not JSON"))?;
+        InspectFormat::Raw => {
             ctx.printer
-                .out(serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+                .out_bytes(&store.read_blob(&image.manifest_digest)?);
+        }
+        InspectFormat::Config => {
+            print_json(ctx, &store.read_blob(image.id())?, image.id())?;
+        }
+        InspectFormat::Manifest => {
+            let bytes = store.read_blob(&image.manifest_digest)?;
+            print_json(ctx, &bytes, &image.manifest_digest)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the JSON document `bytes` (the blob `digest`) pretty.
+pub(super) fn print_json(
+    ctx: &Context,
+    bytes: &[u8],
+    digest: &oci_spec::image::Digest,
+) -> anyhow::Result<()> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).with_context(|| format!("blob {digest} is not JSON"))?;
+    ctx.printer
+        .out(serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+    Ok(())
 }
 
 /// How many characters of a step's command `history` shows unless `--no-trunc`.

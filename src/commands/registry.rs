@@ -1,4 +1,4 @@
-//! `pull`, `push`, `login`, `logout`: images to and from registries.
+//! `pull`, `push`, `login`, `logout`, `inspect docker://`: images to and from registries.
 
 use std::io::{BufRead, Read};
 use std::process::ExitCode;
@@ -7,17 +7,23 @@ use anyhow::Context as _;
 use layerfs::reference::Reference;
 use layerfs::store::Store;
 use registry_client::{
-    ConnectOptions, Credential, CredentialStore, Platform, PullOptions, Pulled, PushOptions,
+    ConnectOptions, Credential, CredentialStore, Platform, PullOptions, Pulled, PushOptions, Silent,
 };
 use serde_json::json;
 
+use super::images::print_json;
 use super::{Context, human_size};
-use crate::cli::{LoginArgs, LogoutArgs, ProgressMode, PullArgs, PushArgs, RegistryArgs};
+use crate::cli::{
+    InspectArgs, InspectFormat, LoginArgs, LogoutArgs, ProgressMode, PullArgs, PushArgs,
+};
 use crate::progress::TransferProgress;
 
-fn connect_options(args: &RegistryArgs) -> ConnectOptions {
+/// The prefix that names an image in a registry rather than in the store (skopeo's transport).
+pub const DOCKER_TRANSPORT: &str = "docker://";
+
+fn connect_options(tls_verify: bool) -> ConnectOptions {
     ConnectOptions {
-        tls_verify: args.tls_verify,
+        tls_verify,
         ..ConnectOptions::default()
     }
 }
@@ -48,7 +54,7 @@ pub fn pull(ctx: &Context, args: PullArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let opts = PullOptions {
         platform,
-        connect: connect_options(&registry),
+        connect: connect_options(registry.tls_verify),
         ..PullOptions::default()
     };
     let pulled = pull_with_progress(ctx, &store, &reference, &opts, registry.progress)?;
@@ -92,6 +98,30 @@ pub(super) fn pull_with_progress(
     Ok(pulled)
 }
 
+/// `inspect docker://REFERENCE`: the manifest and config from the registry, nothing pulled.
+pub fn inspect_remote(
+    ctx: &Context,
+    args: &InspectArgs,
+    reference: &str,
+) -> anyhow::Result<ExitCode> {
+    let reference = Reference::parse(reference)?;
+    let opts = PullOptions {
+        platform: args.platform.as_deref().map(Platform::parse).transpose()?,
+        connect: connect_options(args.tls_verify),
+        ..PullOptions::default()
+    };
+    let image = registry_client::inspect(&reference, &opts, &Silent)
+        .with_context(|| format!("inspecting {}", reference.familiar()))?;
+    match args.format {
+        InspectFormat::Id => ctx.printer.out(image.config.digest()),
+        InspectFormat::Digest => ctx.printer.out(image.manifest.digest()),
+        InspectFormat::Raw => ctx.printer.out_bytes(&image.raw),
+        InspectFormat::Config => print_json(ctx, &image.config_bytes, image.config.digest())?,
+        InspectFormat::Manifest => print_json(ctx, &image.manifest_bytes, image.manifest.digest())?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
     let PushArgs {
         registry,
@@ -103,7 +133,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
     let progress = TransferProgress::new(registry.progress, ctx.printer);
     let opts = PushOptions {
-        connect: connect_options(&registry),
+        connect: connect_options(registry.tls_verify),
         ..PushOptions::default()
     };
     let shown = destination
