@@ -1315,3 +1315,71 @@ fn named_build_contexts_feed_copy_and_run_mounts() {
         "{log}"
     );
 }
+
+/// `--build-context NAME=docker-image://REF` as buildx has it: `FROM NAME` and `--from=NAME`
+/// use the image REF (the name matches as an image name does), and bad specs are named.
+#[test]
+fn named_image_contexts_stand_in_for_an_image_in_from_and_copy() {
+    if !is_root_or_skip("named_image_contexts_stand_in_for_an_image_in_from_and_copy") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let base = context(&s, "base", "FROM busybox\nRUN echo v2 > /version\n");
+    let (ok, log) = build(&s, "mybase:v2", &base, &[]);
+    assert!(ok, "{log}");
+    // alpine is not in the store and there is no network: only the contexts make this build.
+    let ctx = context(
+        &s,
+        "ctx",
+        "FROM alpine\nRUN cat /version > /seen-by-run\n\
+         COPY --from=tools:1.0 /version /copied\n",
+    );
+    let contexts = [
+        "--build-context",
+        "docker.io/library/alpine:latest=docker-image://mybase:v2",
+        "--build-context",
+        "tools:1.0=docker-image://mybase:v2",
+    ];
+    let (ok, log) = build(&s, "uses-contexts", &ctx, &contexts);
+    assert!(ok, "{log}");
+    let read = |path: &str| s.ok(&["run", "--rm", "uses-contexts", "cat", path]);
+    assert_eq!(read("/seen-by-run"), "v2\n");
+    assert_eq!(read("/copied"), "v2\n");
+    let (ok, log) = build(&s, "uses-contexts", &ctx, &contexts);
+    assert!(ok && cached(&log, 2) && cached(&log, 3), "{log}");
+
+    for (spec, says) in [
+        (
+            "x=docker-image://Not/Valid",
+            "--build-context x=docker-image://Not/Valid",
+        ),
+        (
+            "x=git://example.com/repo",
+            "only local directories and docker-image://",
+        ),
+        (
+            "Bad=docker-image://busybox",
+            "--build-context Bad=docker-image://busybox",
+        ),
+    ] {
+        let (ok, log) = build(&s, "bad", &ctx, &["--build-context", spec]);
+        assert!(!ok && log.contains(says), "{spec}: {log}");
+    }
+    let (ok, log) = build(
+        &s,
+        "bad",
+        &ctx,
+        &[
+            "--build-context",
+            "a=docker-image://busybox",
+            "--build-context",
+            "a=/tmp",
+        ],
+    );
+    assert!(
+        !ok && log.contains("another --build-context has the name a"),
+        "{log}"
+    );
+    let images = s.ok(&["images", "--format", "json"]);
+    assert!(!images.contains("docker.io/library/bad:latest"), "{images}");
+}

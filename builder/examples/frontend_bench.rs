@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 target: None,
                 build_args: &build_args,
                 platform: Platform::host(),
+                image_contexts: &[],
             };
             let mut times = Vec::new();
             let mut stages = 0;

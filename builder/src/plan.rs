@@ -102,6 +102,35 @@ pub struct PlanOptions<'a> {
     pub build_args: &'a BTreeMap<String, String>,
     /// The platform built for (and on).
     pub platform: Platform,
+    /// Named contexts that are images (`--build-context NAME=docker-image://REF`).
+    pub image_contexts: &'a [ImageContext],
+}
+
+/// A named context that is an image (`--build-context NAME=docker-image://REF`, as buildx has
+/// it): `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` mean the image REF. NAME
+/// matches as an image name does (`alpine` is `docker.io/library/alpine:latest`); a stage of
+/// that name still comes first.
+#[derive(Debug, Clone)]
+pub struct ImageContext {
+    pub name: Reference,
+    /// REF as written.
+    pub image: String,
+    pub reference: Reference,
+}
+
+/// The image `image` (as written) names, or the image context's of that name.
+fn image_base(image: &str, contexts: &[ImageContext]) -> Result<Base, ReferenceError> {
+    let reference = Reference::parse(image)?;
+    Ok(match contexts.iter().find(|c| c.name == reference) {
+        Some(c) => Base::Image {
+            name: c.image.clone(),
+            reference: c.reference.clone(),
+        },
+        None => Base::Image {
+            name: image.to_owned(),
+            reference,
+        },
+    })
 }
 
 /// What a stage is built on, or what `COPY --from` copies from.
@@ -153,6 +182,7 @@ pub struct Plan<'df> {
     lexer: Lexer,
     declared_args: BTreeSet<String>,
     build_args: BTreeSet<String>,
+    image_contexts: Vec<ImageContext>,
 }
 
 impl<'df> Plan<'df> {
@@ -182,6 +212,7 @@ impl<'df> Plan<'df> {
             stage,
             from,
             &self.lexer,
+            &self.image_contexts,
         )
     }
 
@@ -425,11 +456,7 @@ pub fn plan<'df>(df: &'df Dockerfile, options: &PlanOptions<'_>) -> Result<Plan<
         {
             Base::Stage(stage.index)
         } else {
-            let reference = Reference::parse(&image).map_err(|e| err(e.into()))?;
-            Base::Image {
-                name: image,
-                reference,
-            }
+            image_base(&image, options.image_contexts).map_err(|e| err(e.into()))?
         };
         let platform = from
             .platform
@@ -454,8 +481,15 @@ pub fn plan<'df>(df: &'df Dockerfile, options: &PlanOptions<'_>) -> Result<Plan<
         let mut uses = BTreeSet::new();
         for instruction in stages[index].instructions {
             for from in from_references(&instruction.command) {
-                let base = resolve_from(&stages[..index], &stages, index, &from, &lexer)
-                    .map_err(at(instruction))?;
+                let base = resolve_from(
+                    &stages[..index],
+                    &stages,
+                    index,
+                    &from,
+                    &lexer,
+                    options.image_contexts,
+                )
+                .map_err(at(instruction))?;
                 if let Base::Stage(used) = base {
                     uses.insert(used);
                 }
@@ -490,6 +524,7 @@ pub fn plan<'df>(df: &'df Dockerfile, options: &PlanOptions<'_>) -> Result<Plan<
         lexer,
         declared_args,
         build_args: options.build_args.keys().cloned().collect(),
+        image_contexts: options.image_contexts.to_vec(),
     })
 }
 
@@ -519,6 +554,7 @@ fn resolve_from(
     current: usize,
     from: &str,
     lexer: &Lexer,
+    image_contexts: &[ImageContext],
 ) -> Result<Base, PlanErrorKind> {
     let bad = |reason: String| PlanErrorKind::BadFrom {
         from: from.to_owned(),
@@ -554,11 +590,7 @@ fn resolve_from(
     if from == "scratch" {
         return Ok(Base::Scratch);
     }
-    let reference = Reference::parse(from)?;
-    Ok(Base::Image {
-        name: from.to_owned(),
-        reference,
-    })
+    Ok(image_base(from, image_contexts)?)
 }
 
 #[cfg(test)]
@@ -592,6 +624,7 @@ mod tests {
                 target,
                 build_args,
                 platform: amd64(),
+                image_contexts: &[],
             },
         )
     }
@@ -603,6 +636,45 @@ mod tests {
     const MULTISTAGE: &str = "FROM busybox AS build\nRUN mkdir /out\nFROM busybox AS unused\nRUN exit 1\n\
         FROM build AS test\nRUN echo tested\nFROM busybox\nCOPY --from=build /out/artifact /artifact\n\
         COPY --from=test /out/tested /tested\nRUN test ! -e /out\n";
+
+    #[test]
+    fn image_contexts_replace_images_by_normalized_name_but_not_stages() {
+        let df = parse(
+            "FROM alpine:latest AS tools\nFROM docker.io/library/alpine\n\
+             COPY --from=tools /a /a\nCOPY --from=helper /b /b\n",
+        )
+        .unwrap();
+        let context = |name: &str, image: &str| ImageContext {
+            name: Reference::parse(name).unwrap(),
+            image: image.to_owned(),
+            reference: Reference::parse(image).unwrap(),
+        };
+        let contexts = [
+            context("alpine", "mirror.example/alpine:3.20"),
+            context("tools", "busybox:1.36"),
+            context("helper", "busybox:1.37"),
+        ];
+        let none = BTreeMap::new();
+        let p = plan(
+            &df,
+            &PlanOptions {
+                target: None,
+                build_args: &none,
+                platform: amd64(),
+                image_contexts: &contexts,
+            },
+        )
+        .unwrap();
+        let image = |b: &Base| match b {
+            Base::Image { name, .. } => name.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(image(&p.stages[0].base), "mirror.example/alpine:3.20");
+        assert_eq!(image(&p.stages[1].base), "mirror.example/alpine:3.20");
+        assert_eq!(p.resolve_from(1, "tools").unwrap(), Base::Stage(0));
+        assert_eq!(image(&p.resolve_from(1, "helper").unwrap()), "busybox:1.37");
+        assert_eq!(image(&p.resolve_from(1, "other").unwrap()), "other");
+    }
 
     #[test]
     fn stages_nobody_needs_are_not_built() {

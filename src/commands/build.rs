@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 use builder::build::{
     BuildOptions, DockerfileSource, Event, Network, Reporter, Secret, SshAgent, build,
 };
+use builder::plan::ImageContext;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerfs::archive;
 use layerfs::layer::compress::Compression;
@@ -55,24 +56,39 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             }
         }
     }
-    let named_contexts = args
-        .build_contexts
-        .iter()
-        .map(|spec| {
-            let (name, dir) = spec
-                .split_once('=')
-                .filter(|(n, d)| !n.is_empty() && !d.is_empty())
-                .with_context(|| format!("--build-context {spec}: expected NAME=DIR"))?;
-            anyhow::ensure!(
-                !dir.contains("://"),
-                "--build-context {spec}: only local directories are supported"
-            );
-            let dir =
-                std::fs::canonicalize(dir).with_context(|| format!("--build-context {spec}"))?;
-            anyhow::ensure!(dir.is_dir(), "--build-context {spec}: not a directory");
-            Ok((name.to_owned(), dir))
-        })
-        .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
+    let mut named_contexts = BTreeMap::new();
+    let mut image_contexts = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for spec in &args.build_contexts {
+        let (name, source) = spec
+            .split_once('=')
+            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
+            .with_context(|| {
+                format!("--build-context {spec}: expected NAME=DIR or NAME=docker-image://REF")
+            })?;
+        anyhow::ensure!(
+            seen.insert(name),
+            "--build-context {spec}: another --build-context has the name {name}"
+        );
+        if let Some(image) = source.strip_prefix("docker-image://") {
+            image_contexts.push(ImageContext {
+                name: Reference::parse(name)
+                    .with_context(|| format!("--build-context {spec}: the name"))?,
+                image: image.to_owned(),
+                reference: Reference::parse(image)
+                    .with_context(|| format!("--build-context {spec}: the image"))?,
+            });
+            continue;
+        }
+        anyhow::ensure!(
+            !source.contains("://"),
+            "--build-context {spec}: only local directories and docker-image:// are supported"
+        );
+        let dir =
+            std::fs::canonicalize(source).with_context(|| format!("--build-context {spec}"))?;
+        anyhow::ensure!(dir.is_dir(), "--build-context {spec}: not a directory");
+        named_contexts.insert(name.to_owned(), dir);
+    }
     // `--label KEY` is an empty label, as docker has it.
     let labels = args
         .labels
@@ -168,6 +184,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     let opts = BuildOptions {
         context,
         named_contexts,
+        image_contexts,
         dockerfile,
         build_args,
         labels,

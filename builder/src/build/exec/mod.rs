@@ -34,7 +34,7 @@ use super::state::{ImageState, step_key};
 use super::userdb;
 use crate::dockerfile::{self, Command, CommandLine, Dockerfile, Instruction};
 use crate::dockerignore::{Dockerignore, Verdict};
-use crate::plan::{self, Base, Plan, PlanOptions, Platform, Stage};
+use crate::plan::{self, Base, ImageContext, Plan, PlanOptions, Platform, Stage};
 use crate::shell_words::Variables;
 
 mod copy_step;
@@ -59,6 +59,8 @@ pub struct BuildOptions<'a> {
     /// Named contexts (`--build-context NAME=DIR`): `COPY --from=NAME` and
     /// `RUN --mount=from=NAME` read these directories, before any stage or image of that name.
     pub named_contexts: BTreeMap<String, PathBuf>,
+    /// Named contexts that are images (`--build-context NAME=docker-image://REF`).
+    pub image_contexts: Vec<ImageContext>,
     /// The Dockerfile: a file (inside the context or not), or its text (`-f -`: stdin).
     pub dockerfile: DockerfileSource,
     pub build_args: BTreeMap<String, String>,
@@ -195,6 +197,7 @@ pub fn build(
             target: opts.target.as_deref(),
             build_args: &opts.build_args,
             platform: Platform::host(),
+            image_contexts: &opts.image_contexts,
         },
     )
     .map_err(|e| BuildError::Parse(e.in_file(&file).to_string()))?;
