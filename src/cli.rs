@@ -247,6 +247,11 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Give the container every capability, no seccomp filter, the host's devices and a
+    /// writable /sys, as `docker run --privileged` does (for docker-in-docker, buildah, FUSE
+    /// or loop devices inside the container)
+    #[arg(long, conflicts_with_all = ["cap_add", "cap_drop"])]
+    pub privileged: bool,
     /// Add a capability to docker's default set (e.g. NET_ADMIN, or ALL; repeatable)
     #[arg(long = "cap-add", value_name = "CAP")]
     pub cap_add: Vec<String>,

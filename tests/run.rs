@@ -1363,6 +1363,73 @@ fn cap_add_and_cap_drop_change_capabilities_and_the_filter() {
     assert_nothing_left(&store);
 }
 
+/// `--privileged` as docker has it: every capability the host's bounding set holds, no
+/// seccomp filter, the host's devices (usable), `/sys` writable and nothing masked or read-only
+/// under `/proc`; without it, none of that. It cannot be mixed with `--cap-add`/`--cap-drop`.
+#[test]
+fn privileged_gives_every_capability_the_host_devices_and_no_filter() {
+    let Some((_g, store)) =
+        setup("privileged_gives_every_capability_the_host_devices_and_no_filter")
+    else {
+        return;
+    };
+    let script = "grep -E '^(CapEff|Seccomp):' /proc/self/status | tr -s '\\t ' ' '; \
+                  for d in /dev/fuse /dev/loop-control; do [ -c $d ] && echo has $d; done; \
+                  [ -c /dev/fuse ] && exec 3<>/dev/fuse && echo opened /dev/fuse; exec 3<&-; \
+                  grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; \
+                  grep -c ' /proc/sys ' /proc/mounts; \
+                  mkdir -p /m && mount -t tmpfs none /m 2>/dev/null && echo mounted; true";
+    let host_bounding = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let host_has = |d: &str| {
+        std::fs::metadata(d).is_ok_and(|m| {
+            use std::os::unix::fs::FileTypeExt as _;
+            m.file_type().is_char_device()
+        })
+    };
+    let mut expected = format!("CapEff: {host_bounding}\nSeccomp: 0\n");
+    for d in ["/dev/fuse", "/dev/loop-control"] {
+        if host_has(d) {
+            expected.push_str(&format!("has {d}\n"));
+        }
+    }
+    if host_has("/dev/fuse") {
+        expected.push_str("opened /dev/fuse\n");
+    }
+    expected.push_str("rw\n0\nmounted");
+    assert_eq!(
+        run_ok(&store, &["--privileged", "busybox", "sh", "-c", script]),
+        expected
+    );
+    assert_eq!(
+        run_ok(&store, &["busybox", "sh", "-c", script]),
+        format!(
+            "CapEff: {:016x}\nSeccomp: 2\nro\n1",
+            runner::default_capability_mask()
+        )
+    );
+    let out = store.output(&[
+        "run",
+        "--privileged",
+        "--cap-drop",
+        "CHOWN",
+        "busybox",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--cap-drop"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_nothing_left(&store);
+}
+
 /// `--tmpfs` as docker has it: a fresh, writable tmpfs even on a `--read-only` root, `noexec`
 /// `nosuid` `nodev` unless asked otherwise, tmpfs's size and mode honoured; a bad spec is
 /// refused with 125 before anything runs.

@@ -100,8 +100,11 @@ fn prepare_and_exec(l: &Launch<'_>) -> Result<std::convert::Infallible> {
     }
     limit_bounding_set(&l.spec.capabilities)?;
     // Installed while still privileged (so without no_new_privs): it allows what follows.
-    for filter in seccomp::default_filters(&l.spec.capabilities)? {
-        sys::install_seccomp(&filter).sys("install the seccomp filter")?;
+    // `--privileged` has none, as in docker.
+    if !l.spec.privileged {
+        for filter in seccomp::default_filters(&l.spec.capabilities)? {
+            sys::install_seccomp(&filter).sys("install the seccomp filter")?;
+        }
     }
     if l.can_setgroups {
         let groups: Vec<Gid> = l.user.groups.iter().map(|&g| Gid::from_raw(g)).collect();

@@ -9,7 +9,10 @@
 //!   a bind mount of the host's node, so a device node made in the container cannot be
 //!   opened: the role docker's device cgroup plays), a private `devpts`, `/dev/shm`,
 //!   `/dev/mqueue`;
-//! - `/sys` read-only; the caller's bind mounts (`nodev`) and tmpfs mounts (`noexec`,
+//! - `/sys` read-only;
+//! - with `--privileged` (as docker): every host device node under `/dev` (bound like the
+//!   others), `/sys` and `/sys/fs/cgroup` writable, nothing masked or read-only in `/proc`;
+//! - the caller's bind mounts (`nodev`) and tmpfs mounts (`noexec`,
 //!   `nosuid`, `nodev` unless asked otherwise); `/etc/hosts`, `/etc/hostname`
 //!   and `/etc/resolv.conf` bind-mounted from a private tmpfs so they never end up in the
 //!   image's layers.
@@ -21,7 +24,7 @@
 use std::fs::Permissions;
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
 use pathrs::Root;
@@ -102,9 +105,9 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
         created: Vec::new(),
     };
     fs.mount_proc()?;
-    fs.mount_dev(in_userns)?;
-    fs.mount_sys()?;
-    fs.mount_cgroups()?;
+    fs.mount_dev(in_userns, spec.privileged)?;
+    fs.mount_sys(spec.privileged)?;
+    fs.mount_cgroups(spec.privileged)?;
     for m in &spec.mounts {
         fs.bind(m)?;
     }
@@ -112,8 +115,10 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
         fs.tmpfs(m)?;
     }
     fs.etc_files(spec)?;
-    fs.mask_paths()?;
-    fs.read_only_paths()?;
+    if !spec.privileged {
+        fs.mask_paths()?;
+        fs.read_only_paths()?;
+    }
     fs.working_dir(&spec.cwd)?;
     let created = fs.created;
     if spec.read_only_rootfs {
@@ -158,6 +163,75 @@ fn mount_root(rootfs: &Rootfs) -> Result<OwnedFd> {
     // Device nodes in the image (or made in the container) cannot be opened.
     sys::set_mount_attrs(fd.as_fd(), libc::MOUNT_ATTR_NODEV, false).at("set nodev on", path)?;
     Ok(fd)
+}
+
+/// The attributes of a kernel filesystem mounted in the container: read-only unless
+/// `writable`.
+fn read_only_unless(writable: bool) -> MountAttrFlags {
+    if writable {
+        sys::DATA_ONLY
+    } else {
+        sys::DATA_ONLY | MountAttrFlags::MOUNT_ATTR_RDONLY
+    }
+}
+
+/// Directories of the host's /dev whose nodes `--privileged` does not take: the container has
+/// its own of each (or, for `fd`, a link).
+const HOST_DEV_SKIPPED: &[&str] = &["pts", "shm", "mqueue", "fd"];
+
+/// `--privileged`: binds every character and block device of the host's /dev, at the same
+/// path, into the fresh /dev tmpfs `dev` (as docker creates them all), except those the
+/// container has anyway.
+fn bind_host_devices(dev: BorrowedFd<'_>) -> Result<()> {
+    let host_dev = Path::new("/dev");
+    let walk = walkdir::WalkDir::new(host_dev)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| {
+            e.depth() > 1
+                || !e
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| HOST_DEV_SKIPPED.contains(&n))
+        });
+    for entry in walk {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(host_dev).to_owned();
+            Error::io("read the host's", path, e.into())
+        })?;
+        let host = entry.path();
+        let (Some(host_str), Ok(relative)) = (host.to_str(), host.strip_prefix(host_dev)) else {
+            continue;
+        };
+        let Some(relative) = relative.to_str() else {
+            continue;
+        };
+        let kind = entry.file_type();
+        if kind.is_dir() {
+            match rustix::fs::mkdirat(dev, relative, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e).at("create", host),
+            }
+            continue;
+        }
+        if !(kind.is_char_device() || kind.is_block_device())
+            || DEVICES.contains(&relative)
+            || DEV_LINKS.iter().any(|(link, _)| *link == relative)
+        {
+            continue;
+        }
+        rustix::fs::openat(
+            dev,
+            relative,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .at("create", host)?;
+        let node = sys::clone_mount(CWD, host_str, false).at("bind the host's", host)?;
+        sys::attach_mount_at(node.as_fd(), dev, relative).at("bind the host's", host)?;
+    }
+    Ok(())
 }
 
 /// Mounts into one root, recording the mount points it had to create.
@@ -236,7 +310,7 @@ impl Builder<'_> {
         sys::attach_mount(proc.as_fd(), target.as_fd()).sys("mount /proc")
     }
 
-    fn mount_dev(&mut self, in_userns: bool) -> Result<()> {
+    fn mount_dev(&mut self, in_userns: bool, privileged: bool) -> Result<()> {
         let target = self.dir("/dev", 0o755)?;
         let dev = sys::new_mount(
             "tmpfs",
@@ -259,6 +333,9 @@ impl Builder<'_> {
                 sys::clone_mount(CWD, &host, false).at("bind the host's", Path::new(&host))?;
             sys::attach_mount_at(node.as_fd(), dev, name)
                 .at("bind the host's", Path::new(&host))?;
+        }
+        if privileged {
+            bind_host_devices(dev)?;
         }
         let mut pts_options = vec![
             ("newinstance", None),
@@ -308,18 +385,19 @@ impl Builder<'_> {
         sys::attach_mount_at(fs.as_fd(), dev, name).at("mount", &path)
     }
 
-    fn mount_sys(&mut self) -> Result<()> {
+    fn mount_sys(&mut self, writable: bool) -> Result<()> {
         let target = self.dir("/sys", 0o555)?;
-        let attrs = sys::DATA_ONLY | MountAttrFlags::MOUNT_ATTR_RDONLY;
+        let attrs = read_only_unless(writable);
         let sysfs = match sys::new_mount("sysfs", &[], attrs) {
             Ok(fs) => fs,
             // In a user namespace sharing the host's network, sysfs cannot be mounted: bind
             // the host's, read-only.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 let tree = sys::clone_mount(CWD, "/sys", true).sys("bind /sys")?;
+                let readonly = if writable { 0 } else { libc::MOUNT_ATTR_RDONLY };
                 sys::set_mount_attrs(
                     tree.as_fd(),
-                    libc::MOUNT_ATTR_RDONLY
+                    readonly
                         | libc::MOUNT_ATTR_NOSUID
                         | libc::MOUNT_ATTR_NODEV
                         | libc::MOUNT_ATTR_NOEXEC,
@@ -335,11 +413,11 @@ impl Builder<'_> {
 
     /// The host's cgroup hierarchies at /sys/fs/cgroup, read-only, as seen from the
     /// container's cgroup namespace (its own cgroup is their root), as docker mounts them.
-    fn mount_cgroups(&mut self) -> Result<()> {
+    fn mount_cgroups(&mut self, writable: bool) -> Result<()> {
         let Some(target) = self.existing("/sys/fs/cgroup")? else {
             return Ok(());
         };
-        let attrs = sys::DATA_ONLY | MountAttrFlags::MOUNT_ATTR_RDONLY;
+        let attrs = read_only_unless(writable);
         let path = Path::new("/sys/fs/cgroup");
         let (hierarchies, unified) = match Layout::detect() {
             Ok(Layout::V2(_)) => {

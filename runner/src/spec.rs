@@ -46,6 +46,10 @@ pub struct Spec {
     /// [`crate::image::capabilities`]); the bounding set of any other user's. The seccomp
     /// filter allows what these grant, as docker's profile does.
     pub capabilities: Vec<caps::Capability>,
+    /// `--privileged`, as docker has it: no seccomp filter, every host device in `/dev`,
+    /// `/sys` and the cgroup hierarchies writable, nothing masked or read-only under `/proc`.
+    /// (The capabilities are the caller's to set: docker gives every one.)
+    pub privileged: bool,
 }
 
 /// The container's network.
@@ -258,6 +262,7 @@ impl Spec {
             limits: Limits::default(),
             tty: None,
             capabilities: crate::caps::DEFAULT_CAPABILITIES.to_vec(),
+            privileged: false,
         }
     }
 

@@ -87,7 +87,11 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         env_overrides.extend(read_env_file(file)?);
     }
     env_overrides.extend(args.env.iter().cloned());
-    let capabilities = runner::image::capabilities(&args.cap_add, &args.cap_drop)?;
+    let capabilities = if args.privileged {
+        runner::image::capabilities(&["ALL".to_owned()], &[])?
+    } else {
+        runner::image::capabilities(&args.cap_add, &args.cap_drop)?
+    };
     let mounts = args
         .volumes
         .iter()
@@ -162,6 +166,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         |k| std::env::var(k).ok(),
     );
     spec.capabilities = capabilities;
+    spec.privileged = args.privileged;
     spec.cwd = args
         .workdir
         .or_else(|| config.working_dir.clone())
