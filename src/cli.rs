@@ -379,8 +379,9 @@ pub enum ArchiveFormat {
 pub struct SaveArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: ArchiveFormat,
+    /// Where to write [default: stdout, which must not be a terminal; `-` too]
     #[arg(short = 'o', long = "output", value_name = "PATH")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// The images to write, each with the name it is given by (blobs they share go once)
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -388,9 +389,10 @@ pub struct SaveArgs {
 
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// A docker archive, an OCI archive or an OCI layout directory
+    /// A docker archive, an OCI archive or an OCI layout directory [default: an archive on
+    /// stdin; `-` too]
     #[arg(short = 'i', long = "input", value_name = "PATH")]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -324,6 +324,86 @@ fn save_load_round_trip_in_every_format() {
     }
 }
 
+/// `save` without `-o` writes to stdout and `load` without `-i` reads stdin, as docker's do:
+/// `save > x.tar`, `save | gzip`, `load < x.tar`, `cat x.tar | load`; a truncated archive on a
+/// pipe fails naming stdin and leaves nothing in tmp; an OCI layout dir cannot be a stream.
+#[test]
+fn save_to_stdout_and_load_from_stdin_as_docker_does() {
+    if !is_root_or_skip("save_to_stdout_and_load_from_stdin_as_docker_does") {
+        return;
+    }
+    let src = TestStore::with_busybox();
+    let id = src
+        .ok(&["inspect", "--format", "id", "busybox"])
+        .trim()
+        .to_owned();
+    let strata = common::strata_bin();
+    let root = |s: &TestStore| s.root().display().to_string();
+    let docker = src.path("saved.tar");
+    let oci = src.path("saved-oci.tar.gz");
+    sh(&format!(
+        "{bin} --root {r} save busybox > {docker} && \
+         {bin} --root {r} save --format oci-archive -o - busybox | gzip > {oci}",
+        bin = strata.display(),
+        r = root(&src),
+        docker = docker.display(),
+        oci = oci.display()
+    ));
+    for (feed, load) in [
+        (String::new(), format!("load < {}", docker.display())),
+        (String::new(), format!("load -i - < {}", docker.display())),
+        (format!("zcat {} |", oci.display()), "load".to_owned()),
+    ] {
+        let dst = TestStore::new();
+        let out = sh(&format!(
+            "{feed} {bin} --root {r} {load}",
+            bin = strata.display(),
+            r = root(&dst)
+        ));
+        assert_eq!(out.trim(), "Loaded image: busybox:latest", "{load}");
+        assert_eq!(
+            dst.ok(&["inspect", "--format", "id", "busybox"]).trim(),
+            id,
+            "{load}"
+        );
+        dst.ok(&["fsck"]);
+    }
+
+    let dst = TestStore::new();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 100000 {} | {} --root {} load",
+            docker.display(),
+            strata.display(),
+            root(&dst)
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("stdin"), "{err}");
+    assert_eq!(dst.ok(&["images", "--format", "json"]).trim(), "[]");
+    let tmp = dst.root().join("tmp");
+    assert!(
+        !tmp.exists() || fs::read_dir(&tmp).unwrap().next().is_none(),
+        "left in tmp"
+    );
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} --root {} save --format oci-dir busybox | cat",
+            strata.display(),
+            root(&src)
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be written to a stream"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `save` of several images (as `docker save` takes them): one archive with every name, each
 /// blob they share written once, in every format; `load` gives back every name with the same
 /// ids, and skopeo picks one image of the OCI archive by its tag.

@@ -58,18 +58,9 @@ pub fn save(
 ) -> Result<()> {
     let tmp = temporary_beside(dest);
     let result = match format {
-        Format::DockerArchive => {
-            let file = File::create(&tmp).at("create", &tmp)?;
-            save_docker(store, images, BufWriter::with_capacity(1 << 20, file))
-        }
-        Format::OciArchive => {
-            let file = File::create(&tmp).at("create", &tmp)?;
-            let mut out = ArchiveOut::Tar(
-                TarWriter::new(BufWriter::with_capacity(1 << 20, file), None),
-                Vec::new(),
-            );
-            save_oci(store, images, &mut out).and_then(|()| out.finish(&tmp))
-        }
+        Format::DockerArchive | Format::OciArchive => File::create(&tmp)
+            .at("create", &tmp)
+            .and_then(|file| save_stream(store, images, format, file, &tmp)),
         Format::OciDir => {
             fs::create_dir(&tmp).at("create directory", &tmp)?;
             let mut out = ArchiveOut::Dir(tmp.clone());
@@ -90,6 +81,47 @@ pub fn save(
         };
     }
     done
+}
+
+/// Writes `images` as a tar archive in `format` (not [`Format::OciDir`]) to `out`, an open
+/// file or a pipe such as stdout (`docker save > x.tar`, `docker save | gzip`); fsync'd when it
+/// is a regular file. `what` names `out` in errors.
+pub fn save_stream(
+    store: &Store,
+    images: &[(Image, Option<Reference>)],
+    format: Format,
+    out: File,
+    what: &Path,
+) -> Result<()> {
+    let out = BufWriter::with_capacity(1 << 20, out);
+    let file = match format {
+        Format::DockerArchive => save_docker(store, images, out, what)?,
+        Format::OciArchive => {
+            let mut archive = ArchiveOut::Tar(TarWriter::new(out, None), Vec::new());
+            save_oci(store, images, &mut archive)?;
+            let ArchiveOut::Tar(tar, _) = archive else {
+                unreachable!("made as a tar above")
+            };
+            finish_tar(tar, what)?
+        }
+        Format::OciDir => {
+            return Err(archive_err(
+                what,
+                "an OCI layout directory cannot be written to a stream",
+            ));
+        }
+    };
+    if file.metadata().at("stat", what)?.is_file() {
+        file.sync_all().at("fsync", what)?;
+    }
+    Ok(())
+}
+
+/// Ends the archive `tar` and returns its file, flushed.
+fn finish_tar(tar: TarWriter<BufWriter<File>>, what: &Path) -> Result<File> {
+    let w = tar.finish().at("write", what)?;
+    w.into_inner()
+        .map_err(|e| Error::io("write", what, e.into_error()))
 }
 
 /// Where a file or directory is made before it is renamed to `dest`: beside it.
@@ -194,17 +226,6 @@ impl ArchiveOut {
             }
         }
     }
-
-    fn finish(self, path: &Path) -> Result<()> {
-        if let ArchiveOut::Tar(t, _) = self {
-            let w = t.finish().at("write", path)?;
-            let f = w
-                .into_inner()
-                .map_err(|e| Error::io("write", path, e.into_error()))?;
-            f.sync_all().at("fsync", path)?;
-        }
-        Ok(())
-    }
 }
 
 fn file_entry(name: &str, size: u64) -> EntryMeta {
@@ -285,7 +306,8 @@ fn save_docker(
     store: &Store,
     images: &[(Image, Option<Reference>)],
     out: BufWriter<File>,
-) -> Result<()> {
+    what: &Path,
+) -> Result<File> {
     let mut tar = TarWriter::new(out, None);
     // One manifest.json entry per image, with all the names it was asked for by.
     let mut entries: Vec<(&Image, Vec<String>, Vec<String>)> = Vec::new();
@@ -336,11 +358,7 @@ fn save_docker(
         Some(&mut &bytes[..]),
     )
     .at("write archive entry", Path::new("manifest.json"))?;
-    let w = tar.finish().at("write", Path::new("archive"))?;
-    let f = w
-        .into_inner()
-        .map_err(|e| Error::io("write", "archive", e.into_error()))?;
-    f.sync_all().at("fsync", Path::new("archive"))
+    finish_tar(tar, what)
 }
 
 /// Appends `layer` to a docker archive as the uncompressed tar `entry`. The tar entry needs

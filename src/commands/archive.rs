@@ -1,10 +1,14 @@
 //! `save` and `load`: images to and from docker archives, OCI archives and OCI layout dirs.
 
+use std::io::IsTerminal as _;
+use std::os::fd::AsFd as _;
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use layerfs::archive::{self, Format};
 use layerfs::reference::Reference;
+use layerfs::store::Store;
 
 use super::Context;
 use crate::cli::{ArchiveFormat, LoadArgs, SaveArgs};
@@ -26,20 +30,31 @@ pub fn save(ctx: &Context, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         ArchiveFormat::OciArchive => Format::OciArchive,
         ArchiveFormat::OciDir => Format::OciDir,
     };
-    archive::save(&store, &images, format, &args.output).with_context(|| {
-        format!(
-            "saving {} to {}",
-            args.images.join(", "),
-            args.output.display()
-        )
-    })?;
+    let names = args.images.join(", ");
+    match args.output.as_deref().filter(|o| *o != Path::new("-")) {
+        Some(output) => archive::save(&store, &images, format, output)
+            .with_context(|| format!("saving {names} to {}", output.display()))?,
+        None => {
+            anyhow::ensure!(
+                !std::io::stdout().is_terminal(),
+                "refusing to write an archive to a terminal: use -o PATH or redirect stdout"
+            );
+            let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
+            archive::save_stream(&store, &images, format, stdout.into(), Path::new("stdout"))
+                .with_context(|| format!("saving {names} to stdout"))?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn load(ctx: &Context, args: &LoadArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
-    let loaded = archive::load(&store, &args.input)
-        .with_context(|| format!("loading {}", args.input.display()))?;
+    let loaded = match args.input.as_deref().filter(|i| *i != Path::new("-")) {
+        Some(input) => {
+            archive::load(&store, input).with_context(|| format!("loading {}", input.display()))?
+        }
+        None => load_stdin(&store).context("loading the archive on stdin")?,
+    };
     for image in loaded {
         if image.names.is_empty() {
             ctx.printer.out(format!("Loaded image ID: {}", image.id));
@@ -50,4 +65,30 @@ pub fn load(ctx: &Context, args: &LoadArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the archive on stdin: read in place when stdin is a file (`strata load < x.tar`),
+/// otherwise first copied whole into the store's tmp (a pipe cannot be read twice, and a
+/// docker archive's manifest comes last).
+fn load_stdin(store: &Store) -> anyhow::Result<Vec<archive::Loaded>> {
+    let stdin = std::io::stdin();
+    anyhow::ensure!(
+        !stdin.is_terminal(),
+        "no archive: stdin is a terminal (use -i PATH or redirect stdin)"
+    );
+    let fd = stdin.as_fd();
+    if rustix::fs::fstat(fd)
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_file())
+    {
+        return Ok(archive::load(store, Path::new("/dev/stdin"))?);
+    }
+    let spool = store.tmp_path("stdin-archive");
+    let result = (|| {
+        let mut file = std::fs::File::create(&spool)
+            .with_context(|| format!("creating {}", spool.display()))?;
+        std::io::copy(&mut stdin.lock(), &mut file).context("reading stdin")?;
+        Ok(archive::load(store, &spool)?)
+    })();
+    let _ = std::fs::remove_file(&spool);
+    result
 }
