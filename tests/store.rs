@@ -54,11 +54,7 @@ fn import_then_images_inspect_tag_rmi() {
         s.ok(&["inspect", "--format", "digest", &id[7..19]]).trim(),
         digest
     );
-    assert_eq!(
-        s.ok(&["inspect", "--format", "id", &format!("busybox@{digest}")])
-            .trim(),
-        id
-    );
+    assert_eq!(image_id(&s, &format!("busybox@{digest}")), id);
 
     s.ok(&["tag", "busybox", "localhost:5000/mine:v1"]);
     let list = json(&s.ok(&["images", "--format", "json"]));
@@ -105,11 +101,7 @@ fn import_then_images_inspect_tag_rmi() {
 
     // rmi by name drops just that name; the image stays under its other name.
     assert_eq!(s.ok(&["rmi", "busybox"]).trim(), "Untagged: busybox:latest");
-    assert_eq!(
-        s.ok(&["inspect", "--format", "id", "localhost:5000/mine:v1"])
-            .trim(),
-        id
-    );
+    assert_eq!(image_id(&s, "localhost:5000/mine:v1"), id);
     let err = s.fails(&["inspect", "busybox"]);
     assert!(err.contains("busybox"), "{err}");
     let out = s.ok(&["rmi", "localhost:5000/mine:v1"]);
@@ -250,10 +242,7 @@ fn load_takes_what_skopeo_writes_and_the_rootfs_matches_byte_for_byte() {
         return;
     }
     let src = TestStore::with_busybox();
-    let id = src
-        .ok(&["inspect", "--format", "id", "busybox"])
-        .trim()
-        .to_owned();
+    let id = image_id(&src, "busybox");
     let layer = |s: &TestStore| {
         let layers = fs::read_dir(s.root().join("layers"))
             .unwrap()
@@ -277,11 +266,7 @@ fn load_takes_what_skopeo_writes_and_the_rootfs_matches_byte_for_byte() {
         let dst = TestStore::new();
         let out = dst.ok(&["load", "-i", path.to_str().unwrap()]);
         assert!(out.contains("busybox:latest"), "{transport}: {out}");
-        assert_eq!(
-            dst.ok(&["inspect", "--format", "id", "busybox"]).trim(),
-            id,
-            "{transport}"
-        );
+        assert_eq!(image_id(&dst, "busybox"), id, "{transport}");
         assert_eq!(layer(&dst), want, "{transport}: the loaded rootfs differs");
         dst.ok(&["fsck"]);
     }
@@ -294,10 +279,7 @@ fn save_load_round_trip_in_every_format() {
     }
     let src = TestStore::with_busybox();
     src.ok(&["tag", "busybox", "example.com/team/app:1.0"]);
-    let id = src
-        .ok(&["inspect", "--format", "id", "busybox"])
-        .trim()
-        .to_owned();
+    let id = image_id(&src, "busybox");
     for format in ["docker-archive", "oci-archive", "oci-dir"] {
         let out = src.path(format);
         src.ok(&[
@@ -315,11 +297,7 @@ fn save_load_round_trip_in_every_format() {
             "Loaded image: example.com/team/app:1.0",
             "{format}"
         );
-        assert_eq!(
-            dst.ok(&["inspect", "--format", "id", "example.com/team/app:1.0"])
-                .trim(),
-            id
-        );
+        assert_eq!(image_id(&dst, "example.com/team/app:1.0"), id);
         dst.ok(&["fsck"]);
     }
 }
@@ -333,10 +311,7 @@ fn save_to_stdout_and_load_from_stdin_as_docker_does() {
         return;
     }
     let src = TestStore::with_busybox();
-    let id = src
-        .ok(&["inspect", "--format", "id", "busybox"])
-        .trim()
-        .to_owned();
+    let id = image_id(&src, "busybox");
     let strata = common::strata_bin();
     let root = |s: &TestStore| s.root().display().to_string();
     let docker = src.path("saved.tar");
@@ -361,11 +336,7 @@ fn save_to_stdout_and_load_from_stdin_as_docker_does() {
             r = root(&dst)
         ));
         assert_eq!(out.trim(), "Loaded image: busybox:latest", "{load}");
-        assert_eq!(
-            dst.ok(&["inspect", "--format", "id", "busybox"]).trim(),
-            id,
-            "{load}"
-        );
+        assert_eq!(image_id(&dst, "busybox"), id, "{load}");
         dst.ok(&["fsck"]);
     }
 
