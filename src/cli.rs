@@ -275,6 +275,12 @@ pub struct RunArgs {
 pub struct ImagesArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
+    /// Only the image ids, each image once (for `strata rmi $(strata images -q)`)
+    #[arg(short, long, conflicts_with = "format")]
+    pub quiet: bool,
+    /// Whole image ids (`sha256:…`), not their first 12 digits
+    #[arg(long)]
+    pub no_trunc: bool,
     /// Only this repository (every tag of it), or with `:TAG` only that tag
     #[arg(value_name = "REPOSITORY[:TAG]")]
     pub filter: Option<String>,

@@ -41,6 +41,22 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
         let size: u64 = image.manifest.layers().iter().map(|l| l.size()).sum();
         rows.push((record.name, image, size));
     }
+    let shown_id = |image: &layerfs::store::Image| {
+        if args.no_trunc {
+            image.id().to_string()
+        } else {
+            image.id().digest()[..12].to_owned()
+        }
+    };
+    if args.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for (_, image, _) in &rows {
+            if seen.insert(image.id().clone()) {
+                ctx.printer.out(shown_id(image));
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match args.format {
         ListFormat::Json => {
             let list: Vec<serde_json::Value> = rows
@@ -76,7 +92,7 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
                 };
                 ctx.printer.out(format!(
                     "{repo:<40} {tag:<16} {:<14} {:>10}",
-                    &image.id().digest()[..12],
+                    shown_id(&image),
                     human_size(size)
                 ));
             }
