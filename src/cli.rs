@@ -156,6 +156,12 @@ pub struct BuildArgs {
     /// Run every step, using no cached result
     #[arg(long)]
     pub no_cache: bool,
+    /// Squash the layers the build made into one, over the base image's (as docker's)
+    #[arg(long)]
+    pub squash: bool,
+    /// Squash every layer, the base image's too, into one (as podman's)
+    #[arg(long, conflicts_with = "squash")]
+    pub squash_all: bool,
     /// The network of RUN steps
     #[arg(long, value_enum, default_value = "host")]
     pub network: NetworkMode,

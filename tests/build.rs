@@ -1316,6 +1316,78 @@ fn named_build_contexts_feed_copy_and_run_mounts() {
     );
 }
 
+/// `--squash` makes the build's layers one over the base image's, `--squash-all` the whole
+/// image one layer; files added then removed are gone, a base file removed stays removed,
+/// history still pairs with the layers, the image runs, and a rebuild is cached.
+#[test]
+fn squash_makes_the_new_layers_one_and_squash_all_the_whole_image() {
+    if !is_root_or_skip("squash_makes_the_new_layers_one_and_squash_all_the_whole_image") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let ctx = context(
+        &s,
+        "ctx",
+        "FROM busybox\nRUN echo a > /a && mkdir /d && echo x > /d/x\n\
+         RUN echo b > /b && rm /a\nRUN rm /bin/ls /d/x\nENV SQUASHED=yes\n",
+    );
+    let layers = |image: &str| -> usize {
+        let manifest: serde_json::Value =
+            serde_json::from_str(&s.ok(&["inspect", "--format", "manifest", image])).unwrap();
+        manifest["layers"].as_array().unwrap().len()
+    };
+    let history_layers = |image: &str| -> usize {
+        let config: serde_json::Value = serde_json::from_str(&s.ok(&["inspect", image])).unwrap();
+        config["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["empty_layer"] != true)
+            .count()
+    };
+    let base = layers("busybox");
+    let check = |image: &str| {
+        let seen = s.ok(&[
+            "run",
+            "--rm",
+            image,
+            "sh",
+            "-c",
+            "cat /b; ls /a /bin/ls /d/x 2>&1 | wc -l; ls -d /d; echo $SQUASHED; /bin/echo ok",
+        ]);
+        assert_eq!(seen, "b\n3\n/d\nyes\nok\n", "{image}");
+    };
+    let (ok, log) = build(&s, "layered", &ctx, &[]);
+    assert!(ok, "{log}");
+    assert_eq!(layers("layered"), base + 3);
+    check("layered");
+
+    let (ok, log) = build(&s, "squashed", &ctx, &["--squash"]);
+    assert!(ok, "{log}");
+    assert_eq!(layers("squashed"), base + 1);
+    assert_eq!(history_layers("squashed"), base + 1);
+    check("squashed");
+    let id = s.ok(&["inspect", "--format", "id", "squashed"]);
+    let (ok, log) = build(&s, "squashed", &ctx, &["--squash"]);
+    assert!(ok, "{log}");
+    assert_eq!(s.ok(&["inspect", "--format", "id", "squashed"]), id);
+
+    let (ok, log) = build(&s, "flat", &ctx, &["--squash-all"]);
+    assert!(ok, "{log}");
+    assert_eq!(layers("flat"), 1);
+    assert_eq!(history_layers("flat"), 1);
+    check("flat");
+    s.ok(&["fsck"]);
+    assert!(
+        tmp_entries(&s).iter().all(|e| !e.contains("squash")),
+        "{:?}",
+        tmp_entries(&s)
+    );
+
+    let (ok, log) = build(&s, "both", &ctx, &["--squash", "--squash-all"]);
+    assert!(!ok && log.contains("--squash"), "{log}");
+}
+
 /// `--build-context NAME=docker-image://REF` as buildx has it: `FROM NAME` and `--from=NAME`
 /// use the image REF (the name matches as an image name does), and bad specs are named.
 #[test]

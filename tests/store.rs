@@ -100,7 +100,10 @@ fn import_then_images_inspect_tag_rmi() {
     );
     // `-q`: each image's id once, however many names it has (here two).
     assert_eq!(s.ok(&["images", "-q"]), format!("{}\n", &id[7..19]));
-    assert_eq!(s.ok(&["images", "--quiet", "--no-trunc"]), format!("{id}\n"));
+    assert_eq!(
+        s.ok(&["images", "--quiet", "--no-trunc"]),
+        format!("{id}\n")
+    );
     assert!(s.ok(&["images", "--no-trunc"]).contains(&id));
 
     // rmi by name drops just that name; the image stays under its other name.

@@ -19,8 +19,7 @@ use serde::Deserialize;
 use crate::config::{ImageConfig, canonical_json, host_architecture};
 use crate::digest::{digest_of, parse_sha256};
 use crate::error::{Error, IoContext, Result};
-use crate::layer::apply::{ApplyOptions, Target, apply};
-use crate::layer::commit::{chain_on, extract_stream};
+use crate::layer::commit::{chain_on, extract_stream, flatten_into};
 use crate::layer::compress::{Detected, decompress, detect};
 use crate::layer::tarball::{EntryKind, EntryMeta, TarWriter};
 use crate::reference::Reference;
@@ -162,12 +161,7 @@ pub fn export_rootfs(store: &Store, image: &Image, dest: &Path) -> Result<()> {
     let tmp = temporary_beside(dest);
     fs::create_dir(&tmp).at("create directory", &tmp)?;
     let result = (|| {
-        let opts = ApplyOptions::for_this_process(Target::Rootfs);
-        for layer in image.manifest.layers() {
-            let blob = store.open_blob(layer.digest())?;
-            let input = decompress(blob).at("decompress", &store.blob_path(layer.digest()))?;
-            apply(input, &tmp, &opts)?;
-        }
+        flatten_into(store, image.manifest.layers(), &tmp)?;
         make_room_for_dir(dest)?;
         fs::rename(&tmp, dest).at("rename", &tmp)
     })();

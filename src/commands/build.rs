@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use builder::build::{
-    BuildOptions, DockerfileSource, Event, Network, Reporter, Secret, SshAgent, build,
+    BuildOptions, DockerfileSource, Event, Network, Reporter, Secret, Squash, SshAgent, build,
 };
 use builder::plan::ImageContext;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -190,6 +190,11 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         labels,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        squash: if args.squash_all {
+            Some(Squash::All)
+        } else {
+            args.squash.then_some(Squash::NewLayers)
+        },
         network: match args.network {
             NetworkMode::Host => Network::Host,
             NetworkMode::None => Network::None,

@@ -9,8 +9,8 @@
 
 use std::path::PathBuf;
 
-use layerfs::config::ImageConfig;
-use layerfs::layer::commit::ensure_extracted;
+use layerfs::config::{History, ImageConfig};
+use layerfs::layer::commit::{CommitOptions, ensure_extracted, squash};
 use layerfs::store::{Image, Store, chain_ids};
 use oci_spec::image::{Descriptor, Digest, MediaType};
 use serde::Serialize;
@@ -58,6 +58,56 @@ impl ImageState {
     /// Stores this state's config and manifest; returns the manifest's descriptor.
     pub fn save(&self, store: &Store) -> layerfs::Result<Descriptor> {
         store.put_image(&self.config, &self.layers)
+    }
+
+    /// This state with its layers above the first `keep` squashed into one (`--squash` keeps
+    /// the base image's, `--squash-all` none). The history entries of the squashed layers
+    /// become empty ones, followed by one for the new layer. The result is cached under a key
+    /// of its own, so an unchanged rebuild does not squash again.
+    pub fn squashed(
+        &self,
+        store: &Store,
+        keep: usize,
+        opts: CommitOptions,
+    ) -> layerfs::Result<ImageState> {
+        let squashed = self.layers.len().saturating_sub(keep);
+        if squashed < 2 {
+            return Ok(self.clone());
+        }
+        let key = step_key(
+            &self.key,
+            &serde_json::json!({ "squash": keep, "compression": format!("{:?}", opts.compression) }),
+        );
+        if let Some(cached) = ImageState::from_cache(store, &key) {
+            return Ok(cached);
+        }
+        let blob = squash(store, &self.layers, keep, opts)?;
+        let mut config = self.config.clone();
+        config.rootfs.diff_ids.truncate(keep);
+        config.rootfs.diff_ids.push(blob.diff_id);
+        for (layer, h) in config
+            .history
+            .iter_mut()
+            .filter(|h| !h.empty_layer)
+            .enumerate()
+        {
+            h.empty_layer = layer >= keep;
+        }
+        config.history.push(History {
+            created: config.created.clone(),
+            created_by: Some(format!("strata build: {squashed} layers squashed into one")),
+            comment: Some("squashed".to_owned()),
+            ..History::default()
+        });
+        let mut layers = self.layers[..keep].to_vec();
+        layers.push(blob.descriptor);
+        let state = ImageState {
+            config,
+            layers,
+            key,
+        };
+        state.to_cache(store)?;
+        Ok(state)
     }
 
     /// The state recorded in the cache for `key`, if any.

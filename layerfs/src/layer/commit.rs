@@ -14,7 +14,7 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 
 use super::apply::{ApplyOptions, Target, apply};
 use super::compress::{Compression, decompress};
-use super::diff::write_layer;
+use super::diff::{write_changes, write_layer};
 use super::tarball::TarWriter;
 use crate::digest::{Hasher, HashingReader};
 use crate::error::{Error, IoContext, Result};
@@ -333,6 +333,44 @@ fn extract_into(
         }
         Ok((read_digest, read_size))
     })
+}
+
+/// Applies the layer blobs `layers` of the store, bottom first, to the plain directory `root`:
+/// the flattened tree of the stack, whiteouts carried out.
+pub fn flatten_into(store: &Store, layers: &[Descriptor], root: &Path) -> Result<()> {
+    let opts = ApplyOptions::for_this_process(Target::Rootfs);
+    for layer in layers {
+        let blob = store.open_blob(layer.digest())?;
+        let input = decompress(blob).at("decompress", &store.blob_path(layer.digest()))?;
+        apply(input, root, &opts)?;
+    }
+    Ok(())
+}
+
+/// Squashes `layers[keep..]` into one layer over `layers[..keep]` (`docker build --squash`;
+/// `keep` 0 squashes the whole stack): both stacks are flattened into plain trees under the
+/// store's tmp, and the changes from the lower to the whole become the new layer's blob.
+/// Nothing is left under tmp, whatever happens.
+pub fn squash(
+    store: &Store,
+    layers: &[Descriptor],
+    keep: usize,
+    opts: CommitOptions,
+) -> Result<LayerBlob> {
+    let work = store.tmp_path("squash");
+    let (below, whole) = (work.join("below"), work.join("whole"));
+    let result = (|| {
+        for dir in [&below, &whole] {
+            std::fs::create_dir_all(dir).at("create directory", dir)?;
+        }
+        flatten_into(store, &layers[..keep], &below)?;
+        flatten_into(store, layers, &whole)?;
+        write_blob(store, opts, |tar| {
+            write_changes(&below, &whole, tar).map(drop)
+        })
+    })();
+    let _ = remove_tree(&work);
+    result
 }
 
 /// Makes sure every layer of a stack is extracted (from the blobs in the store), bottom first,

@@ -49,6 +49,15 @@ pub enum Network {
     None,
 }
 
+/// Which layers `--squash`/`--squash-all` make into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Squash {
+    /// The layers the build made (over the target stage's base), as `docker build --squash`.
+    NewLayers,
+    /// Every layer, the base image's too, as `podman build --squash-all`.
+    All,
+}
+
 /// Fetches an image that is not in the store into it.
 pub type Puller<'a> = &'a (dyn Fn(&Reference) -> Result<(), String> + Sync);
 
@@ -68,6 +77,8 @@ pub struct BuildOptions<'a> {
     pub labels: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// Squash the image's layers into one at the end.
+    pub squash: Option<Squash>,
     pub network: Network,
     pub compression: Compression,
     /// Fetches an image that is not in the store (FROM, COPY --from); `None` to refuse.
@@ -221,6 +232,7 @@ pub fn build(
         stages: HashMap::new(),
         fallback: std::sync::Mutex::new(None),
         pulled: std::sync::Mutex::default(),
+        base_layers: HashMap::new(),
     };
     for stage in plan.build_order() {
         b.current = stage.index;
@@ -245,6 +257,17 @@ pub fn build(
             .labels
             .get_or_insert_with(BTreeMap::new)
             .extend(opts.labels.clone());
+    }
+    if let Some(squash) = opts.squash {
+        let keep = match squash {
+            Squash::NewLayers => b.base_layers[&plan.target],
+            Squash::All => 0,
+        };
+        let commit = CommitOptions {
+            compression: opts.compression,
+            clamp_mtime: source_date_epoch(),
+        };
+        state = state.squashed(store, keep, commit)?;
     }
     let manifest = state.save(store)?;
     Ok(Built {
@@ -300,6 +323,8 @@ struct Builder<'a, 'o> {
     fallback: std::sync::Mutex<Option<Option<String>>>,
     /// The images pulled by this build (`--pull` pulls each one once).
     pulled: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// How many layers each stage built so far started from (its base's).
+    base_layers: HashMap<usize, usize>,
 }
 
 /// What a `.dockerignore` verdict means to a source walk.
@@ -359,6 +384,7 @@ impl Builder<'_, '_> {
         let id = self.start(&stage_label, 1, total, from_ins);
         let started = Instant::now();
         let mut state = self.base(&stage.base, from_ins)?;
+        self.base_layers.insert(stage.index, state.layers.len());
         self.reporter.event(Event::Cached { id });
         self.reporter.event(Event::Done {
             id,
