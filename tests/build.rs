@@ -1129,6 +1129,71 @@ fn build_output_writes_the_files_or_an_archive() {
     assert!(!ok && log.contains("type registry"), "{log}");
     assert!(!log.contains("#1"), "refused before building: {log}");
     s.fails(&["inspect", "bad"]);
+    let (ok, log) = build(&s, "bad", &artifacts, &["-o", "type=local,dest=-"]);
+    assert!(
+        !ok && log.contains("type=local writes a directory"),
+        "{log}"
+    );
+
+    // type=tar: the files as one tar, to a file or to stdout (then the id goes to stderr).
+    let files = s.path("files.tar");
+    let (ok, log) = build(
+        &s,
+        "deleting",
+        &deleting,
+        &["-o", &format!("type=tar,dest={}", files.display())],
+    );
+    assert!(ok, "{log}");
+    let listed = sh(&format!("tar -tf {} | sort", files.display()));
+    assert!(
+        listed.lines().any(|l| l == "kept")
+            && listed.lines().any(|l| l == "bin/busybox")
+            && !listed
+                .lines()
+                .any(|l| l.contains("gone") || l.contains(".wh.")),
+        "{listed}"
+    );
+    let mut cmd = s.cmd(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "deleting",
+        "-o",
+        "type=tar,dest=-",
+        deleting.to_str().unwrap(),
+    ]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        fs::read(&files).unwrap(),
+        "the same tar on stdout"
+    );
+    let id = s.ok(&["inspect", "--format", "id", "deleting"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(id.trim()),
+        "the id on stderr"
+    );
+    let mut cmd = s.cmd(&[
+        "build",
+        "-t",
+        "deleting",
+        "-o",
+        "type=docker,dest=-",
+        deleting.to_str().unwrap(),
+    ]);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success());
+    let piped = s.path("piped.tar");
+    fs::write(&piped, &out.stdout).unwrap();
+    let third = TestStore::new();
+    third.ok(&["load", "-i", piped.to_str().unwrap()]);
+    assert_eq!(third.ok(&["inspect", "--format", "id", "deleting"]), id);
 }
 
 /// `strata build -` as `docker build -` reads it: a tar of the context on stdin (gzip here),

@@ -21,6 +21,7 @@ use crate::digest::{digest_of, parse_sha256};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::commit::{chain_on, extract_stream, flatten_into};
 use crate::layer::compress::{Detected, decompress, detect};
+use crate::layer::diff::write_changes;
 use crate::layer::tarball::{EntryKind, EntryMeta, TarWriter};
 use crate::reference::Reference;
 use crate::store::{Image, StagedBlob, Store};
@@ -55,31 +56,43 @@ pub fn save(
     format: Format,
     dest: &Path,
 ) -> Result<()> {
+    if format != Format::OciDir {
+        return write_file_in_place(dest, |file, tmp| {
+            save_stream(store, images, format, file, tmp)
+        });
+    }
     let tmp = temporary_beside(dest);
-    let result = match format {
-        Format::DockerArchive | Format::OciArchive => File::create(&tmp)
-            .at("create", &tmp)
-            .and_then(|file| save_stream(store, images, format, file, &tmp)),
-        Format::OciDir => {
-            fs::create_dir(&tmp).at("create directory", &tmp)?;
-            let mut out = ArchiveOut::Dir(tmp.clone());
-            save_oci(store, images, &mut out)
-        }
-    };
-    let done = result.and_then(|()| {
-        if format == Format::OciDir {
-            make_room_for_dir(dest)?;
-        }
+    fs::create_dir(&tmp).at("create directory", &tmp)?;
+    let done = save_oci(store, images, &mut ArchiveOut::Dir(tmp.clone())).and_then(|()| {
+        make_room_for_dir(dest)?;
         fs::rename(&tmp, dest).at("rename", &tmp)
     });
     if done.is_err() {
-        let _ = if tmp.is_dir() {
-            fs::remove_dir_all(&tmp)
-        } else {
-            fs::remove_file(&tmp)
-        };
+        let _ = fs::remove_dir_all(&tmp);
     }
     done
+}
+
+/// Makes the file `dest` with `write` (given the open file and the path it has meanwhile):
+/// beside `dest` first, renamed into place only once `write` succeeds, removed otherwise.
+fn write_file_in_place(dest: &Path, write: impl FnOnce(File, &Path) -> Result<()>) -> Result<()> {
+    let tmp = temporary_beside(dest);
+    let done = File::create(&tmp)
+        .at("create", &tmp)
+        .and_then(|file| write(file, &tmp))
+        .and_then(|()| fs::rename(&tmp, dest).at("rename", &tmp));
+    if done.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    done
+}
+
+/// Flushes `file` to disk when it is a regular file (not a pipe or a terminal).
+fn sync_if_file(file: &File, what: &Path) -> Result<()> {
+    if file.metadata().at("stat", what)?.is_file() {
+        file.sync_all().at("fsync", what)?;
+    }
+    Ok(())
 }
 
 /// Writes `images` as a tar archive in `format` (not [`Format::OciDir`]) to `out`, an open
@@ -110,10 +123,7 @@ pub fn save_stream(
             ));
         }
     };
-    if file.metadata().at("stat", what)?.is_file() {
-        file.sync_all().at("fsync", what)?;
-    }
-    Ok(())
+    sync_if_file(&file, what)
 }
 
 /// Ends the archive `tar` and returns its file, flushed.
@@ -168,6 +178,38 @@ pub fn export_rootfs(store: &Store, image: &Image, dest: &Path) -> Result<()> {
     if result.is_err() {
         let _ = crate::store::remove_tree(&tmp);
     }
+    result
+}
+
+/// Writes the files of `image` as one tar (`buildx -o type=tar`) to the file `dest`, made
+/// beside it and renamed into place.
+pub fn export_rootfs_tar(store: &Store, image: &Image, dest: &Path) -> Result<()> {
+    write_file_in_place(dest, |file, tmp| {
+        export_rootfs_tar_stream(store, image, file, tmp)
+    })
+}
+
+/// Writes the files of `image` as one tar to `out`, an open file or a pipe such as stdout:
+/// flattened under the store's tmp first (whiteouts carried out), then archived in order.
+/// `what` names `out` in errors.
+pub fn export_rootfs_tar_stream(
+    store: &Store,
+    image: &Image,
+    out: File,
+    what: &Path,
+) -> Result<()> {
+    let work = store.tmp_path("export");
+    let (empty, rootfs) = (work.join("empty"), work.join("rootfs"));
+    let result = (|| {
+        for dir in [&empty, &rootfs] {
+            fs::create_dir_all(dir).at("create directory", dir)?;
+        }
+        flatten_into(store, image.manifest.layers(), &rootfs)?;
+        let mut tar = TarWriter::new(BufWriter::with_capacity(1 << 20, out), None);
+        write_changes(&empty, &rootfs, &mut tar)?;
+        sync_if_file(&finish_tar(tar, what)?, what)
+    })();
+    let _ = crate::store::remove_tree(&work);
     result
 }
 

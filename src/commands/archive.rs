@@ -10,7 +10,7 @@ use layerfs::archive::{self, Format};
 use layerfs::reference::Reference;
 use layerfs::store::Store;
 
-use super::Context;
+use super::{Context, archive_stdout};
 use crate::cli::{ArchiveFormat, LoadArgs, SaveArgs};
 
 pub fn save(ctx: &Context, args: &SaveArgs) -> anyhow::Result<ExitCode> {
@@ -35,13 +35,14 @@ pub fn save(ctx: &Context, args: &SaveArgs) -> anyhow::Result<ExitCode> {
         Some(output) => archive::save(&store, &images, format, output)
             .with_context(|| format!("saving {names} to {}", output.display()))?,
         None => {
-            anyhow::ensure!(
-                !std::io::stdout().is_terminal(),
-                "refusing to write an archive to a terminal: use -o PATH or redirect stdout"
-            );
-            let stdout = std::io::stdout().as_fd().try_clone_to_owned()?;
-            archive::save_stream(&store, &images, format, stdout.into(), Path::new("stdout"))
-                .with_context(|| format!("saving {names} to stdout"))?;
+            archive::save_stream(
+                &store,
+                &images,
+                format,
+                archive_stdout()?,
+                Path::new("stdout"),
+            )
+            .with_context(|| format!("saving {names} to stdout"))?;
         }
     }
     Ok(ExitCode::SUCCESS)

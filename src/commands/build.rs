@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use layerfs::reference::Reference;
 use layerfs::store::{Image, Store};
 use registry_client::{ConnectOptions, PullOptions, PushOptions};
 
-use super::Context;
+use super::{Context, archive_stdout};
 use crate::cli::{BuildArgs, NetworkMode, ProgressMode};
 use crate::progress::TransferProgress;
 
@@ -119,11 +119,16 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         .iter()
         .map(|o| Output::parse(o))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let id_to_stdout = !outputs.iter().any(Output::to_stdout);
+    anyhow::ensure!(
+        outputs.iter().filter(|o| o.to_stdout()).count() <= 1,
+        "only one --output can have dest=-"
+    );
     // `-` as the context: a tar of it (or, not a tar, a Dockerfile alone) on stdin.
     let store = ctx.store()?;
     let stdin_context = if args.context.as_os_str() == "-" {
         anyhow::ensure!(
-            args.file.as_deref() != Some(std::path::Path::new("-")),
+            args.file.as_deref() != Some(Path::new("-")),
             "-f - and a context from stdin (-) cannot both read stdin"
         );
         Some(StdinContext::read(&store)?)
@@ -216,8 +221,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         let image = store.image_for_manifest(&built.manifest)?;
         for output in &outputs {
             output.write(&store, &image, tags.first())?;
-            ctx.printer
-                .note(format!("exported to {}", output.dest.display()));
+            ctx.printer.note(format!("exported to {}", output.shown()));
         }
     }
     for t in &tags {
@@ -257,7 +261,12 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             ));
         }
     }
-    ctx.printer.out(&built.id);
+    // stdout may carry an --output archive: the id goes to stderr then.
+    if id_to_stdout {
+        ctx.printer.out(&built.id);
+    } else {
+        ctx.printer.note(&built.id);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -316,19 +325,29 @@ impl Drop for StdinContext {
     }
 }
 
+/// What `--output` writes.
+enum OutputKind {
+    /// The image's files, as a directory.
+    Local,
+    /// The image's files, as one tar.
+    Tar,
+    /// The image, as an archive `load` (and `docker load`) reads.
+    Archive(archive::Format),
+}
+
 /// Where `--output` writes the result.
 struct Output {
-    /// `None`: the image's files, as a directory.
-    archive: Option<archive::Format>,
+    kind: OutputKind,
+    /// `-`: stdout.
     dest: PathBuf,
 }
 
 impl Output {
-    /// `type=local|docker|oci,dest=PATH` (buildx's syntax), or a bare directory.
+    /// `type=local|tar|docker|oci,dest=PATH|-` (buildx's syntax), or a bare directory.
     fn parse(spec: &str) -> anyhow::Result<Output> {
         if !spec.contains('=') {
             return Ok(Output {
-                archive: None,
+                kind: OutputKind::Local,
                 dest: PathBuf::from(spec),
             });
         }
@@ -340,24 +359,52 @@ impl Output {
                 _ => bail!("--output {spec}: unknown field {field:?} (type=…,dest=…)"),
             }
         }
-        let archive = match kind.unwrap_or("local") {
-            "local" => None,
-            "docker" => Some(archive::Format::DockerArchive),
-            "oci" => Some(archive::Format::OciArchive),
-            other => bail!("--output {spec}: type {other} is not one of local, docker, oci"),
+        let kind = match kind.unwrap_or("local") {
+            "local" => OutputKind::Local,
+            "tar" => OutputKind::Tar,
+            "docker" => OutputKind::Archive(archive::Format::DockerArchive),
+            "oci" => OutputKind::Archive(archive::Format::OciArchive),
+            other => bail!("--output {spec}: type {other} is not one of local, tar, docker, oci"),
         };
         let dest = dest.with_context(|| format!("--output {spec}: no dest=PATH"))?;
-        Ok(Output { archive, dest })
+        let output = Output { kind, dest };
+        anyhow::ensure!(
+            !(output.to_stdout() && matches!(output.kind, OutputKind::Local)),
+            "--output {spec}: type=local writes a directory; dest=- needs type=tar, docker or oci"
+        );
+        Ok(output)
+    }
+
+    fn to_stdout(&self) -> bool {
+        self.dest == Path::new("-")
+    }
+
+    /// What the notes call the destination.
+    fn shown(&self) -> String {
+        if self.to_stdout() {
+            "stdout".to_owned()
+        } else {
+            self.dest.display().to_string()
+        }
     }
 
     fn write(&self, store: &Store, image: &Image, name: Option<&Reference>) -> anyhow::Result<()> {
-        match self.archive {
-            None => archive::export_rootfs(store, image, &self.dest),
-            Some(format) => {
-                archive::save(store, &[(image.clone(), name.cloned())], format, &self.dest)
+        let images = [(image.clone(), name.cloned())];
+        let stdout = Path::new("stdout");
+        match (&self.kind, self.to_stdout()) {
+            (OutputKind::Local, _) => archive::export_rootfs(store, image, &self.dest),
+            (OutputKind::Tar, false) => archive::export_rootfs_tar(store, image, &self.dest),
+            (OutputKind::Tar, true) => {
+                archive::export_rootfs_tar_stream(store, image, archive_stdout()?, stdout)
+            }
+            (OutputKind::Archive(format), false) => {
+                archive::save(store, &images, *format, &self.dest)
+            }
+            (OutputKind::Archive(format), true) => {
+                archive::save_stream(store, &images, *format, archive_stdout()?, stdout)
             }
         }
-        .with_context(|| format!("--output {}", self.dest.display()))
+        .with_context(|| format!("--output {}", self.shown()))
     }
 }
 

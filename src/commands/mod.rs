@@ -21,6 +21,22 @@ use crate::printer::Printer;
 
 pub use images::human_size;
 
+/// stdout, to write an archive to (`save`, `build -o …,dest=-`); never a terminal.
+fn archive_stdout() -> anyhow::Result<std::fs::File> {
+    use std::io::IsTerminal as _;
+    use std::os::fd::AsFd as _;
+    let stdout = std::io::stdout();
+    anyhow::ensure!(
+        !stdout.is_terminal(),
+        "refusing to write an archive to a terminal: redirect stdout, or name a file"
+    );
+    let fd = stdout
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stdout")?;
+    Ok(fd.into())
+}
+
 /// What every command gets: where the store is, how to mount, how to print.
 #[derive(Debug)]
 pub struct Context {
