@@ -303,7 +303,7 @@ pub enum ListFormat {
 }
 
 /// `inspect --format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum InspectFormat {
     /// The OCI image config JSON
     #[default]
@@ -317,11 +317,38 @@ pub enum InspectFormat {
     /// The manifest byte for byte as stored; for a `docker://` image, what the reference names
     /// as the registry serves it (the index of a multi-platform image)
     Raw,
+    /// A Go template over docker's inspect fields (`{{.Id}}`, `{{json .Config.Env}}`, …)
+    Template(String),
+}
+
+impl std::str::FromStr for InspectFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "config" => InspectFormat::Config,
+            "manifest" => InspectFormat::Manifest,
+            "id" => InspectFormat::Id,
+            "digest" => InspectFormat::Digest,
+            "raw" => InspectFormat::Raw,
+            t if t.contains("{{") => InspectFormat::Template(t.to_owned()),
+            other => {
+                return Err(format!(
+                    "{other:?} is none of config, manifest, id, digest, raw, or a {{{{template}}}}"
+                ));
+            }
+        })
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    #[arg(long, value_enum, default_value_t)]
+    /// config (the OCI config JSON), manifest, id (the config's digest), digest (the
+    /// manifest's), raw (the manifest byte for byte; for `docker://`, the index of a
+    /// multi-platform image as served), or a Go template over docker's inspect fields: `.Id`,
+    /// `.Digest`, `.RepoTags`, `.RepoDigests`, `.Created`, `.Architecture`, `.Os`, `.Config`
+    /// (`.Config.Env`, `.Config.Labels`…), `.RootFS.Layers`, `.Size`; e.g. `'{{json .Config.Env}}'`
+    #[arg(short, long, default_value = "config", value_name = "FORMAT")]
     pub format: InspectFormat,
     /// For a `docker://` image: pick this platform from a multi-platform image [default: this
     /// host's]

@@ -5,6 +5,7 @@ mod commands;
 mod printer;
 mod progress;
 mod signals;
+mod template;
 mod unionfs;
 
 use std::process::ExitCode;

@@ -484,7 +484,14 @@ fn inspect_of_a_docker_reference_reads_the_registry_and_stores_nothing() {
     s.ok(&["push", "busybox", &reference]);
     let remote = format!("docker://{reference}");
     let elsewhere = TestStore::new();
-    for format in ["config", "manifest", "id", "digest", "raw"] {
+    for format in [
+        "config",
+        "manifest",
+        "id",
+        "digest",
+        "raw",
+        "{{.Id}} {{.Digest}} {{.Os}}",
+    ] {
         assert_eq!(
             elsewhere.ok(&["inspect", "--format", format, &remote]),
             s.ok(&["inspect", "--format", format, "busybox"]),

@@ -57,6 +57,28 @@ fn import_then_images_inspect_tag_rmi() {
     assert_eq!(image_id(&s, &format!("busybox@{digest}")), id);
 
     s.ok(&["tag", "busybox", "localhost:5000/mine:v1"]);
+    // Go templates over docker's inspect fields, as `docker inspect --format`.
+    let template = |t: &str| s.ok(&["inspect", "--format", t, "busybox"]);
+    assert_eq!(template("{{.Id}}"), format!("{id}\n"));
+    assert_eq!(
+        template("{{json .RepoTags}}"),
+        "[\"busybox:latest\",\"localhost:5000/mine:v1\"]\n"
+    );
+    assert_eq!(
+        template("{{index .RepoDigests 0}} {{.Os}} {{len .RootFS.Layers}}"),
+        format!("busybox@{digest} linux 1\n")
+    );
+    assert_eq!(
+        template("{{range .Config.Env}}{{println .}}{{end}}"),
+        format!("{}\n\n", config["config"]["Env"][0].as_str().unwrap())
+    );
+    let err = s.fails(&["inspect", "-f", "{{.Id", "busybox"]);
+    assert!(
+        err.contains("{{.Id") && err.contains("never closed"),
+        "{err}"
+    );
+    let err = s.fails(&["inspect", "--format", "yaml", "busybox"]);
+    assert!(err.contains("\"yaml\" is none of"), "{err}");
     let list = json(&s.ok(&["images", "--format", "json"]));
     let names: Vec<&str> = list
         .as_array()

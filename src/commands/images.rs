@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use layerfs::reference::Reference;
+use oci_spec::image::Digest;
 
 use super::Context;
 use crate::cli::{
@@ -135,7 +136,7 @@ pub fn inspect(ctx: &Context, args: &InspectArgs) -> anyhow::Result<ExitCode> {
     }
     let store = ctx.store()?;
     let image = store.resolve_image(&args.image)?;
-    match args.format {
+    match &args.format {
         InspectFormat::Id => ctx.printer.out(image.id()),
         InspectFormat::Digest => ctx.printer.out(&image.manifest_digest),
         InspectFormat::Raw => {
@@ -149,16 +150,80 @@ pub fn inspect(ctx: &Context, args: &InspectArgs) -> anyhow::Result<ExitCode> {
             let bytes = store.read_blob(&image.manifest_digest)?;
             print_json(ctx, &bytes, &image.manifest_digest)?;
         }
+        InspectFormat::Template(template) => {
+            let config = store.read_blob(image.id())?;
+            let manifest = store.read_blob(&image.manifest_digest)?;
+            let view = DockerView {
+                config: &config,
+                manifest: &manifest,
+                id: image.id(),
+                digest: &image.manifest_digest,
+                names: &image.names,
+            };
+            print_template(ctx, template, &view)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Prints the JSON document `bytes` (the blob `digest`) pretty.
-pub(super) fn print_json(
+/// What `docker image inspect` shows of an image, for `inspect --format '{{…}}'`.
+pub(super) struct DockerView<'a> {
+    /// The config and manifest blobs.
+    pub config: &'a [u8],
+    pub manifest: &'a [u8],
+    pub id: &'a Digest,
+    pub digest: &'a Digest,
+    pub names: &'a [Reference],
+}
+
+impl DockerView<'_> {
+    /// docker's fields (and podman's `Digest`, `Labels`) as one JSON object.
+    fn to_value(&self) -> anyhow::Result<serde_json::Value> {
+        let config: serde_json::Value = serde_json::from_slice(self.config)
+            .with_context(|| format!("blob {} is not JSON", self.id))?;
+        let manifest: serde_json::Value = serde_json::from_slice(self.manifest)
+            .with_context(|| format!("blob {} is not JSON", self.digest))?;
+        let size: u64 = manifest["layers"]
+            .as_array()
+            .map(|layers| layers.iter().filter_map(|l| l["size"].as_u64()).sum())
+            .unwrap_or(0);
+        let mut repo_digests: Vec<String> = self
+            .names
+            .iter()
+            .map(|n| n.with_digest(self.digest.clone()).familiar())
+            .collect();
+        repo_digests.dedup();
+        Ok(serde_json::json!({
+            "Id": self.id.to_string(),
+            "Digest": self.digest.to_string(),
+            "RepoTags": self.names.iter().map(Reference::familiar).collect::<Vec<_>>(),
+            "RepoDigests": repo_digests,
+            "Created": config["created"],
+            "Author": config["author"],
+            "Architecture": config["architecture"],
+            "Os": config["os"],
+            "Variant": config["variant"],
+            "Config": config["config"],
+            "Labels": config["config"]["Labels"],
+            "RootFS": {"Type": "layers", "Layers": config["rootfs"]["diff_ids"]},
+            "Size": size,
+        }))
+    }
+}
+
+/// Prints `template` rendered over `view` (a line, as docker prints it).
+pub(super) fn print_template(
     ctx: &Context,
-    bytes: &[u8],
-    digest: &oci_spec::image::Digest,
+    template: &str,
+    view: &DockerView<'_>,
 ) -> anyhow::Result<()> {
+    ctx.printer
+        .out(crate::template::render(template, &view.to_value()?)?);
+    Ok(())
+}
+
+/// Prints the JSON document `bytes` (the blob `digest`) pretty.
+pub(super) fn print_json(ctx: &Context, bytes: &[u8], digest: &Digest) -> anyhow::Result<()> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).with_context(|| format!("blob {digest} is not JSON"))?;
     ctx.printer

@@ -11,7 +11,7 @@ use registry_client::{
 };
 use serde_json::json;
 
-use super::images::print_json;
+use super::images::{DockerView, print_json, print_template};
 use super::{Context, human_size};
 use crate::cli::{
     InspectArgs, InspectFormat, LoginArgs, LogoutArgs, ProgressMode, PullArgs, PushArgs,
@@ -112,12 +112,22 @@ pub fn inspect_remote(
     };
     let image = registry_client::inspect(&reference, &opts, &Silent)
         .with_context(|| format!("inspecting {}", reference.familiar()))?;
-    match args.format {
+    match &args.format {
         InspectFormat::Id => ctx.printer.out(image.config.digest()),
         InspectFormat::Digest => ctx.printer.out(image.manifest.digest()),
         InspectFormat::Raw => ctx.printer.out_bytes(&image.raw),
         InspectFormat::Config => print_json(ctx, &image.config_bytes, image.config.digest())?,
         InspectFormat::Manifest => print_json(ctx, &image.manifest_bytes, image.manifest.digest())?,
+        InspectFormat::Template(template) => {
+            let view = DockerView {
+                config: &image.config_bytes,
+                manifest: &image.manifest_bytes,
+                id: image.config.digest(),
+                digest: image.manifest.digest(),
+                names: std::slice::from_ref(&reference),
+            };
+            print_template(ctx, template, &view)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
