@@ -220,6 +220,10 @@ pub struct RunArgs {
     /// gid=; noexec, nosuid, nodev by default, as docker has it)
     #[arg(long, value_name = "PATH[:OPTIONS]")]
     pub tmpfs: Vec<String>,
+    /// A mount in docker's long syntax: `type=bind,source=SRC,target=DST[,readonly]` or
+    /// `type=tmpfs,target=DST[,tmpfs-size=64m][,tmpfs-mode=1770]` (repeatable)
+    #[arg(long = "mount", value_name = "type=…,target=…")]
+    pub mounts: Vec<String>,
     /// The working directory inside the container
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,

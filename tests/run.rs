@@ -415,6 +415,68 @@ fn bind_mounts_read_write_and_read_only() {
     assert!(missing.is_dir(), "-v creates a missing source directory");
     let err = run_code(&store, &["-v", "named:/x", "busybox", "true"], 125);
     assert!(err.contains("named volumes"), "{err}");
+
+    // The same through docker's long syntax, and a tmpfs with its size and mode.
+    let long_ro = format!("type=bind,source={},target=/data,readonly", vol.display());
+    assert_eq!(
+        run_ok(
+            &store,
+            &["--mount", &long_ro, "busybox", "cat", "/data/new"]
+        ),
+        "written"
+    );
+    let out = run(
+        &store,
+        &[
+            "--mount",
+            &long_ro,
+            "busybox",
+            "sh",
+            "-c",
+            "echo x > /data/other",
+        ],
+    );
+    assert!(!out.status.success() && text(&out.stderr).contains("Read-only"));
+    let long_rw = format!("type=bind,src={},dst=/data", vol.display());
+    run_ok(
+        &store,
+        &[
+            "--mount",
+            &long_rw,
+            "busybox",
+            "sh",
+            "-c",
+            "echo long > /data/other",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(vol.join("other")).unwrap(),
+        "long\n"
+    );
+    let tmpfs = "type=tmpfs,target=/t,tmpfs-size=1m,tmpfs-mode=1770";
+    let line = run_ok(
+        &store,
+        &["--mount", tmpfs, "busybox", "grep", " /t ", "/proc/mounts"],
+    );
+    assert!(
+        line.contains("size=1024k") && line.contains("mode=1770"),
+        "{line}"
+    );
+    for (spec, says) in [
+        (
+            "type=bind,source=/no/such/dir,target=/x",
+            "bind source path does not exist",
+        ),
+        ("source=named,target=/x", "volumes are not supported"),
+        ("type=tmpfs,target=relative", "absolute path"),
+        (
+            "type=bind,source=/tmp,target=/x,color=red",
+            "unknown field \"color=red\"",
+        ),
+    ] {
+        let err = run_code(&store, &["--mount", spec, "busybox", "true"], 125);
+        assert!(err.contains(says) && err.contains(spec), "{spec}: {err}");
+    }
     assert_nothing_left(&store);
 }
 

@@ -92,16 +92,22 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         runner::image::capabilities(&args.cap_add, &args.cap_drop)?
     };
-    let mounts = args
+    let mut mounts: Vec<BindMount> = args
         .volumes
         .iter()
         .map(|v| parse_volume(v))
         .collect::<anyhow::Result<_>>()?;
-    let tmpfs = args
+    let mut tmpfs: Vec<runner::TmpfsMount> = args
         .tmpfs
         .iter()
         .map(|t| runner::TmpfsMount::parse(t))
         .collect::<Result<_, _>>()?;
+    for spec in &args.mounts {
+        match parse_mount(spec)? {
+            LongMount::Bind(m) => mounts.push(m),
+            LongMount::Tmpfs(m) => tmpfs.push(m),
+        }
+    }
     let ulimits = args
         .ulimit
         .iter()
@@ -355,6 +361,79 @@ fn parse_volume(v: &str) -> anyhow::Result<BindMount> {
         destination: destination.to_owned(),
         read_only,
     })
+}
+
+/// A `--mount` (docker's long syntax).
+enum LongMount {
+    Bind(BindMount),
+    Tmpfs(runner::TmpfsMount),
+}
+
+/// `--mount type=bind|tmpfs,…` as docker takes it: `source`/`src`, `target`/`destination`/
+/// `dst`, `readonly`/`ro` (alone or `=true|false|1|0`), `tmpfs-size`, `tmpfs-mode`; a bind
+/// source must exist (unlike `-v`, which makes a missing directory). docker's propagation and
+/// consistency fields change nothing here; volumes (the default type) need a daemon.
+fn parse_mount(spec: &str) -> anyhow::Result<LongMount> {
+    let (mut kind, mut source, mut target) = ("volume", None, None);
+    let mut read_only = false;
+    let mut tmpfs_data = Vec::new();
+    for field in spec.split(',').filter(|f| !f.is_empty()) {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (field, None),
+        };
+        match (key, value) {
+            ("type", Some(v)) => kind = v,
+            ("source" | "src", Some(v)) => source = Some(v),
+            ("target" | "destination" | "dst", Some(v)) => target = Some(v),
+            ("readonly" | "ro", None | Some("true" | "1")) => read_only = true,
+            ("readonly" | "ro", Some("false" | "0")) => read_only = false,
+            ("tmpfs-size", Some(v)) => {
+                tmpfs_data.push(("size".to_owned(), parse_bytes(v)?.to_string()));
+            }
+            ("tmpfs-mode", Some(v)) => {
+                u32::from_str_radix(v, 8)
+                    .map_err(|_| anyhow::anyhow!("--mount {spec}: tmpfs-mode {v} is not octal"))?;
+                tmpfs_data.push(("mode".to_owned(), v.to_owned()));
+            }
+            ("bind-propagation" | "consistency" | "bind-nonrecursive", Some(_)) => {}
+            _ => bail!("--mount {spec}: unknown field {field:?}"),
+        }
+    }
+    let target = target.with_context(|| format!("--mount {spec}: no target=PATH"))?;
+    anyhow::ensure!(
+        target.starts_with('/'),
+        "--mount {spec}: the target must be an absolute path in the container"
+    );
+    match kind {
+        "bind" => {
+            let source = source.with_context(|| format!("--mount {spec}: no source=PATH"))?;
+            anyhow::ensure!(
+                source.starts_with('/'),
+                "--mount {spec}: the source must be an absolute host path"
+            );
+            anyhow::ensure!(
+                Path::new(source).exists(),
+                "--mount {spec}: bind source path does not exist: {source}"
+            );
+            Ok(LongMount::Bind(BindMount {
+                source: PathBuf::from(source),
+                destination: target.to_owned(),
+                read_only,
+            }))
+        }
+        "tmpfs" => {
+            anyhow::ensure!(source.is_none(), "--mount {spec}: a tmpfs has no source");
+            let mut m = runner::TmpfsMount::parse(target)?;
+            m.read_only = read_only;
+            m.data = tmpfs_data;
+            Ok(LongMount::Tmpfs(m))
+        }
+        "volume" => bail!(
+            "--mount {spec}: volumes are not supported (strata has no daemon to keep them); use type=bind"
+        ),
+        other => bail!("--mount {spec}: type {other} is not one of bind, tmpfs"),
+    }
 }
 
 /// A size as docker takes it: a number with an optional unit b, k, m, g or t (powers of
