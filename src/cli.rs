@@ -285,6 +285,11 @@ pub struct RunArgs {
 pub struct ImagesArgs {
     #[arg(long, value_enum, default_value_t)]
     pub format: ListFormat,
+    /// Only the images that pass: `dangling=true|false` (untagged), `reference=PATTERN` (a
+    /// glob over `name:tag`, or the name; several are or'ed), `label=KEY[=VALUE]` (several
+    /// are and'ed), as docker's (repeatable)
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
     /// Only the image ids, each image once (for `strata rmi $(strata images -q)`)
     #[arg(short, long, conflicts_with = "format")]
     pub quiet: bool,

@@ -1056,6 +1056,33 @@ fn labels_from_the_command_line_join_and_win_over_the_dockerfiles() {
     );
     let (ok, log) = build(&s, "bad", &ctx, &["--label", "=x"]);
     assert!(!ok && log.contains("--label"), "{log}");
+    // `images --filter label=…` finds them by label (and value); `dangling=true` the image
+    // that lost its name when `plain` was built again with the command-line labels.
+    let names = |filters: &[&str]| -> String {
+        let mut args = vec!["images", "--format", "json"];
+        for f in filters {
+            args.extend(["-f", f]);
+        }
+        let list: serde_json::Value = serde_json::from_str(&s.ok(&args)).unwrap();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap_or("<none>").to_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(
+        names(&["label=keep=yes", "label=team=new"]),
+        "docker.io/library/labelled:latest"
+    );
+    assert_eq!(
+        names(&["label=keep"]),
+        "docker.io/library/labelled:latest docker.io/library/plain:latest"
+    );
+    assert_eq!(names(&["dangling=true"]), "");
+    let (ok, log) = build(&s, "plain", &ctx, &["--label", "team=new"]);
+    assert!(ok, "{log}");
+    assert_eq!(names(&["dangling=true", "label=team=old"]), "<none>");
 }
 
 /// `build --output` as buildx has it: `type=local` (or a bare directory) writes the image's

@@ -111,6 +111,39 @@ fn import_then_images_inspect_tag_rmi() {
     s.ok(&["tag", "busybox", "x/one:1", "x/two:2"]);
     assert_eq!(listed("x/one"), ["docker.io/x/one:1"]);
     assert_eq!(listed("x/two"), ["docker.io/x/two:2"]);
+    // --filter, as docker's.
+    let filtered = |filters: &[&str]| -> Vec<String> {
+        let mut args = vec!["images", "--format", "json"];
+        for f in filters {
+            args.extend(["--filter", f]);
+        }
+        json(&s.ok(&args))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        filtered(&["reference=x/*"]),
+        ["docker.io/x/one:1", "docker.io/x/two:2"]
+    );
+    assert_eq!(
+        filtered(&["reference=busybox", "reference=x/t?o:2"]),
+        ["docker.io/library/busybox:latest", "docker.io/x/two:2"]
+    );
+    assert_eq!(
+        filtered(&["dangling=false", "reference=x/one"]),
+        ["docker.io/x/one:1"]
+    );
+    assert!(filtered(&["dangling=true"]).is_empty());
+    assert!(filtered(&["label=no.such.label"]).is_empty());
+    assert_eq!(
+        s.ok(&["images", "-q", "-f", "reference=x/*"]),
+        format!("{}\n", &id[7..19])
+    );
+    let err = s.fails(&["images", "--filter", "color=red"]);
+    assert!(err.contains("--filter color=red"), "{err}");
     s.ok(&["rmi", "x/one:1", "x/two:2"]);
     s.ok(&["rmi", "localhost:5000/mine:v2"]);
     let table = s.ok(&["images"]);

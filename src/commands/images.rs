@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use builder::glob::Glob;
 use layerfs::reference::Reference;
 use oci_spec::image::Digest;
 
@@ -23,6 +24,7 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
             Ok((Reference::parse(f)?, tagged))
         })
         .transpose()?;
+    let filters = ImageFilters::parse(&args.filters)?;
     let mut rows = Vec::new();
     for record in store.records()? {
         if let Some((want, tagged)) = &filter {
@@ -39,6 +41,9 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
         let image = store
             .image_for_manifest(&record.manifest)
             .with_context(|| format!("reading image {}", record.manifest.digest()))?;
+        if !filters.pass(record.name.as_ref(), &image) {
+            continue;
+        }
         let size: u64 = image.manifest.layers().iter().map(|l| l.size()).sum();
         rows.push((record.name, image, size));
     }
@@ -100,6 +105,77 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `images --filter`s, as docker applies them.
+#[derive(Default)]
+struct ImageFilters {
+    dangling: Option<bool>,
+    /// Or'ed.
+    references: Vec<Glob>,
+    /// And'ed: a key, and the value it must have if given.
+    labels: Vec<(String, Option<String>)>,
+}
+
+impl ImageFilters {
+    fn parse(specs: &[String]) -> anyhow::Result<ImageFilters> {
+        let mut f = ImageFilters::default();
+        for spec in specs {
+            let bad = || {
+                anyhow::anyhow!(
+                    "--filter {spec}: expected dangling=true|false, reference=PATTERN or label=KEY[=VALUE]"
+                )
+            };
+            let (key, value) = spec.split_once('=').ok_or_else(bad)?;
+            match key {
+                "dangling" => {
+                    f.dangling = Some(match value {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(bad()),
+                    });
+                }
+                "reference" => f
+                    .references
+                    .push(Glob::path(value).with_context(|| format!("--filter {spec}"))?),
+                "label" => f.labels.push(match value.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                    None => (value.to_owned(), None),
+                }),
+                _ => return Err(bad()),
+            }
+        }
+        Ok(f)
+    }
+
+    fn pass(&self, name: Option<&Reference>, image: &layerfs::store::Image) -> bool {
+        if self.dangling.is_some_and(|d| d != name.is_none()) {
+            return false;
+        }
+        if !self.references.is_empty() {
+            let Some(name) = name else {
+                return false;
+            };
+            let familiar = name.familiar();
+            let repo = familiar
+                .rsplit_once(':')
+                .filter(|(_, tag)| !tag.contains('/'))
+                .map_or(familiar.as_str(), |(repo, _)| repo);
+            if !self
+                .references
+                .iter()
+                .any(|g| g.matches(&familiar) || g.matches(repo))
+            {
+                return false;
+            }
+        }
+        let labels = image.config.config.labels.as_ref();
+        self.labels.iter().all(|(k, v)| {
+            labels
+                .and_then(|l| l.get(k))
+                .is_some_and(|have| v.as_ref().is_none_or(|v| v == have))
+        })
+    }
 }
 
 /// Sizes as docker prints them (decimal units, three significant digits).
