@@ -92,31 +92,9 @@ fn import_then_images_inspect_tag_rmi() {
     );
     // A repository, or one tag of it, as `docker images REPOSITORY[:TAG]` takes it.
     s.ok(&["tag", "busybox", "localhost:5000/mine:v2"]);
-    let listed = |filter: &str| -> Vec<String> {
-        json(&s.ok(&["images", "--format", "json", filter]))
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i["name"].as_str().unwrap().to_owned())
-            .collect()
-    };
-    assert_eq!(
-        listed("localhost:5000/mine"),
-        ["localhost:5000/mine:v1", "localhost:5000/mine:v2"]
-    );
-    assert_eq!(listed("localhost:5000/mine:v2"), ["localhost:5000/mine:v2"]);
-    assert_eq!(listed("busybox"), ["docker.io/library/busybox:latest"]);
-    assert!(listed("nothing-here").is_empty());
-    // Several names at once.
-    s.ok(&["tag", "busybox", "x/one:1", "x/two:2"]);
-    assert_eq!(listed("x/one"), ["docker.io/x/one:1"]);
-    assert_eq!(listed("x/two"), ["docker.io/x/two:2"]);
-    // --filter, as docker's.
-    let filtered = |filters: &[&str]| -> Vec<String> {
+    let listed = |extra: &[&str]| -> Vec<String> {
         let mut args = vec!["images", "--format", "json"];
-        for f in filters {
-            args.extend(["--filter", f]);
-        }
+        args.extend(extra);
         json(&s.ok(&args))
             .as_array()
             .unwrap()
@@ -125,19 +103,34 @@ fn import_then_images_inspect_tag_rmi() {
             .collect()
     };
     assert_eq!(
-        filtered(&["reference=x/*"]),
+        listed(&["localhost:5000/mine"]),
+        ["localhost:5000/mine:v1", "localhost:5000/mine:v2"]
+    );
+    assert_eq!(
+        listed(&["localhost:5000/mine:v2"]),
+        ["localhost:5000/mine:v2"]
+    );
+    assert_eq!(listed(&["busybox"]), ["docker.io/library/busybox:latest"]);
+    assert!(listed(&["nothing-here"]).is_empty());
+    // Several names at once.
+    s.ok(&["tag", "busybox", "x/one:1", "x/two:2"]);
+    assert_eq!(listed(&["x/one"]), ["docker.io/x/one:1"]);
+    assert_eq!(listed(&["x/two"]), ["docker.io/x/two:2"]);
+    // --filter, as docker's.
+    assert_eq!(
+        listed(&["-f", "reference=x/*"]),
         ["docker.io/x/one:1", "docker.io/x/two:2"]
     );
     assert_eq!(
-        filtered(&["reference=busybox", "reference=x/t?o:2"]),
+        listed(&["-f", "reference=busybox", "-f", "reference=x/t?o:2"]),
         ["docker.io/library/busybox:latest", "docker.io/x/two:2"]
     );
     assert_eq!(
-        filtered(&["dangling=false", "reference=x/one"]),
+        listed(&["-f", "dangling=false", "-f", "reference=x/one"]),
         ["docker.io/x/one:1"]
     );
-    assert!(filtered(&["dangling=true"]).is_empty());
-    assert!(filtered(&["label=no.such.label"]).is_empty());
+    assert!(listed(&["-f", "dangling=true"]).is_empty());
+    assert!(listed(&["-f", "label=no.such.label"]).is_empty());
     assert_eq!(
         s.ok(&["images", "-q", "-f", "reference=x/*"]),
         format!("{}\n", &id[7..19])
