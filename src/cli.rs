@@ -191,7 +191,8 @@ pub struct BuildArgs {
     /// Use plain HTTP and skip certificate checks for the registries of --push and FROM
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub tls_verify: bool,
-    /// The build context directory
+    /// The build context: a directory, `-` (a tar of it, or a Dockerfile alone, on stdin) or
+    /// an http(s) URL of either
     pub context: PathBuf,
 }
 

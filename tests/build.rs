@@ -1225,8 +1225,9 @@ fn build_output_writes_the_files_or_an_archive() {
 
 /// `strata build -` as `docker build -` reads it: a tar of the context on stdin (gzip here),
 /// its .dockerignore honoured and `-f` naming a file inside it; or a Dockerfile alone with an
-/// empty context; a tar with an entry escaping it is refused. The unpacked context goes
-/// afterwards.
+/// empty context; a tar with an entry escaping it is refused. The same from an http(s) URL, as
+/// `docker build URL`; a URL that answers 404 is named in the error. The unpacked context and
+/// the download go afterwards.
 #[test]
 fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
     if !is_root_or_skip("a_context_from_stdin_is_a_tar_or_a_dockerfile") {
@@ -1305,8 +1306,51 @@ fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
     assert!(!ok && log.contains("escaped"), "{log}");
     assert!(!s.root().join("tmp/escaped").exists() && !s.root().join("escaped").exists());
     s.fails(&["inspect", "from:hostile"]);
+
+    // The same from a URL, as `docker build URL`: a tar, or a Dockerfile alone.
+    let web = FileServer::start();
+    web.put("/ctx.tar.gz", &tar.stdout);
+    web.put(
+        "/Dockerfile",
+        b"FROM busybox\nRUN echo from a url > /made\n",
+    );
+    let from_url = |url: &str, extra: &[&str], tag: &str| {
+        let mut args = vec!["build", "--progress", "plain", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(url);
+        let out = s.output(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, log) = from_url(
+        &web.url("/ctx.tar.gz"),
+        &["-f", "sub/Alt.Dockerfile"],
+        "url:tar",
+    );
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "url:tar", "cat", "/ctx/kept.txt"]),
+        "from a tar\n"
+    );
+    let (ok, log) = from_url(&web.url("/Dockerfile"), &[], "url:dockerfile");
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "url:dockerfile", "cat", "/made"]),
+        "from a url\n"
+    );
+    let missing = web.url("/missing.tar");
+    let (ok, log) = from_url(&missing, &[], "url:missing");
     assert!(
-        tmp_entries(&s).iter().all(|e| !e.contains("build-context")),
+        !ok && log.contains(&missing) && log.contains("404"),
+        "{log}"
+    );
+    s.fails(&["inspect", "url:missing"]);
+    assert!(
+        tmp_entries(&s)
+            .iter()
+            .all(|e| !e.contains("build-context") && !e.contains("context-download")),
         "{:?}",
         tmp_entries(&s)
     );

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use builder::build::fetch::{Downloads, is_url};
 use builder::build::{
     BuildOptions, DockerfileSource, Event, Network, Reporter, Secret, Squash, SshAgent, build,
 };
@@ -124,14 +125,28 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         outputs.iter().filter(|o| o.to_stdout()).count() <= 1,
         "only one --output can have dest=-"
     );
-    // `-` as the context: a tar of it (or, not a tar, a Dockerfile alone) on stdin.
+    // `-` as the context: a tar of it (or, not a tar, a Dockerfile alone) on stdin; an
+    // http(s) URL: the same, downloaded.
     let store = ctx.store()?;
-    let stdin_context = if args.context.as_os_str() == "-" {
+    let cancel = crate::signals::interrupt_flag();
+    let context_arg = args.context.to_string_lossy();
+    let stdin_context = if context_arg == "-" {
         anyhow::ensure!(
             args.file.as_deref() != Some(Path::new("-")),
             "-f - and a context from stdin (-) cannot both read stdin"
         );
-        Some(StdinContext::read(&store)?)
+        Some(StreamContext::read(&store, std::io::stdin(), "stdin")?)
+    } else if is_url(&context_arg) {
+        let downloads = Downloads::fetch(
+            store.tmp_path("context-download"),
+            &[context_arg.to_string()],
+            None,
+            cancel,
+        )?;
+        let path = &downloads.files[0].path;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        Some(StreamContext::read(&store, file, &context_arg)?)
     } else {
         None
     };
@@ -148,7 +163,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     let stdin_dockerfile = stdin_context.as_ref().and_then(|c| c.dockerfile.clone());
     let dockerfile = match (stdin_dockerfile, &args.file) {
         (Some(text), _) => DockerfileSource::Text(text),
-        // In a context from stdin, -f names a file inside it.
+        // In a context from stdin or a URL, -f names a file inside it.
         (None, Some(f)) if stdin_context.is_some() => DockerfileSource::File(context.join(f)),
         (None, Some(f)) if f.as_os_str() == "-" => {
             let mut text = String::new();
@@ -159,7 +174,6 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         (None, Some(f)) => DockerfileSource::File(f.clone()),
         (None, None) => DockerfileSource::File(context.join("Dockerfile")),
     };
-    let cancel = crate::signals::interrupt_flag();
     let mode = match args.progress {
         ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,
         ProgressMode::Auto => ProgressMode::Plain,
@@ -270,33 +284,38 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// A build context read from stdin (`strata build -`), as docker reads one: a tar (plain,
-/// gzip, zstd or xz) unpacked into the store's tmp with the same hostile-archive-safe apply
-/// as every layer, or, when stdin is not a tar, a Dockerfile alone with an empty context.
-/// The directory goes when this is dropped.
-struct StdinContext {
+/// A build context read from a stream, as docker reads one from stdin (`strata build -`) or
+/// a URL: a tar (plain, gzip, zstd or xz) unpacked into the store's tmp with the same
+/// hostile-archive-safe apply as every layer, or, when it is not a tar, a Dockerfile alone with
+/// an empty context. The directory goes when this is dropped.
+struct StreamContext {
     dir: PathBuf,
-    /// The Dockerfile, when stdin was one.
+    /// The Dockerfile, when the stream was one.
     dockerfile: Option<String>,
 }
 
-impl StdinContext {
-    fn read(store: &Store) -> anyhow::Result<StdinContext> {
+impl StreamContext {
+    /// Reads the context `input`; `what` names it in errors (`stdin`, the URL).
+    fn read(
+        store: &Store,
+        input: impl std::io::Read + Send + 'static,
+        what: &str,
+    ) -> anyhow::Result<StreamContext> {
         use std::io::Read as _;
         let dir = store.tmp_path("build-context");
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut context = StdinContext {
+        let mut context = StreamContext {
             dir,
             dockerfile: None,
         };
-        let mut input = layerfs::layer::compress::decompress(std::io::stdin())
-            .context("reading the build context from stdin")?;
+        let reading = || format!("reading the build context from {what}");
+        let mut input = layerfs::layer::compress::decompress(input).with_context(reading)?;
         // A tar has `ustar` at offset 257 of its first header.
         let mut head = Vec::with_capacity(512);
         (&mut input)
             .take(512)
             .read_to_end(&mut head)
-            .context("reading the build context from stdin")?;
+            .with_context(reading)?;
         if head.get(257..262) == Some(b"ustar".as_slice()) {
             let opts = layerfs::layer::apply::ApplyOptions {
                 target: layerfs::layer::apply::Target::Rootfs,
@@ -306,20 +325,18 @@ impl StdinContext {
                 whiteouts: false,
             };
             layerfs::layer::apply::apply(head.chain(input), &context.dir, &opts)
-                .context("unpacking the build context from stdin")?;
+                .with_context(|| format!("unpacking the build context from {what}"))?;
         } else {
-            let mut text = String::from_utf8(head)
-                .map_err(|_| anyhow::anyhow!("stdin is neither a tar nor a Dockerfile"))?;
-            input
-                .read_to_string(&mut text)
-                .context("stdin is neither a tar nor a Dockerfile")?;
+            let neither = || format!("{what} is neither a tar nor a Dockerfile");
+            let mut text = String::from_utf8(head).map_err(|_| anyhow::anyhow!(neither()))?;
+            input.read_to_string(&mut text).with_context(neither)?;
             context.dockerfile = Some(text);
         }
         Ok(context)
     }
 }
 
-impl Drop for StdinContext {
+impl Drop for StreamContext {
     fn drop(&mut self) {
         let _ = layerfs::store::remove_tree(&self.dir);
     }
