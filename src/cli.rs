@@ -134,11 +134,11 @@ pub struct BuildArgs {
     /// Pull the images the build uses (FROM, COPY --from) even when the store has them
     #[arg(long)]
     pub pull: bool,
-    /// A named context, as buildx has them (repeatable). NAME=DIR: `COPY --from=NAME` and
-    /// `RUN --mount=from=NAME` read DIR (with its own .dockerignore), before any stage or image
-    /// of that name. NAME=docker-image://REF: `FROM NAME` and `--from=NAME` use the image REF
+    /// A named context, as buildx has them (repeatable). NAME=DIR (or the http(s) URL of a
+    /// tar): `COPY --from=NAME` and `RUN --mount=from=NAME` read DIR (with its own
+    /// .dockerignore), before any stage or image of that name. NAME=docker-image://REF: `FROM NAME` and `--from=NAME` use the image REF
     /// wherever they would use the image NAME
-    #[arg(long = "build-context", value_name = "NAME=DIR|docker-image://REF")]
+    #[arg(long = "build-context", value_name = "NAME=DIR|URL|docker-image://REF")]
     pub build_contexts: Vec<String>,
     /// Add a label to the image (repeatable; wins over a LABEL of the same key)
     #[arg(long = "label", value_name = "KEY=VALUE")]

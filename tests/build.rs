@@ -1395,7 +1395,8 @@ fn iidfile_and_metadata_file_name_the_built_image() {
 
 /// `--build-context NAME=DIR` as buildx has it: `COPY --from=NAME` and
 /// `RUN --mount=type=bind,from=NAME` read DIR (its own .dockerignore applied), before a stage of
-/// the same name; a change in DIR misses the cache; without the flag the name is an image.
+/// the same name; a change in DIR misses the cache; without the flag the name is an image. The
+/// context can also be a tar at an http(s) URL.
 #[test]
 fn named_build_contexts_feed_copy_and_run_mounts() {
     if !is_root_or_skip("named_build_contexts_feed_copy_and_run_mounts") {
@@ -1449,6 +1450,35 @@ fn named_build_contexts_feed_copy_and_run_mounts() {
     assert!(
         !ok && log.contains("--build-context assets=/nonexistent"),
         "{log}"
+    );
+
+    // A named context can be a tar at a URL; a file that is not a tar is refused.
+    let tar = std::process::Command::new("tar")
+        .args(["czf", "-", "-C"])
+        .arg(&assets)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let web = FileServer::start();
+    web.put("/assets.tar.gz", &tar.stdout);
+    web.put("/notes.txt", b"just text\n");
+    let flag = format!("assets={}", web.url("/assets.tar.gz"));
+    let (ok, log) = build(&s, "from-url", &ctx, &["--build-context", &flag]);
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "from-url", "cat", "/logo.txt"]),
+        "v2\n"
+    );
+    let flag = format!("assets={}", web.url("/notes.txt"));
+    let (ok, log) = build(&s, "bad", &ctx, &["--build-context", &flag]);
+    assert!(!ok && log.contains("not a tar"), "{log}");
+    assert!(
+        tmp_entries(&s)
+            .iter()
+            .all(|e| !e.contains("build-context") && !e.contains("context-download")),
+        "{:?}",
+        tmp_entries(&s)
     );
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -59,6 +60,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     }
     let mut named_contexts = BTreeMap::new();
     let mut image_contexts = Vec::new();
+    let mut url_contexts = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for spec in &args.build_contexts {
         let (name, source) = spec
@@ -81,9 +83,13 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             });
             continue;
         }
+        if is_url(source) {
+            url_contexts.push((name.to_owned(), source.to_owned()));
+            continue;
+        }
         anyhow::ensure!(
             !source.contains("://"),
-            "--build-context {spec}: only local directories and docker-image:// are supported"
+            "--build-context {spec}: only local directories, http(s) URLs of tars and docker-image:// are supported"
         );
         let dir =
             std::fs::canonicalize(source).with_context(|| format!("--build-context {spec}"))?;
@@ -137,19 +143,22 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         );
         Some(StreamContext::read(&store, std::io::stdin(), "stdin")?)
     } else if is_url(&context_arg) {
-        let downloads = Downloads::fetch(
-            store.tmp_path("context-download"),
-            &[context_arg.to_string()],
-            None,
-            cancel,
-        )?;
-        let path = &downloads.files[0].path;
-        let file =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        Some(StreamContext::read(&store, file, &context_arg)?)
+        Some(StreamContext::download(&store, &context_arg, cancel)?)
     } else {
         None
     };
+    // Named contexts from URLs: tars, downloaded and unpacked as a URL build context is (and
+    // kept until the build ends).
+    let mut downloaded_contexts = Vec::new();
+    for (name, url) in url_contexts {
+        let context = StreamContext::download(&store, &url, cancel)?;
+        anyhow::ensure!(
+            context.dockerfile.is_none(),
+            "--build-context {name}={url}: not a tar"
+        );
+        named_contexts.insert(name, context.dir.clone());
+        downloaded_contexts.push(context);
+    }
     let context = match &stdin_context {
         Some(c) => c.dir.clone(),
         None => std::fs::canonicalize(&args.context)
@@ -295,6 +304,20 @@ struct StreamContext {
 }
 
 impl StreamContext {
+    /// Downloads the context at `url` (stopping when `cancel` is set) and reads it.
+    fn download(store: &Store, url: &str, cancel: &AtomicBool) -> anyhow::Result<StreamContext> {
+        let downloads = Downloads::fetch(
+            store.tmp_path("context-download"),
+            &[url.to_owned()],
+            None,
+            cancel,
+        )?;
+        let path = &downloads.files[0].path;
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        StreamContext::read(store, file, url)
+    }
+
     /// Reads the context `input`; `what` names it in errors (`stdin`, the URL).
     fn read(
         store: &Store,
