@@ -414,6 +414,22 @@ fn serve_file(mut conn: TcpStream, files: &Mutex<HashMap<String, Vec<u8>>>, n: &
     let _ = conn.write_all(&body);
 }
 
+/// The gzipped tar of the directory `dir`'s contents (as `tar czf - -C DIR .` writes it).
+fn tar_gz(dir: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("tar")
+        .args(["czf", "-", "-C"])
+        .arg(dir)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A context dir holding `dockerfile` as its Dockerfile.
 fn context(s: &TestStore, name: &str, dockerfile: &str) -> PathBuf {
     let ctx = s.path(name);
@@ -1254,14 +1270,8 @@ fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
         "FROM busybox\nCOPY . /ctx/\n",
     )
     .unwrap();
-    let tar = std::process::Command::new("tar")
-        .args(["czf", "-", "-C"])
-        .arg(&ctx)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(tar.status.success());
-    let (ok, log) = build_from_stdin(&tar.stdout, &["-f", "sub/Alt.Dockerfile"], "from:tar");
+    let tar = tar_gz(&ctx);
+    let (ok, log) = build_from_stdin(&tar, &["-f", "sub/Alt.Dockerfile"], "from:tar");
     assert!(ok, "{log}");
     assert_eq!(
         s.ok(&["run", "--rm", "from:tar", "cat", "/ctx/kept.txt"]),
@@ -1309,7 +1319,7 @@ fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
 
     // The same from a URL, as `docker build URL`: a tar, or a Dockerfile alone.
     let web = FileServer::start();
-    web.put("/ctx.tar.gz", &tar.stdout);
+    web.put("/ctx.tar.gz", &tar);
     web.put(
         "/Dockerfile",
         b"FROM busybox\nRUN echo from a url > /made\n",
@@ -1453,15 +1463,9 @@ fn named_build_contexts_feed_copy_and_run_mounts() {
     );
 
     // A named context can be a tar at a URL; a file that is not a tar is refused.
-    let tar = std::process::Command::new("tar")
-        .args(["czf", "-", "-C"])
-        .arg(&assets)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(tar.status.success());
+    let tar = tar_gz(&assets);
     let web = FileServer::start();
-    web.put("/assets.tar.gz", &tar.stdout);
+    web.put("/assets.tar.gz", &tar);
     web.put("/notes.txt", b"just text\n");
     let flag = format!("assets={}", web.url("/assets.tar.gz"));
     let (ok, log) = build(&s, "from-url", &ctx, &["--build-context", &flag]);
