@@ -80,9 +80,9 @@ pub enum PullPolicy {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Run a command in a new container of an image
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the images in the store
     Images(ImagesArgs),
     /// Print an image's config, manifest, id or digest, from the store or a registry
@@ -258,6 +258,26 @@ pub struct RunArgs {
     /// Mount the root filesystem read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Bind a host device into the container: `HOST[:CONTAINER]` (e.g. /dev/fuse; repeatable)
+    #[arg(long = "device", value_name = "HOST[:CONTAINER]")]
+    pub devices: Vec<String>,
+    /// Add a line to /etc/hosts: `NAME:IP` (repeatable)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+    /// A nameserver for /etc/resolv.conf, in place of the host's (repeatable)
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// The size of /dev/shm (e.g. 256m) [default: 64m]
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// `no-new-privileges` (setuid bits and file capabilities stop working) or
+    /// `seccomp=unconfined` (no seccomp filter), as docker's (repeatable)
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opts: Vec<String>,
+    /// Accepted for docker's sake: strata's own init is always the container's PID 1 (it
+    /// forwards signals and reaps orphans, as `docker run --init` adds)
+    #[arg(long)]
+    pub init: bool,
     /// Give the container every capability, no seccomp filter, the host's devices and a
     /// writable /sys, as `docker run --privileged` does (for docker-in-docker, buildah, FUSE
     /// or loop devices inside the container)

@@ -1492,6 +1492,68 @@ fn privileged_gives_every_capability_the_host_devices_and_no_filter() {
     assert_nothing_left(&store);
 }
 
+/// docker's `--device`, `--add-host`, `--dns`, `--shm-size`, `--security-opt` and `--init`:
+/// each changes what the command sees as docker's does; bad values are refused with 125,
+/// naming the flag.
+#[test]
+fn devices_hosts_dns_shm_size_and_security_opts() {
+    let Some((_g, store)) = setup("devices_hosts_dns_shm_size_and_security_opts") else {
+        return;
+    };
+    let script = "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t ' ' '; \
+                  grep db /etc/hosts; grep nameserver /etc/resolv.conf; \
+                  grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; \
+                  for d in /dev/fuse /dev/other-fuse; do [ -c $d ] && echo has $d; done; true";
+    let plain = run_ok(&store, &["busybox", "sh", "-c", script]);
+    assert!(
+        plain.starts_with("NoNewPrivs: 0\nSeccomp: 2\n") && plain.ends_with("size=65536k"),
+        "{plain}"
+    );
+    let has_fuse = Path::new("/dev/fuse").exists();
+    let mut args = vec![
+        "--add-host",
+        "db:10.0.0.5",
+        "--dns",
+        "9.9.9.9",
+        "--shm-size",
+        "128m",
+        "--security-opt",
+        "no-new-privileges",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--init",
+    ];
+    if has_fuse {
+        args.extend([
+            "--device",
+            "/dev/fuse",
+            "--device",
+            "/dev/fuse:/dev/other-fuse",
+        ]);
+    }
+    args.extend(["busybox", "sh", "-c", script]);
+    let mut expected =
+        "NoNewPrivs: 1\nSeccomp: 0\n10.0.0.5\tdb\nnameserver 9.9.9.9\nsize=131072k".to_owned();
+    if has_fuse {
+        expected.push_str("\nhas /dev/fuse\nhas /dev/other-fuse");
+    }
+    assert_eq!(run_ok(&store, &args), expected);
+    for (flag, value, says) in [
+        ("--device", "/etc/passwd", "not a character or block device"),
+        ("--device", "relative", "absolute paths"),
+        ("--add-host", "nocolon", "expected NAME:IP"),
+        ("--dns", "not-an-ip", "not an IP address"),
+        ("--security-opt", "apparmor=x", "strata knows"),
+    ] {
+        let err = run_code(&store, &[flag, value, "busybox", "true"], 125);
+        assert!(
+            err.contains(flag) && err.contains(value) && err.contains(says),
+            "{err}"
+        );
+    }
+    assert_nothing_left(&store);
+}
+
 /// `--tmpfs` as docker has it: a fresh, writable tmpfs even on a `--read-only` root, `noexec`
 /// `nosuid` `nodev` unless asked otherwise, tmpfs's size and mode honoured; a bad spec is
 /// refused with 125 before anything runs.

@@ -56,7 +56,8 @@ pub use child::{Child, ExitStatus};
 pub use error::{Error, IdKind, Result};
 pub use launch::{Command, Input, Output, remove_container_tree, run_setup_helper_if_requested};
 pub use spec::{
-    BindMount, DEFAULT_PATH, Limits, Network, Rootfs, Spec, TmpfsMount, TtySize, Ulimit,
+    BindMount, DEFAULT_PATH, DeviceMapping, Limits, Network, Rootfs, Spec, TmpfsMount, TtySize,
+    Ulimit,
 };
 
 /// A new random container id: 64 hex digits, as docker's (the first 12 make a short id).

@@ -101,7 +101,7 @@ fn prepare_and_exec(l: &Launch<'_>) -> Result<std::convert::Infallible> {
     limit_bounding_set(&l.spec.capabilities)?;
     // Installed while still privileged (so without no_new_privs): it allows what follows.
     // `--privileged` has none, as in docker.
-    if !l.spec.privileged {
+    if !l.spec.privileged && l.spec.seccomp {
         for filter in seccomp::default_filters(&l.spec.capabilities)? {
             sys::install_seccomp(&filter).sys("install the seccomp filter")?;
         }
@@ -143,6 +143,9 @@ fn prepare_and_exec(l: &Launch<'_>) -> Result<std::convert::Infallible> {
         .map(|e| sys::cstring(e))
         .collect::<std::io::Result<_>>()
         .sys("environment")?;
+    if l.spec.no_new_privileges {
+        rustix::thread::set_no_new_privs(true).sys("set no_new_privs")?;
+    }
     let err = nix::unistd::execve(&program_c, &args, &env_c).unwrap_err();
     Err(exec_error(&l.spec.args[0], &err.into()))
 }

@@ -33,7 +33,7 @@ use rustix::mount::MountAttrFlags;
 
 use crate::cgroup::Layout;
 use crate::error::{Error, IoContext, Result, SysContext, pathrs_io};
-use crate::spec::{BindMount, Rootfs, Spec, TmpfsMount};
+use crate::spec::{BindMount, DeviceMapping, Rootfs, Spec, TmpfsMount};
 use crate::sys;
 
 /// docker's masked paths: unreadable in the container.
@@ -105,9 +105,12 @@ pub(crate) fn prepare(spec: &Spec, in_userns: bool) -> Result<PreparedRoot> {
         created: Vec::new(),
     };
     fs.mount_proc()?;
-    fs.mount_dev(in_userns, spec.privileged)?;
+    fs.mount_dev(in_userns, spec.privileged, spec.shm_size)?;
     fs.mount_sys(spec.privileged)?;
     fs.mount_cgroups(spec.privileged)?;
+    for d in &spec.devices {
+        fs.device(d)?;
+    }
     for m in &spec.mounts {
         fs.bind(m)?;
     }
@@ -310,7 +313,12 @@ impl Builder<'_> {
         sys::attach_mount(proc.as_fd(), target.as_fd()).sys("mount /proc")
     }
 
-    fn mount_dev(&mut self, in_userns: bool, privileged: bool) -> Result<()> {
+    fn mount_dev(
+        &mut self,
+        in_userns: bool,
+        privileged: bool,
+        shm_size: Option<u64>,
+    ) -> Result<()> {
         let target = self.dir("/dev", 0o755)?;
         let dev = sys::new_mount(
             "tmpfs",
@@ -353,12 +361,13 @@ impl Builder<'_> {
             &pts_options,
             MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
         )?;
+        let shm_size = format!("{}k", shm_size.unwrap_or(64 << 20).div_ceil(1024));
         self.submount(
             dev,
             "shm",
             0o1777,
             "tmpfs",
-            &[("mode", Some("1777")), ("size", Some("65536k"))],
+            &[("mode", Some("1777")), ("size", Some(&shm_size))],
             sys::DATA_ONLY,
         )?;
         self.submount(dev, "mqueue", 0o755, "mqueue", &[], sys::DATA_ONLY)?;
@@ -546,6 +555,23 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// `--device`: the host's node `d.host` bound at `d.container` (a bind mount keeps the
+    /// host mount's attributes, so the node works on the `nodev` root and /dev).
+    fn device(&mut self, d: &DeviceMapping) -> Result<()> {
+        let st = rustix::fs::stat(&d.host).at("stat", &d.host)?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if !matches!(kind, FileType::CharacterDevice | FileType::BlockDevice) {
+            return Err(Error::Invalid(format!(
+                "--device {}: not a character or block device",
+                d.host.display()
+            )));
+        }
+        let target = self.file(&d.container)?;
+        let node = sys::clone_mount(CWD, &d.host.to_string_lossy(), false)
+            .at("bind the host's", &d.host)?;
+        sys::attach_mount(node.as_fd(), target.as_fd()).at("bind the host's", &d.host)
+    }
+
     fn mask_paths(&mut self) -> Result<()> {
         for path in MASKED {
             let Some(target) = self.existing(path)? else {
@@ -612,7 +638,11 @@ fn etc_file_content(name: &str, spec: &Spec) -> String {
         "hosts" => hosts_file(spec),
         // The host's resolver configuration: with the host's network its resolvers (even a
         // loopback one) are reachable; without a network none are, whatever the file says.
-        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        // `--dns` replaces its nameservers and keeps the rest, as docker does.
+        _ => resolv_conf(
+            &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            &spec.dns,
+        ),
     }
 }
 
@@ -623,7 +653,26 @@ fn hosts_file(spec: &Spec) -> String {
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
     hosts.push_str(&format!("127.0.0.1\t{}\n", spec.hostname));
+    for (name, address) in &spec.extra_hosts {
+        hosts.push_str(&format!("{address}\t{name}\n"));
+    }
     hosts
+}
+
+/// The host's `resolv.conf` with its nameservers replaced by `dns` (when any).
+fn resolv_conf(host: &str, dns: &[String]) -> String {
+    if dns.is_empty() {
+        return host.to_owned();
+    }
+    let mut out: String = host
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("nameserver"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    for server in dns {
+        out.push_str(&format!("nameserver {server}\n"));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -638,5 +687,17 @@ mod tests {
         assert!(hosts.starts_with("127.0.0.1\tlocalhost\n"));
         assert!(hosts.ends_with("127.0.0.1\tbox1\n"));
         assert_eq!(etc_file_content("hostname", &spec), "box1\n");
+        spec.extra_hosts = vec![("db".into(), "10.0.0.5".into())];
+        assert!(etc_file_content("hosts", &spec).ends_with("127.0.0.1\tbox1\n10.0.0.5\tdb\n"));
+    }
+
+    #[test]
+    fn dns_replaces_the_hosts_nameservers_and_keeps_the_rest() {
+        let host = "# generated\nnameserver 127.0.0.53\nsearch example.com\noptions edns0\n";
+        assert_eq!(resolv_conf(host, &[]), host);
+        assert_eq!(
+            resolv_conf(host, &["1.1.1.1".into(), "9.9.9.9".into()]),
+            "# generated\nsearch example.com\noptions edns0\nnameserver 1.1.1.1\nnameserver 9.9.9.9\n"
+        );
     }
 }

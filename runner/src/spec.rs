@@ -46,6 +46,19 @@ pub struct Spec {
     /// [`crate::image::capabilities`]); the bounding set of any other user's. The seccomp
     /// filter allows what these grant, as docker's profile does.
     pub capabilities: Vec<caps::Capability>,
+    /// Host device nodes bound into the container (`--device`).
+    pub devices: Vec<DeviceMapping>,
+    /// Extra `/etc/hosts` lines (`--add-host NAME:IP`): (name, address).
+    pub extra_hosts: Vec<(String, String)>,
+    /// Nameservers for `/etc/resolv.conf` in place of the host's (`--dns`).
+    pub dns: Vec<String>,
+    /// The size of `/dev/shm` in bytes (`--shm-size`; 64 MiB when `None`).
+    pub shm_size: Option<u64>,
+    /// `--security-opt no-new-privileges`: the command cannot gain privileges (setuid bits
+    /// and file capabilities stop working).
+    pub no_new_privileges: bool,
+    /// `--security-opt seccomp=unconfined` sets this false: no seccomp filter.
+    pub seccomp: bool,
     /// `--privileged`, as docker has it: no seccomp filter, every host device in `/dev`,
     /// `/sys` and the cgroup hierarchies writable, nothing masked or read-only under `/proc`.
     /// (The capabilities are the caller's to set: docker gives every one.)
@@ -75,6 +88,15 @@ pub enum Rootfs {
         layers: UnionSpec,
         mountpoint: PathBuf,
     },
+}
+
+/// A host device node bound into the container (`--device HOST[:CONTAINER]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    /// A character or block device on the host.
+    pub host: PathBuf,
+    /// Where it appears in the container (absolute).
+    pub container: String,
 }
 
 /// A host path bind-mounted (recursively) into the container.
@@ -263,6 +285,12 @@ impl Spec {
             tty: None,
             capabilities: crate::caps::DEFAULT_CAPABILITIES.to_vec(),
             privileged: false,
+            devices: Vec::new(),
+            extra_hosts: Vec::new(),
+            dns: Vec::new(),
+            shm_size: None,
+            no_new_privileges: false,
+            seccomp: true,
         }
     }
 

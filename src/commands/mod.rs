@@ -82,7 +82,7 @@ fn default_root() -> anyhow::Result<PathBuf> {
 pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
     match command {
         Command::Build(a) => build::build_command(ctx, &a),
-        Command::Run(a) => run::run(ctx, a),
+        Command::Run(a) => run::run(ctx, *a),
         Command::Images(a) => images::images(ctx, &a),
         Command::Inspect(a) => images::inspect(ctx, &a),
         Command::History(a) => images::history(ctx, &a),

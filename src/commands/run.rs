@@ -173,6 +173,36 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     spec.capabilities = capabilities;
     spec.privileged = args.privileged;
+    spec.devices = args
+        .devices
+        .iter()
+        .map(|d| parse_device(d))
+        .collect::<anyhow::Result<_>>()?;
+    spec.extra_hosts = args
+        .add_hosts
+        .iter()
+        .map(|h| parse_add_host(h))
+        .collect::<anyhow::Result<_>>()?;
+    for server in &args.dns {
+        anyhow::ensure!(
+            server.parse::<std::net::IpAddr>().is_ok(),
+            "--dns {server}: not an IP address"
+        );
+    }
+    spec.dns = args.dns.clone();
+    spec.shm_size = args.shm_size.as_deref().map(parse_bytes).transpose()?;
+    for opt in &args.security_opts {
+        match opt.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                spec.no_new_privileges = true;
+            }
+            "no-new-privileges=false" | "no-new-privileges:false" => {}
+            "seccomp=unconfined" | "seccomp:unconfined" => spec.seccomp = false,
+            other => bail!(
+                "--security-opt {other}: strata knows no-new-privileges and seccomp=unconfined"
+            ),
+        }
+    }
     spec.cwd = args
         .workdir
         .or_else(|| config.working_dir.clone())
@@ -361,6 +391,42 @@ fn parse_volume(v: &str) -> anyhow::Result<BindMount> {
         destination: destination.to_owned(),
         read_only,
     })
+}
+
+/// `--device HOST[:CONTAINER[:PERMISSIONS]]` (the permissions, docker's cgroup rule, change
+/// nothing here: the node's own modes apply).
+fn parse_device(spec: &str) -> anyhow::Result<runner::DeviceMapping> {
+    let mut parts = spec.split(':');
+    let host = parts.next().unwrap_or_default();
+    let container = parts.next().unwrap_or(host);
+    anyhow::ensure!(
+        host.starts_with('/') && container.starts_with('/'),
+        "--device {spec}: expected HOST[:CONTAINER] with absolute paths"
+    );
+    anyhow::ensure!(
+        parts
+            .next()
+            .is_none_or(|p| !p.is_empty() && p.chars().all(|c| "rwm".contains(c))),
+        "--device {spec}: the permissions are a mix of r, w and m"
+    );
+    Ok(runner::DeviceMapping {
+        host: PathBuf::from(host),
+        container: container.to_owned(),
+    })
+}
+
+/// `--add-host NAME:IP` (or `NAME=IP`; an IPv6 address keeps its colons).
+fn parse_add_host(spec: &str) -> anyhow::Result<(String, String)> {
+    let (name, address) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .with_context(|| format!("--add-host {spec}: expected NAME:IP"))?;
+    let address = address.trim_start_matches('[').trim_end_matches(']');
+    anyhow::ensure!(
+        !name.is_empty() && address.parse::<std::net::IpAddr>().is_ok(),
+        "--add-host {spec}: expected NAME:IP"
+    );
+    Ok((name.to_owned(), address.to_owned()))
 }
 
 /// A `--mount` (docker's long syntax).
