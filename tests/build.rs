@@ -1597,7 +1597,7 @@ fn named_image_contexts_stand_in_for_an_image_in_from_and_copy() {
         ),
         (
             "x=git://example.com/repo",
-            "only local directories and docker-image://",
+            "only local directories, http(s) URLs of tars and docker-image://",
         ),
         (
             "Bad=docker-image://busybox",

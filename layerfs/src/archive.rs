@@ -500,6 +500,19 @@ pub fn load(store: &Store, path: &Path) -> Result<Vec<Loaded>> {
         let f = File::open(path).at("open", path)?;
         stage_tar(store, path, f)?
     };
+    load_staged(store, staged, path)
+}
+
+/// Loads every image of the archive `input` (plain or compressed, read once from start to
+/// end, such as stdin); `what` names it in errors.
+pub fn load_stream(store: &Store, input: impl Read + Send, what: &Path) -> Result<Vec<Loaded>> {
+    let _content = store.lock_content()?;
+    let staged = stage_tar(store, what, input)?;
+    load_staged(store, staged, what)
+}
+
+/// Stores the images of a staged archive (the content lock held).
+fn load_staged(store: &Store, staged: Staged, path: &Path) -> Result<Vec<Loaded>> {
     let images = if staged.files.contains_key("index.json") {
         oci_images(&staged)?
     } else if staged.files.contains_key("manifest.json") {

@@ -1,7 +1,6 @@
 //! `save` and `load`: images to and from docker archives, OCI archives and OCI layout dirs.
 
 use std::io::IsTerminal as _;
-use std::os::fd::AsFd as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -68,28 +67,13 @@ pub fn load(ctx: &Context, args: &LoadArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the archive on stdin: read in place when stdin is a file (`strata load < x.tar`),
-/// otherwise first copied whole into the store's tmp (a pipe cannot be read twice, and a
-/// docker archive's manifest comes last).
+/// Loads the archive on stdin, read once from start to end as it comes (a pipe, or a file
+/// redirected in).
 fn load_stdin(store: &Store) -> anyhow::Result<Vec<archive::Loaded>> {
     let stdin = std::io::stdin();
     anyhow::ensure!(
         !stdin.is_terminal(),
         "no archive: stdin is a terminal (use -i PATH or redirect stdin)"
     );
-    let fd = stdin.as_fd();
-    if rustix::fs::fstat(fd)
-        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_file())
-    {
-        return Ok(archive::load(store, Path::new("/dev/stdin"))?);
-    }
-    let spool = store.tmp_path("stdin-archive");
-    let result = (|| {
-        let mut file = std::fs::File::create(&spool)
-            .with_context(|| format!("creating {}", spool.display()))?;
-        std::io::copy(&mut stdin.lock(), &mut file).context("reading stdin")?;
-        Ok(archive::load(store, &spool)?)
-    })();
-    let _ = std::fs::remove_file(&spool);
-    result
+    Ok(archive::load_stream(store, stdin, Path::new("stdin"))?)
 }
