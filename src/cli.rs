@@ -54,6 +54,9 @@ pub enum ProgressMode {
     Tty,
     /// One JSON event per line, for machines
     Json,
+    /// Nothing but errors (a failed build step's output with its error); the result still
+    /// goes to stdout
+    Quiet,
 }
 
 /// `--network`.
@@ -179,6 +182,9 @@ pub struct BuildArgs {
     pub outputs: Vec<String>,
     #[arg(long, value_enum, default_value_t)]
     pub progress: ProgressMode,
+    /// `--progress quiet`: only the image id on stdout, as `docker build -q`
+    #[arg(short, long, conflicts_with = "progress")]
+    pub quiet: bool,
     /// Push every tag once built
     #[arg(long)]
     pub push: bool,

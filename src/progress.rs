@@ -34,6 +34,8 @@ enum View {
     Json {
         last: Mutex<HashMap<Digest, Instant>>,
     },
+    /// `--progress quiet`: nothing.
+    Quiet,
 }
 
 /// `sha256:0123456789ab…` shortened as docker does: 12 hex digits.
@@ -57,6 +59,7 @@ impl TransferProgress {
                 last: Mutex::default(),
             },
             ProgressMode::Plain => View::Lines,
+            ProgressMode::Quiet => View::Quiet,
             ProgressMode::Auto if !printer.stderr_is_tty() => View::Lines,
             ProgressMode::Auto | ProgressMode::Tty => View::Bars {
                 multi: MultiProgress::with_draw_target(printer.progress_target()),
@@ -91,6 +94,7 @@ impl TransferProgress {
                 self.printer.note(line);
             }
             View::Lines => self.printer.note(line),
+            View::Quiet => {}
         }
     }
 
@@ -131,6 +135,7 @@ impl TransferProgress {
 impl Reporter for TransferProgress {
     fn report(&self, event: Event) {
         match (&self.view, event) {
+            (View::Quiet, _) => {}
             (
                 View::Json { .. },
                 Event::Resolved {

@@ -155,6 +155,14 @@ fn a_failed_build_tags_nothing_and_leaves_nothing() {
         "FROM busybox\nRUN echo one > /one\nRUN echo two && exit 9\n",
     )
     .unwrap();
+    // Quiet (`-q`, as docker's): only the failed step's output and its error.
+    let quiet = s.output(&["build", "-q", "-t", "broken", ctx.to_str().unwrap()]);
+    assert!(!quiet.status.success() && quiet.stdout.is_empty());
+    let err = String::from_utf8_lossy(&quiet.stderr);
+    assert!(
+        err.starts_with("two\nERROR: ") && err.contains("code: 9") && !err.contains('#'),
+        "{err}"
+    );
     let out = s.output(&[
         "build",
         "-t",
@@ -196,6 +204,15 @@ fn a_failed_build_tags_nothing_and_leaves_nothing() {
         ctx.to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("#2 CACHED"));
+    let quiet = s.output(&["build", "--quiet", "-t", "fixed", ctx.to_str().unwrap()]);
+    assert!(
+        quiet.status.success() && quiet.stderr.is_empty(),
+        "{quiet:?}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stdout),
+        s.ok(&["inspect", "--format", "id", "fixed"])
+    );
 }
 
 #[test]

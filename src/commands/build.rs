@@ -184,16 +184,16 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         (None, None) => DockerfileSource::File(context.join("Dockerfile")),
     };
     let mode = match args.progress {
+        _ if args.quiet => ProgressMode::Quiet,
         ProgressMode::Auto if ctx.printer.stderr_is_tty() => ProgressMode::Tty,
         ProgressMode::Auto => ProgressMode::Plain,
         m => m,
     };
     // Base images not in the store are pulled, and --push pushes, with their transfers shown
     // as lines (or JSON events) beside the build's own view.
-    let transfer_mode = if mode == ProgressMode::Json {
-        ProgressMode::Json
-    } else {
-        ProgressMode::Plain
+    let transfer_mode = match mode {
+        ProgressMode::Json | ProgressMode::Quiet => mode,
+        _ => ProgressMode::Plain,
     };
     let transfer = TransferProgress::new(transfer_mode, ctx.printer);
     let connect = ConnectOptions {
@@ -239,12 +239,18 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     let built = build(&store, &opts, &mut view);
     view.finish();
     let built = built?;
+    let quiet = mode == ProgressMode::Quiet;
+    let note = |line: String| {
+        if !quiet {
+            ctx.printer.note(line);
+        }
+    };
     // Outputs before tags: a build whose output fails tags nothing.
     if !outputs.is_empty() {
         let image = store.image_for_manifest(&built.manifest)?;
         for output in &outputs {
             output.write(&store, &image, tags.first())?;
-            ctx.printer.note(format!("exported to {}", output.shown()));
+            note(format!("exported to {}", output.shown()));
         }
     }
     for t in &tags {
@@ -277,7 +283,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             let pushed =
                 registry_client::push(&store, &t.to_string(), Some(t), &push_opts, &transfer)
                     .with_context(|| format!("pushing {}", t.familiar()))?;
-            ctx.printer.note(format!(
+            note(format!(
                 "pushed {}@{}",
                 pushed.reference.familiar(),
                 pushed.digest
@@ -288,7 +294,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     if id_to_stdout {
         ctx.printer.out(&built.id);
     } else {
-        ctx.printer.note(&built.id);
+        note(built.id.to_string());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -453,7 +459,12 @@ enum View {
     Plain,
     Json,
     Tty(Live),
+    /// The current step's output, shown only if the step fails.
+    Quiet(Vec<String>),
 }
+
+/// How many of a step's last output lines the quiet view keeps for an error.
+const QUIET_LINES: usize = 50;
 
 struct Live {
     multi: MultiProgress,
@@ -467,6 +478,7 @@ impl View {
     fn new(mode: ProgressMode) -> Self {
         match mode {
             ProgressMode::Json => View::Json,
+            ProgressMode::Quiet => View::Quiet(Vec::new()),
             ProgressMode::Tty => View::Tty(Live {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
                 step: None,
@@ -529,6 +541,20 @@ impl Reporter for View {
                 err_line(&v.to_string());
             }
             View::Tty(live) => live.event(event),
+            View::Quiet(lines) => match event {
+                Event::Start(_) => lines.clear(),
+                Event::Output { line, .. } => {
+                    if lines.len() == QUIET_LINES {
+                        lines.remove(0);
+                    }
+                    lines.push(line);
+                }
+                Event::Failed { error, .. } => {
+                    lines.iter().for_each(|l| err_line(l));
+                    err_line(&format!("ERROR: {error}"));
+                }
+                Event::Cached { .. } | Event::Done { .. } | Event::Note(_) => {}
+            },
         }
     }
 }
