@@ -159,6 +159,9 @@ pub struct BuildArgs {
     /// Run every step, using no cached result
     #[arg(long)]
     pub no_cache: bool,
+    /// Add a line to RUN steps' /etc/hosts: `NAME:IP` (repeatable)
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
     /// Squash the layers the build made into one, over the base image's (as docker's)
     #[arg(long)]
     pub squash: bool,

@@ -1130,6 +1130,32 @@ fn labels_from_the_command_line_join_and_win_over_the_dockerfiles() {
     assert_eq!(names(&["dangling=true", "label=team=old"]), "<none>");
 }
 
+/// `build --add-host`, as docker's: RUN steps see the line in /etc/hosts, it keys their cache
+/// (so a build without it runs them again), and it never reaches the image.
+#[test]
+fn add_host_reaches_run_steps_and_their_cache_keys() {
+    if !is_root_or_skip("add_host_reaches_run_steps_and_their_cache_keys") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let ctx = context(
+        &s,
+        "ctx",
+        "FROM busybox\nRUN (grep db /etc/hosts || echo none) > /seen\n",
+    );
+    let seen = |tag: &str| s.ok(&["run", "--rm", tag, "cat", "/seen"]);
+    let (ok, log) = build(&s, "with", &ctx, &["--add-host", "db:10.1.2.3"]);
+    assert!(ok, "{log}");
+    assert_eq!(seen("with"), "10.1.2.3\tdb\n");
+    let (ok, log) = build(&s, "without", &ctx, &[]);
+    assert!(ok && !cached(&log, 2), "{log}");
+    assert_eq!(seen("without"), "none\n");
+    let (ok, log) = build(&s, "with", &ctx, &["--add-host", "db:10.1.2.3"]);
+    assert!(ok && cached(&log, 2), "{log}");
+    let (ok, log) = build(&s, "bad", &ctx, &["--add-host", "db"]);
+    assert!(!ok && log.contains("--add-host db"), "{log}");
+}
+
 /// `build --output` as buildx has it: `type=local` (or a bare directory) writes the image's
 /// files, whiteouts carried out; `type=docker`/`type=oci` write archives that load back as
 /// the same image; a non-empty directory is refused and kept as it was; a bad spec fails

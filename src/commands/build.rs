@@ -218,6 +218,11 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         labels,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        extra_hosts: args
+            .add_hosts
+            .iter()
+            .map(|h| super::run::parse_add_host(h))
+            .collect::<anyhow::Result<_>>()?,
         squash: if args.squash_all {
             Some(Squash::All)
         } else {

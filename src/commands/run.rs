@@ -416,7 +416,7 @@ fn parse_device(spec: &str) -> anyhow::Result<runner::DeviceMapping> {
 }
 
 /// `--add-host NAME:IP` (or `NAME=IP`; an IPv6 address keeps its colons).
-fn parse_add_host(spec: &str) -> anyhow::Result<(String, String)> {
+pub(super) fn parse_add_host(spec: &str) -> anyhow::Result<(String, String)> {
     let (name, address) = spec
         .split_once('=')
         .or_else(|| spec.split_once(':'))

@@ -28,6 +28,8 @@ pub struct RunStep {
     pub files: Vec<(String, String)>,
     /// `RUN --mount`s, as bind mounts of host paths.
     pub binds: Vec<runner::BindMount>,
+    /// Extra `/etc/hosts` lines (`build --add-host`): (name, address).
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// Runs `step` over `lowers` with writes going to `upper` (and `work`); `mountpoint` is an
@@ -66,6 +68,7 @@ pub fn run_step(
     spec.user = step.user.clone();
     spec.hostname = "strata-build".into();
     spec.mounts = step.binds.clone();
+    spec.extra_hosts = step.extra_hosts.clone();
     spec.network = match step.network {
         Network::Host => runner::Network::Host,
         Network::None => runner::Network::None,

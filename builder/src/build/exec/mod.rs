@@ -80,6 +80,8 @@ pub struct BuildOptions<'a> {
     /// Squash the image's layers into one at the end.
     pub squash: Option<Squash>,
     pub network: Network,
+    /// Extra `/etc/hosts` lines for RUN steps (`--add-host NAME:IP`): (name, address).
+    pub extra_hosts: Vec<(String, String)>,
     pub compression: Compression,
     /// Fetches an image that is not in the store (FROM, COPY --from); `None` to refuse.
     pub pull: Option<Puller<'a>>,
@@ -551,6 +553,9 @@ impl Builder<'_, '_> {
             Command::Run(run) => {
                 key_input["args"] = json!(args);
                 key_input["network"] = json!(format!("{:?}", self.opts.network));
+                if !self.opts.extra_hosts.is_empty() {
+                    key_input["extra_hosts"] = json!(self.opts.extra_hosts);
+                }
                 if !run.mounts.is_empty() {
                     key_input["mounts"] =
                         self.mounts_key(run).map_err(|e| self.step_err(ins, e))?;

@@ -91,6 +91,7 @@ impl Builder<'_, '_> {
             network,
             files,
             binds: Vec::new(),
+            extra_hosts: self.opts.extra_hosts.clone(),
         };
         let scratch = self.scratch_dirs()?;
         let mountpoint = scratch.home.join("rootfs");
