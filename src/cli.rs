@@ -503,6 +503,9 @@ pub struct PushArgs {
     /// Write the pushed manifest's digest to this file (for signing or deploying by digest)
     #[arg(long, value_name = "FILE")]
     pub digestfile: Option<PathBuf>,
+    /// Push every tag of the repository IMAGE has, each to its own name (as docker's)
+    #[arg(short, long, conflicts_with_all = ["destination", "digestfile"])]
+    pub all_tags: bool,
 }
 
 #[derive(Debug, Args)]

@@ -473,6 +473,46 @@ fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
     );
 }
 
+/// `push --all-tags REPOSITORY`, as docker's: every local tag of it goes to its own name, and
+/// skopeo lists them all; a tag or a destination is refused.
+#[test]
+fn push_all_tags_pushes_every_tag_of_the_repository() {
+    if !tools_or_skip("push_all_tags_pushes_every_tag_of_the_repository") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let s = TestStore::with_busybox();
+    let repo = format!("{}/all/tags", registry.host);
+    for tag in ["a", "b", "c"] {
+        s.ok(&["tag", "busybox", &format!("{repo}:{tag}")]);
+    }
+    s.ok(&["tag", "busybox", &format!("{}/other/repo:z", registry.host)]);
+    let out = s.ok(&["push", "--all-tags", &repo]);
+    assert_eq!(out.lines().count(), 3, "{out}");
+    let listed: Value = serde_json::from_str(&skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{repo}"),
+    ]))
+    .unwrap();
+    let mut tags: Vec<&str> = listed["Tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    tags.sort_unstable();
+    assert_eq!(tags, ["a", "b", "c"]);
+    let err = s.fails(&["push", "--all-tags", &format!("{repo}:a")]);
+    assert!(err.contains("takes a repository"), "{err}");
+    let err = s.fails(&[
+        "push",
+        "--all-tags",
+        &format!("{}/none/here", registry.host),
+    ]);
+    assert!(err.contains("no tag of"), "{err}");
+}
+
 #[test]
 fn inspect_of_a_docker_reference_reads_the_registry_and_stores_nothing() {
     if !tools_or_skip("inspect_of_a_docker_reference_reads_the_registry_and_stores_nothing") {

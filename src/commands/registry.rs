@@ -138,23 +138,81 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
         image,
         destination,
         digestfile,
+        all_tags,
     } = args;
     let destination = destination.as_deref().map(Reference::parse).transpose()?;
     let store = ctx.store()?;
-    let progress = TransferProgress::new(registry.progress, ctx.printer);
     let opts = PushOptions {
         connect: connect_options(registry.tls_verify),
         ..PushOptions::default()
     };
-    let shown = destination
-        .as_ref()
-        .map_or_else(|| image.clone(), Reference::familiar);
-    let pushed = registry_client::push(&store, &image, destination.as_ref(), &opts, &progress)
-        .with_context(|| format!("pushing {image} to {shown}"))?;
-    if let Some(path) = &digestfile {
-        std::fs::write(path, pushed.digest.to_string())
-            .with_context(|| format!("--digestfile {}", path.display()))?;
+    if !all_tags {
+        let pushed = push_one(
+            ctx,
+            &store,
+            &image,
+            destination.as_ref(),
+            &opts,
+            registry.progress,
+        )?;
+        if let Some(path) = &digestfile {
+            std::fs::write(path, pushed.digest.to_string())
+                .with_context(|| format!("--digestfile {}", path.display()))?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
+    // `--all-tags REPOSITORY`: every tag of it in the store, each to its own name.
+    anyhow::ensure!(
+        destination.is_none() && digestfile.is_none(),
+        "--all-tags pushes every tag to its own name: no DEST and no --digestfile"
+    );
+    let last = image.rsplit('/').next().unwrap_or(&image);
+    anyhow::ensure!(
+        !last.contains(':') && !last.contains('@'),
+        "--all-tags takes a repository, not the tag or digest {image}"
+    );
+    let repository = Reference::parse(&image)?;
+    let mut names: Vec<Reference> = store
+        .records()?
+        .into_iter()
+        .filter_map(|r| r.name)
+        .filter(|n| {
+            n.registry() == repository.registry() && n.repository() == repository.repository()
+        })
+        .collect();
+    names.sort_by(|a, b| a.tag().cmp(&b.tag()));
+    anyhow::ensure!(
+        !names.is_empty(),
+        "no tag of {} in the store",
+        repository.name()
+    );
+    for name in names {
+        push_one(
+            ctx,
+            &store,
+            &name.to_string(),
+            None,
+            &opts,
+            registry.progress,
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes the local `image` to `destination` (else its own name), showing the transfer as
+/// `mode` says, then its reference and digest on stdout.
+fn push_one(
+    ctx: &Context,
+    store: &Store,
+    image: &str,
+    destination: Option<&Reference>,
+    opts: &PushOptions,
+    mode: ProgressMode,
+) -> anyhow::Result<registry_client::Pushed> {
+    let progress = TransferProgress::new(mode, ctx.printer);
+    let shown = destination.map_or_else(|| image.to_owned(), Reference::familiar);
+    let pushed = registry_client::push(store, image, destination, opts, &progress)
+        .with_context(|| format!("pushing {image} to {shown}"))?;
     let line = format!(
         "pushed {}@{} ({} blobs): {} uploaded",
         pushed.reference.familiar(),
@@ -171,11 +229,11 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             "bytes": pushed.uploaded,
         }),
     );
-    if registry.progress != ProgressMode::Json {
+    if mode != ProgressMode::Json {
         ctx.printer
             .out(format!("{}@{}", pushed.reference, pushed.digest));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(pushed)
 }
 
 pub fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
