@@ -159,6 +159,13 @@ pub struct BuildArgs {
     /// Run every step, using no cached result
     #[arg(long)]
     pub no_cache: bool,
+    /// Take cached steps from a registry, as buildx: `type=registry,ref=REF` or `REF` (an
+    /// index `--cache-to` pushed); a missing one is a warning (repeatable)
+    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    pub cache_from: Vec<String>,
+    /// Push this build's cache entries to a registry, as buildx: `type=registry,ref=REF`
+    #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
+    pub cache_to: Option<String>,
     /// Add a line to RUN steps' /etc/hosts: `NAME:IP` (repeatable)
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,

@@ -1188,6 +1188,96 @@ fn an_image_listing_the_same_layer_twice_downloads_it_once() {
     assert_store_whole(&s);
 }
 
+/// `--cache-to`/`--cache-from` (buildx's registry cache, in strata's own format): a build
+/// pushes its steps' cache entries; a fresh store (a new CI machine) building the same context
+/// with `--cache-from` takes every step from it (all CACHED, the same image id); a changed
+/// step runs again from there; a cache that is not there is a warning, not a failure.
+#[test]
+fn a_registry_cache_makes_a_fresh_machines_build_cached() {
+    if !tools_or_skip("a_registry_cache_makes_a_fresh_machines_build_cached")
+        || !is_root_or_skip("a_registry_cache_makes_a_fresh_machines_build_cached")
+    {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let cache = format!("{}/team/app:buildcache", registry.host);
+    // The base comes from the registry, as on CI machines: the same digest everywhere, so the
+    // same step keys.
+    let base = format!("{}/base/busybox:v1", registry.host);
+    TestStore::with_busybox().ok(&["push", "busybox", &base]);
+    let build = |s: &TestStore, extra: &[&str]| -> String {
+        let context = s.path("context");
+        let mut args = vec!["build", "--progress", "plain", "-t", "app"];
+        args.extend_from_slice(extra);
+        args.push(context.to_str().unwrap());
+        let out = s.output(&args);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log
+    };
+    let machine = |greeting: &str| {
+        let s = TestStore::new();
+        let context = s.path("context");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::write(context.join("greeting.txt"), greeting).unwrap();
+        std::fs::write(
+            context.join("Dockerfile"),
+            format!(
+                "FROM {base}\nRUN echo one > /one\nRUN echo two > /two\n\
+                 COPY greeting.txt /greeting.txt\n"
+            ),
+        )
+        .unwrap();
+        s
+    };
+    let first = machine("hello\n");
+    let log = build(
+        &first,
+        &["--cache-to", &format!("type=registry,ref={cache}")],
+    );
+    assert!(
+        log.contains("cache exported to") && log.contains("(3 steps)"),
+        "{log}"
+    );
+    let id = first.ok(&["inspect", "--format", "id", "app"]);
+
+    let fresh = machine("hello\n");
+    let log = build(
+        &fresh,
+        &["--cache-from", &format!("type=registry,ref={cache}")],
+    );
+    for step in 2..=4 {
+        assert!(
+            log.contains(&format!("#{step} CACHED")),
+            "step {step}: {log}"
+        );
+    }
+    assert_eq!(fresh.ok(&["inspect", "--format", "id", "app"]), id);
+    assert_eq!(
+        fresh.ok(&["run", "--rm", "app", "cat", "/two", "/greeting.txt"]),
+        "two\nhello\n"
+    );
+    fresh.ok(&["fsck"]);
+
+    let changed = machine("changed\n");
+    let log = build(&changed, &["--cache-from", &cache]);
+    assert!(
+        log.contains("#2 CACHED") && log.contains("#3 CACHED") && !log.contains("#4 CACHED"),
+        "{log}"
+    );
+    assert_eq!(
+        changed.ok(&["run", "--rm", "app", "cat", "/greeting.txt"]),
+        "changed\n"
+    );
+
+    let missing = format!("{}/no/cache:here", registry.host);
+    let log = build(&machine("x\n"), &["--cache-from", &missing]);
+    assert!(
+        log.contains(&format!("warning: --cache-from {missing}")) && !log.contains("#2 CACHED"),
+        "{log}"
+    );
+}
+
 #[test]
 fn build_pulls_its_base_image_and_pushes_with_push() {
     if !tools_or_skip("build_pulls_its_base_image_and_pushes_with_push")

@@ -8,9 +8,10 @@ use oci_spec::image::{Descriptor, Digest, MediaType};
 
 use layerfs::reference::Reference;
 
+use crate::client::{Client, ConnectOptions};
 use crate::error::Result;
 use crate::events::Reporter;
-use crate::pull::{PullOptions, download_config, resolve};
+use crate::pull::{self, PullOptions, download_config, resolve};
 
 /// An image as a registry serves it.
 #[derive(Debug, Clone)]
@@ -54,6 +55,35 @@ pub async fn inspect_async(
         raw,
         raw_digest,
     })
+}
+
+/// The manifest (or index) `reference` names, byte for byte as served and checked against its
+/// digest, with its media type and digest; nothing resolved, nothing else fetched.
+pub async fn fetch_manifest_async(
+    reference: &Reference,
+    opts: &ConnectOptions,
+    reporter: &dyn Reporter,
+) -> Result<(String, Vec<u8>, Digest)> {
+    let repo = reference.repository();
+    let scopes = vec![format!("repository:{repo}:pull")];
+    let client = Client::connect(reference, scopes, opts, None, reporter).await?;
+    pull::fetch_manifest(
+        &client,
+        repo,
+        &reference.tag_or_digest(),
+        reference.digest(),
+    )
+    .await
+}
+
+/// Blocking [`fetch_manifest_async`], on a runtime of its own (not to be called from async
+/// code).
+pub fn fetch_manifest(
+    reference: &Reference,
+    opts: &ConnectOptions,
+    reporter: &dyn Reporter,
+) -> Result<(String, Vec<u8>, Digest)> {
+    crate::runtime()?.block_on(fetch_manifest_async(reference, opts, reporter))
 }
 
 /// Blocking [`inspect_async`], on a runtime of its own (not to be called from async code).

@@ -37,10 +37,10 @@ pub use client::{ConnectOptions, RetryPolicy, http_client};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use events::{BlobKind, Event, Reporter, Silent, Skipped};
-pub use inspect::{RemoteImage, inspect, inspect_async};
+pub use inspect::{RemoteImage, fetch_manifest, fetch_manifest_async, inspect, inspect_async};
 pub use platform::Platform;
 pub use pull::{PullOptions, Pulled, pull, pull_async};
-pub use push::{PushOptions, Pushed, push, push_async};
+pub use push::{PushOptions, Pushed, push, push_async, push_manifest, push_manifest_async};
 
 /// A runtime for the blocking entry points: two workers (the extraction and hashing run on
 /// blocking threads of their own).

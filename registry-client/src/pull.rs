@@ -46,6 +46,9 @@ pub struct PullOptions {
     pub connect: ConnectOptions,
     /// How many layers download and extract at once.
     pub max_concurrent_layers: usize,
+    /// Name the pulled image in the store by the reference (false: only store it, as a build
+    /// cache import does; the cache entry keeps it).
+    pub tag: bool,
 }
 
 impl Default for PullOptions {
@@ -54,6 +57,7 @@ impl Default for PullOptions {
             platform: None,
             connect: ConnectOptions::default(),
             max_concurrent_layers: 4,
+            tag: true,
         }
     }
 }
@@ -186,7 +190,9 @@ pub async fn pull_async(
         bytes.len() as u64,
         digest,
     );
-    store.tag(reference, &descriptor)?;
+    if opts.tag {
+        store.tag(reference, &descriptor)?;
+    }
     Ok(Pulled {
         reference: reference.clone(),
         manifest: descriptor,
@@ -288,7 +294,7 @@ async fn resolve_manifest(
 
 /// Fetches a manifest by tag or digest and checks it against `expected` (or else against the
 /// `Docker-Content-Digest` the registry sent). Returns its media type, bytes and digest.
-async fn fetch_manifest(
+pub(crate) async fn fetch_manifest(
     client: &Client<'_>,
     repo: &str,
     tag_or_digest: &str,

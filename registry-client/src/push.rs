@@ -113,7 +113,19 @@ pub async fn push_async(
             )));
         }
     };
-    let plan = plan(store, &top)?;
+    push_manifest_async(store, &top, dest, opts, reporter).await
+}
+
+/// Pushes the manifest `top` of the store (an image manifest, or an index and the manifests it
+/// lists) with every blob they need, to `dest`.
+pub async fn push_manifest_async(
+    store: &Store,
+    top: &Descriptor,
+    dest: Reference,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    let plan = plan(store, top)?;
     let sources = mount_sources(store, &dest, &plan)?;
     let mut scopes = vec![format!("repository:{}:pull,push", dest.repository())];
     let mut seen = HashSet::new();
@@ -155,7 +167,7 @@ pub async fn push_async(
         && d != last.0.digest()
     {
         return Err(Error::DigestMismatch {
-            what: format!("pushing {image} to {dest}"),
+            what: format!("pushing {} to {dest}", top.digest()),
             expected: d.clone(),
             actual: last.0.digest().clone(),
         });
@@ -181,6 +193,17 @@ pub fn push(
     reporter: &dyn Reporter,
 ) -> Result<Pushed> {
     crate::runtime()?.block_on(push_async(store, image, destination, opts, reporter))
+}
+
+/// Blocking [`push_manifest_async`], on a runtime of its own (not to be called from async code).
+pub fn push_manifest(
+    store: &Store,
+    top: &Descriptor,
+    dest: Reference,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    crate::runtime()?.block_on(push_manifest_async(store, top, dest, opts, reporter))
 }
 
 /// The local image's manifest descriptor, and the name it was asked for by (if it was).

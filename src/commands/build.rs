@@ -1,7 +1,7 @@
 //! `build`: a Dockerfile to an image, with a progress view (live on a terminal, plain lines
 //! otherwise, JSON events for machines).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use builder::build::fetch::{Downloads, is_url};
 use builder::build::{
-    BuildOptions, DockerfileSource, Event, Network, Reporter, Secret, Squash, SshAgent, build,
+    BuildOptions, CacheSource, DockerfileSource, Event, Network, Reporter, Secret, Squash,
+    SshAgent, build,
 };
 use builder::plan::ImageContext;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -19,6 +20,7 @@ use layerfs::archive;
 use layerfs::layer::compress::Compression;
 use layerfs::reference::Reference;
 use layerfs::store::{Image, Store};
+use oci_spec::image::{Descriptor, Digest, MediaType};
 use registry_client::{ConnectOptions, PullOptions, PushOptions};
 
 use super::{Context, archive_stdout};
@@ -209,6 +211,33 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             .map(drop)
             .map_err(|e| e.to_string())
     };
+    // --cache-from: each registry cache's entries, pulled (untagged) only when a step's key is
+    // missing here.
+    let cache_to = args
+        .cache_to
+        .as_deref()
+        .map(|spec| cache_ref("--cache-to", spec))
+        .transpose()?;
+    let mut remote_cache: HashMap<String, Reference> = HashMap::new();
+    for spec in &args.cache_from {
+        let source = cache_ref("--cache-from", spec)?;
+        match remote_cache_entries(&source, &connect) {
+            Ok(entries) => remote_cache.extend(entries),
+            Err(e) => ctx.printer.note(format!(
+                "warning: --cache-from {spec}: {e:#}; building without it"
+            )),
+        }
+    }
+    let cache_pull_opts = PullOptions {
+        tag: false,
+        ..pull_opts.clone()
+    };
+    let cache_source = |key: &str| -> Option<Digest> {
+        let reference = remote_cache.get(key)?;
+        registry_client::pull(&store, reference, &cache_pull_opts, &transfer)
+            .ok()
+            .map(|pulled| pulled.manifest.digest().clone())
+    };
     let opts = BuildOptions {
         context,
         named_contexts,
@@ -234,6 +263,7 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         },
         compression,
         pull: Some(&puller),
+        cache_source: (!remote_cache.is_empty()).then_some(&cache_source as CacheSource<'_>),
         pull_always: args.pull,
         cancel,
         storage_driver: super::mount::storage_driver(ctx),
@@ -250,7 +280,21 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             ctx.printer.note(line);
         }
     };
-    // Outputs before tags: a build whose output fails tags nothing.
+    // The cache and outputs before tags: a build whose export fails tags nothing.
+    let push_opts = PushOptions {
+        connect,
+        ..PushOptions::default()
+    };
+    if let Some(dest) = cache_to {
+        let top = cache_index(&store, &built.cache_entries)?;
+        registry_client::push_manifest(&store, &top, dest.clone(), &push_opts, &transfer)
+            .with_context(|| format!("--cache-to {}: pushing the cache", dest.familiar()))?;
+        note(format!(
+            "cache exported to {} ({} steps)",
+            dest.familiar(),
+            built.cache_entries.len()
+        ));
+    }
     if !outputs.is_empty() {
         let image = store.image_for_manifest(&built.manifest)?;
         for output in &outputs {
@@ -280,10 +324,6 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         .with_context(|| format!("--metadata-file {}", path.display()))?;
     }
     if args.push {
-        let push_opts = PushOptions {
-            connect,
-            ..PushOptions::default()
-        };
         for t in &tags {
             let pushed =
                 registry_client::push(&store, &t.to_string(), Some(t), &push_opts, &transfer)
@@ -302,6 +342,80 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         note(built.id.to_string());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The annotation that names a cache entry's key in a registry cache's index.
+const CACHE_KEY_ANNOTATION: &str = "dev.strata.cache.key";
+
+/// `type=registry,ref=REF` (buildx's syntax), or a bare `REF`.
+fn cache_ref(flag: &str, spec: &str) -> anyhow::Result<Reference> {
+    let mut reference = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", "registry")) => {}
+            Some(("type", other)) => {
+                bail!("{flag} {spec}: type {other} is not supported (type=registry)")
+            }
+            Some(("ref", r)) => reference = Some(r),
+            Some((k, _)) if k != "mode" => bail!("{flag} {spec}: unknown field {k}"),
+            Some(_) => {}
+            None => reference = Some(field),
+        }
+    }
+    let reference = reference.with_context(|| format!("{flag} {spec}: no ref=REF"))?;
+    Reference::parse(reference).with_context(|| format!("{flag} {spec}"))
+}
+
+/// The entries of the registry cache `source`: each step key and the reference (by digest) of
+/// its state's manifest.
+fn remote_cache_entries(
+    source: &Reference,
+    connect: &ConnectOptions,
+) -> anyhow::Result<HashMap<String, Reference>> {
+    let (_, bytes, _) = registry_client::fetch_manifest(source, connect, &registry_client::Silent)?;
+    let index: oci_spec::image::ImageIndex =
+        serde_json::from_slice(&bytes).context("the cache is not an OCI index")?;
+    Ok(index
+        .manifests()
+        .iter()
+        .filter_map(|m| {
+            let key = m.annotations().as_ref()?.get(CACHE_KEY_ANNOTATION)?;
+            Some((key.clone(), source.with_digest(m.digest().clone())))
+        })
+        .collect())
+}
+
+/// An OCI index of `entries` (each state's manifest, annotated with its key), stored as a
+/// blob: what `--cache-to` pushes.
+fn cache_index(store: &Store, entries: &[(String, Digest)]) -> anyhow::Result<Descriptor> {
+    let mut seen = std::collections::HashSet::new();
+    let mut manifests = Vec::new();
+    for (key, digest) in entries {
+        if !seen.insert(key) {
+            continue;
+        }
+        let size = std::fs::metadata(store.blob_path(digest))
+            .with_context(|| format!("cache entry {key}: manifest {digest}"))?
+            .len();
+        manifests.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest.to_string(),
+            "size": size,
+            "annotations": { CACHE_KEY_ANNOTATION: key },
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    let bytes = layerfs::config::canonical_json(&index);
+    let digest = store.put_blob(&bytes)?;
+    Ok(Descriptor::new(
+        MediaType::ImageIndex,
+        bytes.len() as u64,
+        digest,
+    ))
 }
 
 /// A build context read from a stream, as docker reads one from stdin (`strata build -`) or

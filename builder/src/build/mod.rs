@@ -18,5 +18,7 @@ pub mod state;
 pub mod userdb;
 
 pub use events::{Event, Reporter, StepInfo};
-pub use exec::{BuildError, BuildOptions, Built, DockerfileSource, Network, Squash, build};
+pub use exec::{
+    BuildError, BuildOptions, Built, CacheSource, DockerfileSource, Network, Squash, build,
+};
 pub use secrets::{Secret, SshAgent};

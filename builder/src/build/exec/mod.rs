@@ -58,6 +58,10 @@ pub enum Squash {
     All,
 }
 
+/// A build cache elsewhere (`--cache-from`): given a step's key, puts the state it has for it
+/// in the store and returns the state's manifest digest; `None` when it has none.
+pub type CacheSource<'a> = &'a (dyn Fn(&str) -> Option<Digest> + Sync);
+
 /// Fetches an image that is not in the store into it.
 pub type Puller<'a> = &'a (dyn Fn(&Reference) -> Result<(), String> + Sync);
 
@@ -77,6 +81,8 @@ pub struct BuildOptions<'a> {
     pub labels: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// Where to look for a step missing from the store's cache (`--cache-from`).
+    pub cache_source: Option<CacheSource<'a>>,
     /// Squash the image's layers into one at the end.
     pub squash: Option<Squash>,
     pub network: Network,
@@ -113,6 +119,9 @@ impl std::fmt::Debug for BuildOptions<'_> {
 pub struct Built {
     pub manifest: Descriptor,
     pub id: Digest,
+    /// Every step's cache entry this build used or made, in order: its key and the manifest
+    /// of its state (for `--cache-to`).
+    pub cache_entries: Vec<(String, Digest)>,
 }
 
 /// Why a build failed.
@@ -235,6 +244,7 @@ pub fn build(
         fallback: std::sync::Mutex::new(None),
         pulled: std::sync::Mutex::default(),
         base_layers: HashMap::new(),
+        cache_entries: Vec::new(),
     };
     for stage in plan.build_order() {
         b.current = stage.index;
@@ -275,6 +285,7 @@ pub fn build(
     Ok(Built {
         id: state.config_digest(),
         manifest,
+        cache_entries: b.cache_entries,
     })
 }
 
@@ -327,6 +338,8 @@ struct Builder<'a, 'o> {
     pulled: std::sync::Mutex<std::collections::HashSet<String>>,
     /// How many layers each stage built so far started from (its base's).
     base_layers: HashMap<usize, usize>,
+    /// The cache entries used or made, in order (see [`Built::cache_entries`]).
+    cache_entries: Vec<(String, Digest)>,
 }
 
 /// What a `.dockerignore` verdict means to a source walk.
@@ -579,7 +592,7 @@ impl Builder<'_, '_> {
         }
         let key = step_key(&state.key, &key_input);
         if !self.opts.no_cache
-            && let Some(cached) = ImageState::from_cache(self.store, &key)
+            && let Some(cached) = self.cached(&key)
         {
             *state = cached;
             self.reporter.event(Event::Cached { id });
@@ -619,10 +632,29 @@ impl Builder<'_, '_> {
             empty_layer: !changed_fs,
             ..Default::default()
         });
-        next.to_cache(self.store)
+        let saved = next
+            .to_cache(self.store)
             .map_err(|e| self.step_err(ins, e))?;
+        self.cache_entries
+            .push((next.key.clone(), saved.digest().clone()));
         *state = next;
         Ok(())
+    }
+
+    /// The state cached for `key`: from the store's cache, or else brought into it from the
+    /// `--cache-from` source.
+    fn cached(&mut self, key: &str) -> Option<ImageState> {
+        let digest = match self.store.cache_get(key) {
+            Some(d) => d,
+            None => {
+                let d = (self.opts.cache_source?)(key)?;
+                self.store.cache_put(key, &d).ok()?;
+                d
+            }
+        };
+        let state = ImageState::from_cache(self.store, key)?;
+        self.cache_entries.push((key.to_owned(), digest));
+        Some(state)
     }
 
     /// The state `COPY --from=FROM` copies from: an earlier stage, or an image.
