@@ -169,6 +169,12 @@ pub struct BuildArgs {
     /// Add a line to RUN steps' /etc/hosts: `NAME:IP` (repeatable)
     #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_hosts: Vec<String>,
+    /// A resource limit of RUN steps: `NAME=SOFT[:HARD]` (repeatable)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// The size of RUN steps' /dev/shm (e.g. 256m) [default: 64m]
+    #[arg(long, value_name = "SIZE")]
+    pub shm_size: Option<String>,
     /// Squash the layers the build made into one, over the base image's (as docker's)
     #[arg(long)]
     pub squash: bool,

@@ -1131,7 +1131,8 @@ fn labels_from_the_command_line_join_and_win_over_the_dockerfiles() {
 }
 
 /// `build --add-host`, as docker's: RUN steps see the line in /etc/hosts, it keys their cache
-/// (so a build without it runs them again), and it never reaches the image.
+/// (so a build without it runs them again), and it never reaches the image; `--ulimit` and
+/// `--shm-size` reach RUN steps too.
 #[test]
 fn add_host_reaches_run_steps_and_their_cache_keys() {
     if !is_root_or_skip("add_host_reaches_run_steps_and_their_cache_keys") {
@@ -1154,6 +1155,27 @@ fn add_host_reaches_run_steps_and_their_cache_keys() {
     assert!(ok && cached(&log, 2), "{log}");
     let (ok, log) = build(&s, "bad", &ctx, &["--add-host", "db"]);
     assert!(!ok && log.contains("--add-host db"), "{log}");
+
+    // --ulimit and --shm-size reach RUN steps the same way.
+    let limits = context(
+        &s,
+        "limits",
+        "FROM busybox\nRUN ulimit -n > /nofile && \
+         grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k' > /shm\n",
+    );
+    let (ok, log) = build(
+        &s,
+        "limited",
+        &limits,
+        &["--ulimit", "nofile=512:1024", "--shm-size", "32m"],
+    );
+    assert!(ok, "{log}");
+    assert_eq!(
+        s.ok(&["run", "--rm", "limited", "cat", "/nofile", "/shm"]),
+        "512\nsize=32768k\n"
+    );
+    let (ok, log) = build(&s, "bad", &limits, &["--ulimit", "bogus=1"]);
+    assert!(!ok && log.contains("bogus"), "{log}");
 }
 
 /// `build --output` as buildx has it: `type=local` (or a bare directory) writes the image's

@@ -252,6 +252,16 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             .iter()
             .map(|h| super::run::parse_add_host(h))
             .collect::<anyhow::Result<_>>()?,
+        ulimits: args
+            .ulimit
+            .iter()
+            .map(|u| runner::Ulimit::parse(u))
+            .collect::<Result<_, _>>()?,
+        shm_size: args
+            .shm_size
+            .as_deref()
+            .map(super::run::parse_bytes)
+            .transpose()?,
         squash: if args.squash_all {
             Some(Squash::All)
         } else {

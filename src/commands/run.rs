@@ -504,7 +504,7 @@ fn parse_mount(spec: &str) -> anyhow::Result<LongMount> {
 
 /// A size as docker takes it: a number with an optional unit b, k, m, g or t (powers of
 /// 1024, case-insensitive, an optional trailing `b`): `32m`, `1g`, `512kb`.
-fn parse_bytes(s: &str) -> anyhow::Result<u64> {
+pub(super) fn parse_bytes(s: &str) -> anyhow::Result<u64> {
     let lower = s.trim().to_ascii_lowercase();
     let digits_end = lower
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

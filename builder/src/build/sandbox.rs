@@ -30,6 +30,10 @@ pub struct RunStep {
     pub binds: Vec<runner::BindMount>,
     /// Extra `/etc/hosts` lines (`build --add-host`): (name, address).
     pub extra_hosts: Vec<(String, String)>,
+    /// Resource limits (`build --ulimit`).
+    pub ulimits: Vec<runner::Ulimit>,
+    /// The size of `/dev/shm` (`build --shm-size`).
+    pub shm_size: Option<u64>,
 }
 
 /// Runs `step` over `lowers` with writes going to `upper` (and `work`); `mountpoint` is an
@@ -69,6 +73,8 @@ pub fn run_step(
     spec.hostname = "strata-build".into();
     spec.mounts = step.binds.clone();
     spec.extra_hosts = step.extra_hosts.clone();
+    spec.ulimits = step.ulimits.clone();
+    spec.shm_size = step.shm_size;
     spec.network = match step.network {
         Network::Host => runner::Network::Host,
         Network::None => runner::Network::None,

@@ -88,6 +88,10 @@ pub struct BuildOptions<'a> {
     pub network: Network,
     /// Extra `/etc/hosts` lines for RUN steps (`--add-host NAME:IP`): (name, address).
     pub extra_hosts: Vec<(String, String)>,
+    /// Resource limits of RUN steps (`--ulimit`).
+    pub ulimits: Vec<runner::Ulimit>,
+    /// The size of RUN steps' `/dev/shm` (`--shm-size`).
+    pub shm_size: Option<u64>,
     pub compression: Compression,
     /// Fetches an image that is not in the store (FROM, COPY --from); `None` to refuse.
     pub pull: Option<Puller<'a>>,
@@ -568,6 +572,12 @@ impl Builder<'_, '_> {
                 key_input["network"] = json!(format!("{:?}", self.opts.network));
                 if !self.opts.extra_hosts.is_empty() {
                     key_input["extra_hosts"] = json!(self.opts.extra_hosts);
+                }
+                if !self.opts.ulimits.is_empty() {
+                    key_input["ulimits"] = json!(self.opts.ulimits);
+                }
+                if let Some(size) = self.opts.shm_size {
+                    key_input["shm_size"] = json!(size);
                 }
                 if !run.mounts.is_empty() {
                     key_input["mounts"] =

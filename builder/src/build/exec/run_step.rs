@@ -92,6 +92,8 @@ impl Builder<'_, '_> {
             files,
             binds: Vec::new(),
             extra_hosts: self.opts.extra_hosts.clone(),
+            ulimits: self.opts.ulimits.clone(),
+            shm_size: self.opts.shm_size,
         };
         let scratch = self.scratch_dirs()?;
         let mountpoint = scratch.home.join("rootfs");
