@@ -99,6 +99,8 @@ pub enum Command {
     Rmi(RmiArgs),
     /// Make a one-layer image from a root filesystem tarball
     Import(ImportArgs),
+    /// Write an image's files, its layers flattened, as one tar (the reverse of `import`)
+    Export(ExportArgs),
     /// Write an image to an archive or an OCI layout directory
     Save(SaveArgs),
     /// Read images from an archive or an OCI layout directory
@@ -452,6 +454,14 @@ pub struct ImportArgs {
     /// A root filesystem tarball (plain, gzip, zstd or xz)
     pub tarball: PathBuf,
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Where to write the tar [default: stdout, which must not be a terminal; `-` too]
+    #[arg(short = 'o', long = "output", value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    pub image: String,
 }
 
 /// `save --format`.

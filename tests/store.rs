@@ -430,6 +430,32 @@ fn save_to_stdout_and_load_from_stdin_as_docker_does() {
     );
 }
 
+/// `export IMAGE` writes the image's files as one tar, to a file or to stdout (the same bytes),
+/// and `import` of that tar gives back a layer with the same diff id.
+#[test]
+fn export_writes_the_files_as_a_tar_that_import_takes_back() {
+    if !is_root_or_skip("export_writes_the_files_as_a_tar_that_import_takes_back") {
+        return;
+    }
+    let s = TestStore::with_busybox();
+    let file = s.path("rootfs.tar");
+    s.ok(&["export", "busybox", "-o", file.to_str().unwrap()]);
+    let listed = sh(&format!("tar -tf {}", file.display()));
+    assert!(listed.lines().any(|l| l == "bin/busybox"), "{listed}");
+    let out = s.output(&["export", "busybox"]);
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout,
+        fs::read(&file).unwrap(),
+        "the same tar on stdout"
+    );
+    s.ok(&["import", file.to_str().unwrap(), "again"]);
+    let layers = |image: &str| s.ok(&["inspect", "--format", "{{json .RootFS.Layers}}", image]);
+    assert_eq!(layers("again"), layers("busybox"));
+    let err = s.fails(&["export", "no-such-image"]);
+    assert!(err.contains("no-such-image"), "{err}");
+}
+
 /// `save` of several images (as `docker save` takes them): one archive with every name, each
 /// blob they share written once, in every format; `load` gives back every name with the same
 /// ids, and skopeo picks one image of the OCI archive by its tag.

@@ -1,4 +1,5 @@
-//! `save` and `load`: images to and from docker archives, OCI archives and OCI layout dirs.
+//! `save` and `load`: images to and from docker archives, OCI archives and OCI layout dirs;
+//! `export`: an image's files as one tar.
 
 use std::io::IsTerminal as _;
 use std::path::Path;
@@ -10,7 +11,7 @@ use layerfs::reference::Reference;
 use layerfs::store::Store;
 
 use super::{Context, archive_stdout};
-use crate::cli::{ArchiveFormat, LoadArgs, SaveArgs};
+use crate::cli::{ArchiveFormat, ExportArgs, LoadArgs, SaveArgs};
 
 pub fn save(ctx: &Context, args: &SaveArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.store()?;
@@ -43,6 +44,25 @@ pub fn save(ctx: &Context, args: &SaveArgs) -> anyhow::Result<ExitCode> {
             )
             .with_context(|| format!("saving {names} to stdout"))?;
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `export IMAGE`: the image's files as one tar (its layers applied in order, whiteouts carried
+/// out), to a file or to stdout.
+pub fn export(ctx: &Context, args: &ExportArgs) -> anyhow::Result<ExitCode> {
+    let store = ctx.store()?;
+    let image = store.resolve_image(&args.image)?;
+    match args.output.as_deref().filter(|o| *o != Path::new("-")) {
+        Some(output) => archive::export_rootfs_tar(&store, &image, output)
+            .with_context(|| format!("exporting {} to {}", args.image, output.display()))?,
+        None => archive::export_rootfs_tar_stream(
+            &store,
+            &image,
+            archive_stdout()?,
+            Path::new("stdout"),
+        )
+        .with_context(|| format!("exporting {} to stdout", args.image))?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -89,6 +89,7 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Tag(a) => images::tag(ctx, &a),
         Command::Rmi(a) => images::rmi(ctx, &a),
         Command::Import(a) => import::import(ctx, &a),
+        Command::Export(a) => archive::export(ctx, &a),
         Command::Save(a) => archive::save(ctx, &a),
         Command::Load(a) => archive::load(ctx, &a),
         Command::Pull(a) => registry::pull(ctx, a),
