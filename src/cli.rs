@@ -341,6 +341,9 @@ pub struct ImagesArgs {
     /// Whole image ids (`sha256:…`), not their first 12 digits
     #[arg(long)]
     pub no_trunc: bool,
+    /// A column with each image's manifest digest (what to pull it by)
+    #[arg(long)]
+    pub digests: bool,
     /// Only this repository (every tag of it), or with `:TAG` only that tag
     #[arg(value_name = "REPOSITORY[:TAG]")]
     pub filter: Option<String>,

@@ -153,6 +153,15 @@ fn import_then_images_inspect_tag_rmi() {
         format!("{id}\n")
     );
     assert!(s.ok(&["images", "--no-trunc"]).contains(&id));
+    let with_digests = s.ok(&["images", "--digests"]);
+    assert!(
+        with_digests.starts_with("REPOSITORY") && with_digests.contains("DIGEST"),
+        "{with_digests}"
+    );
+    assert!(
+        with_digests.contains(&format!("{digest} {}", &id[7..19])),
+        "{with_digests}"
+    );
 
     // rmi by name drops just that name; the image stays under its other name.
     assert_eq!(s.ok(&["rmi", "busybox"]).trim(), "Untagged: busybox:latest");

@@ -81,8 +81,13 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
                 .out(serde_json::to_string_pretty(&list).expect("JSON values serialize"));
         }
         ListFormat::Table => {
+            let digest_header = if args.digests {
+                format!("{:<72}", "DIGEST")
+            } else {
+                String::new()
+            };
             ctx.printer.out(format!(
-                "{:<40} {:<16} {:<14} {:>10}",
+                "{:<40} {:<16} {digest_header}{:<14} {:>10}",
                 "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
             ));
             for (name, image, size) in rows {
@@ -96,8 +101,13 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
                     }
                     None => ("<none>".to_owned(), "<none>".to_owned()),
                 };
+                let digest = if args.digests {
+                    format!("{:<72}", image.manifest_digest.to_string())
+                } else {
+                    String::new()
+                };
                 ctx.printer.out(format!(
-                    "{repo:<40} {tag:<16} {:<14} {:>10}",
+                    "{repo:<40} {tag:<16} {digest}{:<14} {:>10}",
                     shown_id(&image),
                     human_size(size)
                 ));
