@@ -316,6 +316,10 @@ pub struct RunArgs {
     /// When to pull the image from its registry
     #[arg(long, value_enum, default_value_t)]
     pub pull: PullPolicy,
+    /// With a pull: pick this platform from a multi-platform image (and pull again when the
+    /// store's image is of another) [default: this host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
     /// With a pull: use plain HTTP and skip certificate checks (localhost and 127.0.0.0/8 need
     /// no flag)
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]

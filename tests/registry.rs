@@ -471,6 +471,25 @@ fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
         err.contains("linux/riscv64") && err.contains("linux/s390x"),
         "{err}"
     );
+
+    // `run --platform` pulls that platform's image, and again when the store's is another.
+    if is_root_or_skip(
+        "run --platform (a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform)",
+    ) {
+        let arch_after_run = |platform: &str| {
+            // These images hold one file and no program: the run itself fails with 127.
+            let out = none.output(&["run", "--rm", "--platform", platform, &reference, "/none"]);
+            assert_eq!(
+                out.status.code(),
+                Some(127),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            none.ok(&["inspect", "--format", "{{.Architecture}}", &reference])
+        };
+        assert_eq!(arch_after_run("linux/s390x"), "s390x\n");
+        assert_eq!(arch_after_run("linux/arm64"), "arm64\n");
+    }
 }
 
 /// `push --all-tags REPOSITORY`, as docker's: every local tag of it goes to its own name, and

@@ -26,19 +26,30 @@ use crate::cli::{NetworkMode, ProgressMode, PullPolicy, RunArgs, StorageDriver};
 /// Pulls the image as `--pull` says: `missing` (docker's and podman's default) when the store
 /// has nothing by that name or id, `always` every time, `never` not at all.
 fn pull_as_needed(ctx: &Context, store: &Store, args: &RunArgs) -> anyhow::Result<()> {
+    let platform = args
+        .platform
+        .as_deref()
+        .map(registry_client::Platform::parse)
+        .transpose()?;
     let wanted = match args.pull {
         PullPolicy::Never => false,
         PullPolicy::Always => true,
-        PullPolicy::Missing => matches!(
-            store.resolve_image(&args.image),
-            Err(layerfs::Error::ImageNotFound(_))
-        ),
+        // An image of another platform than `--platform` asks for counts as missing.
+        PullPolicy::Missing => match store.resolve_image(&args.image) {
+            Err(layerfs::Error::ImageNotFound(_)) => true,
+            Ok(image) => platform.as_ref().is_some_and(|p| {
+                let c = &image.config;
+                !p.matches(&c.os, &c.architecture, c.variant.as_deref())
+            }),
+            Err(_) => false,
+        },
     };
     if !wanted {
         return Ok(());
     }
     let reference = Reference::parse(&args.image)?;
     let opts = PullOptions {
+        platform,
         connect: ConnectOptions {
             tls_verify: args.tls_verify,
             ..ConnectOptions::default()
