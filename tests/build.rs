@@ -1254,6 +1254,18 @@ fn build_output_writes_the_files_or_an_archive() {
         !ok && log.contains("type=local writes a directory"),
         "{log}"
     );
+    let err = s.fails(&[
+        "build",
+        "--progress",
+        "json",
+        "-o",
+        "type=tar,dest=-",
+        artifacts.to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("--progress json writes its events to stdout"),
+        "{err}"
+    );
 
     // type=tar: the files as one tar, to a file or to stdout (then the id goes to stderr).
     let files = s.path("files.tar");

@@ -133,6 +133,10 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         outputs.iter().filter(|o| o.to_stdout()).count() <= 1,
         "only one --output can have dest=-"
     );
+    anyhow::ensure!(
+        id_to_stdout || args.progress != ProgressMode::Json,
+        "--progress json writes its events to stdout, where --output dest=- writes the archive"
+    );
     // `-` as the context: a tar of it (or, not a tar, a Dockerfile alone) on stdin; an
     // http(s) URL: the same, downloaded.
     let store = ctx.store()?;
