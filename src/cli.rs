@@ -161,12 +161,19 @@ pub struct BuildArgs {
     /// Run every step, using no cached result
     #[arg(long)]
     pub no_cache: bool,
-    /// Take cached steps from a registry, as buildx: `type=registry,ref=REF` or `REF` (an
-    /// index `--cache-to` pushed); a missing one is a warning (repeatable)
-    #[arg(long = "cache-from", value_name = "type=registry,ref=REF")]
+    /// Take cached steps from what `--cache-to` wrote, as buildx: `type=registry,ref=REF` (or
+    /// `REF`) or `type=local,src=DIR`; one that is not there is a warning (repeatable)
+    #[arg(
+        long = "cache-from",
+        value_name = "type=registry,ref=REF|type=local,src=DIR"
+    )]
     pub cache_from: Vec<String>,
-    /// Push this build's cache entries to a registry, as buildx: `type=registry,ref=REF`
-    #[arg(long = "cache-to", value_name = "type=registry,ref=REF")]
+    /// Write this build's cache entries, as buildx: to a registry, `type=registry,ref=REF`, or
+    /// to an OCI layout directory, `type=local,dest=DIR` (for a CI cache)
+    #[arg(
+        long = "cache-to",
+        value_name = "type=registry,ref=REF|type=local,dest=DIR"
+    )]
     pub cache_to: Option<String>,
     /// Add a line to RUN steps' /etc/hosts: `NAME:IP` (repeatable)
     #[arg(long = "add-host", value_name = "NAME:IP")]

@@ -1178,6 +1178,63 @@ fn add_host_reaches_run_steps_and_their_cache_keys() {
     assert!(!ok && log.contains("bogus"), "{log}");
 }
 
+/// `--cache-to type=local,dest=DIR` / `--cache-from type=local,src=DIR`, as buildx's: the cache
+/// as an OCI layout directory (what CI caches carry between jobs); a fresh store with the same
+/// base takes every step from it and gets the same image; a directory that is not there is a
+/// warning.
+#[test]
+fn a_local_cache_directory_carries_the_build_cache_to_a_fresh_store() {
+    if !is_root_or_skip("a_local_cache_directory_carries_the_build_cache_to_a_fresh_store") {
+        return;
+    }
+    let first = TestStore::with_busybox();
+    let ctx = context(
+        &first,
+        "ctx",
+        "FROM busybox\nRUN echo one > /one\nRUN echo two > /two\n",
+    );
+    let cache = first.path("ci-cache");
+    let flag = format!("type=local,dest={}", cache.display());
+    let (ok, log) = build(&first, "app", &ctx, &["--cache-to", &flag]);
+    assert!(ok && log.contains("(2 steps)"), "{log}");
+    assert!(cache.join("index.json").is_file() && cache.join("oci-layout").is_file());
+
+    // The same base image (its OCI archive loaded: the same manifest digest), so the same
+    // step keys.
+    let archive = first.path("busybox.tar");
+    first.ok(&[
+        "save",
+        "--format",
+        "oci-archive",
+        "-o",
+        archive.to_str().unwrap(),
+        "busybox",
+    ]);
+    let fresh = TestStore::new();
+    fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let from = format!("type=local,src={}", cache.display());
+    let (ok, log) = build(&fresh, "app", &ctx, &["--cache-from", &from]);
+    assert!(ok && cached(&log, 2) && cached(&log, 3), "{log}");
+    assert_eq!(
+        fresh.ok(&["inspect", "--format", "id", "app"]),
+        first.ok(&["inspect", "--format", "id", "app"])
+    );
+    assert_eq!(
+        fresh.ok(&["run", "--rm", "app", "cat", "/one", "/two"]),
+        "one\ntwo\n"
+    );
+    fresh.ok(&["fsck"]);
+
+    let missing = format!("type=local,src={}", first.path("nothing").display());
+    let (ok, log) = build(
+        &fresh,
+        "again",
+        &ctx,
+        &["--no-cache", "--cache-from", &missing],
+    );
+    assert!(ok && log.contains("warning: --cache-from"), "{log}");
+}
+
 /// `build --output` as buildx has it: `type=local` (or a bare directory) writes the image's
 /// files, whiteouts carried out; `type=docker`/`type=oci` write archives that load back as
 /// the same image; a non-empty directory is refused and kept as it was; a bad spec fails

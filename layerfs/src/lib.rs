@@ -5,9 +5,11 @@
 //! - [`mount`]: the image's layers as a writable union (kernel overlayfs, or [`fuse`]);
 //! - [`fuse`]: strata's FUSE union filesystem, with the semantics of overlayfs;
 //! - [`archive`]: `docker save`/OCI archives in and out;
+//! - [`cache_export`]: the build cache as an OCI index, for registries and layout directories;
 //! - [`reference`](mod@reference), [`digest`], [`config`]: the pure pieces the rest is built on.
 
 pub mod archive;
+pub mod cache_export;
 pub mod config;
 pub mod digest;
 pub mod error;

@@ -17,10 +17,11 @@ use builder::build::{
 use builder::plan::ImageContext;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use layerfs::archive;
+use layerfs::cache_export;
 use layerfs::layer::compress::Compression;
 use layerfs::reference::Reference;
 use layerfs::store::{Image, Store};
-use oci_spec::image::{Descriptor, Digest, MediaType};
+use oci_spec::image::Digest;
 use registry_client::{ConnectOptions, PullOptions, PushOptions};
 
 use super::{Context, archive_stdout};
@@ -215,18 +216,22 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
             .map(drop)
             .map_err(|e| e.to_string())
     };
-    // --cache-from: each registry cache's entries, pulled (untagged) only when a step's key is
-    // missing here.
+    // --cache-from: each cache's entries, brought in (a registry's pulled untagged) only when a
+    // step's key is missing here.
     let cache_to = args
         .cache_to
         .as_deref()
-        .map(|spec| cache_ref("--cache-to", spec))
+        .map(|spec| CacheLocation::parse("--cache-to", spec))
         .transpose()?;
-    let mut remote_cache: HashMap<String, Reference> = HashMap::new();
+    let mut remote_cache: HashMap<String, (CacheLocation, Digest)> = HashMap::new();
     for spec in &args.cache_from {
-        let source = cache_ref("--cache-from", spec)?;
-        match remote_cache_entries(&source, &connect) {
-            Ok(entries) => remote_cache.extend(entries),
+        let source = CacheLocation::parse("--cache-from", spec)?;
+        match source.entries(&connect) {
+            Ok(entries) => remote_cache.extend(
+                entries
+                    .into_iter()
+                    .map(|(key, digest)| (key, (source.clone(), digest))),
+            ),
             Err(e) => ctx.printer.note(format!(
                 "warning: --cache-from {spec}: {e:#}; building without it"
             )),
@@ -237,10 +242,20 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         ..pull_opts.clone()
     };
     let cache_source = |key: &str| -> Option<Digest> {
-        let reference = remote_cache.get(key)?;
-        registry_client::pull(&store, reference, &cache_pull_opts, &transfer)
+        let (source, digest) = remote_cache.get(key)?;
+        match source {
+            CacheLocation::Registry(reference) => registry_client::pull(
+                &store,
+                &reference.with_digest(digest.clone()),
+                &cache_pull_opts,
+                &transfer,
+            )
             .ok()
-            .map(|pulled| pulled.manifest.digest().clone())
+            .map(|pulled| pulled.manifest.digest().clone()),
+            CacheLocation::Local(dir) => cache_export::import_from_dir(&store, dir, digest)
+                .ok()
+                .map(|()| digest.clone()),
+        }
     };
     let opts = BuildOptions {
         context,
@@ -299,13 +314,21 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
         connect,
         ..PushOptions::default()
     };
-    if let Some(dest) = cache_to {
-        let top = cache_index(&store, &built.cache_entries)?;
-        registry_client::push_manifest(&store, &top, dest.clone(), &push_opts, &transfer)
-            .with_context(|| format!("--cache-to {}: pushing the cache", dest.familiar()))?;
+    match &cache_to {
+        Some(CacheLocation::Registry(dest)) => {
+            let top = cache_export::cache_index(&store, &built.cache_entries)?;
+            registry_client::push_manifest(&store, &top, dest.clone(), &push_opts, &transfer)
+                .with_context(|| format!("--cache-to {}: pushing the cache", dest.familiar()))?;
+        }
+        Some(CacheLocation::Local(dir)) => {
+            cache_export::export_dir(&store, &built.cache_entries, dir)
+                .with_context(|| format!("--cache-to {}", dir.display()))?;
+        }
+        None => {}
+    }
+    if let Some(dest) = &cache_to {
         note(format!(
-            "cache exported to {} ({} steps)",
-            dest.familiar(),
+            "cache exported to {dest} ({} steps)",
             built.cache_entries.len()
         ));
     }
@@ -358,78 +381,60 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// The annotation that names a cache entry's key in a registry cache's index.
-const CACHE_KEY_ANNOTATION: &str = "dev.strata.cache.key";
+/// Where `--cache-from`/`--cache-to` point, in buildx's syntax: `type=registry,ref=REF` (or a
+/// bare `REF`), or `type=local,src=DIR` / `type=local,dest=DIR` (an OCI layout directory).
+#[derive(Clone)]
+enum CacheLocation {
+    Registry(Reference),
+    Local(PathBuf),
+}
 
-/// `type=registry,ref=REF` (buildx's syntax), or a bare `REF`.
-fn cache_ref(flag: &str, spec: &str) -> anyhow::Result<Reference> {
-    let mut reference = None;
-    for field in spec.split(',') {
-        match field.split_once('=') {
-            Some(("type", "registry")) => {}
-            Some(("type", other)) => {
-                bail!("{flag} {spec}: type {other} is not supported (type=registry)")
+impl std::fmt::Display for CacheLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheLocation::Registry(r) => write!(f, "{}", r.familiar()),
+            CacheLocation::Local(dir) => write!(f, "{}", dir.display()),
+        }
+    }
+}
+
+impl CacheLocation {
+    fn parse(flag: &str, spec: &str) -> anyhow::Result<CacheLocation> {
+        let (mut kind, mut reference, mut dir) = ("registry", None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", t @ ("registry" | "local"))) => kind = t,
+                Some(("type", other)) => {
+                    bail!("{flag} {spec}: type {other} is not one of registry, local")
+                }
+                Some(("ref", r)) => reference = Some(r),
+                Some(("src" | "dest", d)) => dir = Some(d),
+                Some(("mode" | "compression" | "ignore-error", _)) => {}
+                Some((k, _)) => bail!("{flag} {spec}: unknown field {k}"),
+                None => reference = Some(field),
             }
-            Some(("ref", r)) => reference = Some(r),
-            Some((k, _)) if k != "mode" => bail!("{flag} {spec}: unknown field {k}"),
-            Some(_) => {}
-            None => reference = Some(field),
+        }
+        if kind == "local" {
+            let dir = dir.with_context(|| format!("{flag} {spec}: no src=DIR or dest=DIR"))?;
+            return Ok(CacheLocation::Local(PathBuf::from(dir)));
+        }
+        let reference = reference.with_context(|| format!("{flag} {spec}: no ref=REF"))?;
+        Ok(CacheLocation::Registry(
+            Reference::parse(reference).with_context(|| format!("{flag} {spec}"))?,
+        ))
+    }
+
+    /// The cache's entries: each step key and its state's manifest digest.
+    fn entries(&self, connect: &ConnectOptions) -> anyhow::Result<HashMap<String, Digest>> {
+        match self {
+            CacheLocation::Registry(source) => {
+                let (_, bytes, _) =
+                    registry_client::fetch_manifest(source, connect, &registry_client::Silent)?;
+                cache_export::index_entries(&bytes).map_err(anyhow::Error::msg)
+            }
+            CacheLocation::Local(dir) => Ok(cache_export::read_dir_entries(dir)?),
         }
     }
-    let reference = reference.with_context(|| format!("{flag} {spec}: no ref=REF"))?;
-    Reference::parse(reference).with_context(|| format!("{flag} {spec}"))
-}
-
-/// The entries of the registry cache `source`: each step key and the reference (by digest) of
-/// its state's manifest.
-fn remote_cache_entries(
-    source: &Reference,
-    connect: &ConnectOptions,
-) -> anyhow::Result<HashMap<String, Reference>> {
-    let (_, bytes, _) = registry_client::fetch_manifest(source, connect, &registry_client::Silent)?;
-    let index: oci_spec::image::ImageIndex =
-        serde_json::from_slice(&bytes).context("the cache is not an OCI index")?;
-    Ok(index
-        .manifests()
-        .iter()
-        .filter_map(|m| {
-            let key = m.annotations().as_ref()?.get(CACHE_KEY_ANNOTATION)?;
-            Some((key.clone(), source.with_digest(m.digest().clone())))
-        })
-        .collect())
-}
-
-/// An OCI index of `entries` (each state's manifest, annotated with its key), stored as a
-/// blob: what `--cache-to` pushes.
-fn cache_index(store: &Store, entries: &[(String, Digest)]) -> anyhow::Result<Descriptor> {
-    let mut seen = std::collections::HashSet::new();
-    let mut manifests = Vec::new();
-    for (key, digest) in entries {
-        if !seen.insert(key) {
-            continue;
-        }
-        let size = std::fs::metadata(store.blob_path(digest))
-            .with_context(|| format!("cache entry {key}: manifest {digest}"))?
-            .len();
-        manifests.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": digest.to_string(),
-            "size": size,
-            "annotations": { CACHE_KEY_ANNOTATION: key },
-        }));
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": manifests,
-    });
-    let bytes = layerfs::config::canonical_json(&index);
-    let digest = store.put_blob(&bytes)?;
-    Ok(Descriptor::new(
-        MediaType::ImageIndex,
-        bytes.len() as u64,
-        digest,
-    ))
 }
 
 /// A build context read from a stream, as docker reads one from stdin (`strata build -`) or
