@@ -112,7 +112,12 @@ impl ImageState {
 
     /// The state recorded in the cache for `key`, if any.
     pub fn from_cache(store: &Store, key: &str) -> Option<Self> {
-        let manifest = store.cache_get(key)?;
+        ImageState::from_manifest(store, key, store.cache_get(key)?)
+    }
+
+    /// The state with key `key` whose config and layers the store's image manifest `manifest`
+    /// holds (`None` if the store does not have it whole).
+    pub fn from_manifest(store: &Store, key: &str, manifest: Digest) -> Option<Self> {
         let size = std::fs::metadata(store.blob_path(&manifest)).ok()?.len();
         let image = store
             .image_for_manifest(&Descriptor::new(MediaType::ImageManifest, size, manifest))

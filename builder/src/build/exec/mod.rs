@@ -662,7 +662,7 @@ impl Builder<'_, '_> {
                 d
             }
         };
-        let state = ImageState::from_cache(self.store, key)?;
+        let state = ImageState::from_manifest(self.store, key, digest.clone())?;
         self.cache_entries.push((key.to_owned(), digest));
         Some(state)
     }
