@@ -1225,6 +1225,20 @@ fn a_local_cache_directory_carries_the_build_cache_to_a_fresh_store() {
     );
     fresh.ok(&["fsck"]);
 
+    // A cache whose blobs are gone: each step warns and runs; the build still succeeds.
+    fs::remove_dir_all(cache.join("blobs")).unwrap();
+    let broken = TestStore::new();
+    broken.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let (ok, log) = build(&broken, "app", &ctx, &["--cache-from", &from]);
+    assert!(
+        ok && !cached(&log, 2) && log.contains("running the step"),
+        "{log}"
+    );
+    assert_eq!(
+        broken.ok(&["run", "--rm", "app", "cat", "/one", "/two"]),
+        "one\ntwo\n"
+    );
+
     let missing = format!("type=local,src={}", first.path("nothing").display());
     let (ok, log) = build(
         &fresh,

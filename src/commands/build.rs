@@ -243,18 +243,27 @@ pub fn build_command(ctx: &Context, args: &BuildArgs) -> anyhow::Result<ExitCode
     };
     let cache_source = |key: &str| -> Option<Digest> {
         let (source, digest) = remote_cache.get(key)?;
-        match source {
+        let brought: anyhow::Result<()> = match source {
             CacheLocation::Registry(reference) => registry_client::pull(
                 &store,
                 &reference.with_digest(digest.clone()),
                 &cache_pull_opts,
                 &transfer,
             )
-            .ok()
-            .map(|pulled| pulled.manifest.digest().clone()),
-            CacheLocation::Local(dir) => cache_export::import_from_dir(&store, dir, digest)
-                .ok()
-                .map(|()| digest.clone()),
+            .map(drop)
+            .map_err(Into::into),
+            CacheLocation::Local(dir) => {
+                cache_export::import_from_dir(&store, dir, digest).map_err(Into::into)
+            }
+        };
+        match brought {
+            Ok(()) => Some(digest.clone()),
+            Err(e) => {
+                ctx.printer.note(format!(
+                    "warning: --cache-from {source}: state {digest}: {e:#}; running the step"
+                ));
+                None
+            }
         }
     };
     let opts = BuildOptions {
