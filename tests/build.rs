@@ -50,6 +50,15 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// Asserts that nothing under the store's tmp has a name containing one of `words`.
+fn assert_tmp_free_of(s: &TestStore, words: &[&str]) {
+    let left = tmp_entries(s);
+    assert!(
+        left.iter().all(|e| words.iter().all(|w| !e.contains(w))),
+        "left in tmp: {left:?}"
+    );
+}
+
 fn tmp_entries(s: &TestStore) -> Vec<String> {
     entries(&s.root().join("tmp"))
         .iter()
@@ -1517,13 +1526,7 @@ fn a_context_from_stdin_is_a_tar_or_a_dockerfile() {
         "{log}"
     );
     s.fails(&["inspect", "url:missing"]);
-    assert!(
-        tmp_entries(&s)
-            .iter()
-            .all(|e| !e.contains("build-context") && !e.contains("context-download")),
-        "{:?}",
-        tmp_entries(&s)
-    );
+    assert_tmp_free_of(&s, &["build-context", "context-download"]);
 }
 
 /// `--iidfile` and buildx's `--metadata-file`: what CI steps read after a build, naming the
@@ -1637,13 +1640,7 @@ fn named_build_contexts_feed_copy_and_run_mounts() {
     let flag = format!("assets={}", web.url("/notes.txt"));
     let (ok, log) = build(&s, "bad", &ctx, &["--build-context", &flag]);
     assert!(!ok && log.contains("not a tar"), "{log}");
-    assert!(
-        tmp_entries(&s)
-            .iter()
-            .all(|e| !e.contains("build-context") && !e.contains("context-download")),
-        "{:?}",
-        tmp_entries(&s)
-    );
+    assert_tmp_free_of(&s, &["build-context", "context-download"]);
 }
 
 /// `--squash` makes the build's layers one over the base image's, `--squash-all` the whole
@@ -1708,11 +1705,7 @@ fn squash_makes_the_new_layers_one_and_squash_all_the_whole_image() {
     assert_eq!(history_layers("flat"), 1);
     check("flat");
     s.ok(&["fsck"]);
-    assert!(
-        tmp_entries(&s).iter().all(|e| !e.contains("squash")),
-        "{:?}",
-        tmp_entries(&s)
-    );
+    assert_tmp_free_of(&s, &["squash"]);
 
     let (ok, log) = build(&s, "both", &ctx, &["--squash", "--squash-all"]);
     assert!(!ok && log.contains("--squash"), "{log}");
