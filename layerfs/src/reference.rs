@@ -165,15 +165,20 @@ impl Reference {
 
     /// The short form docker prints: `busybox:latest`, `localhost:5000/app:v1`.
     pub fn familiar(&self) -> String {
-        let name = if self.registry == DEFAULT_REGISTRY {
+        self.with_suffix(self.familiar_name())
+    }
+
+    /// The short form without tag or digest, as docker's REPOSITORY column shows it:
+    /// `busybox`, `localhost:5000/app`.
+    pub fn familiar_name(&self) -> String {
+        if self.registry == DEFAULT_REGISTRY {
             self.repository
                 .strip_prefix("library/")
                 .unwrap_or(&self.repository)
                 .to_owned()
         } else {
             self.name()
-        };
-        self.with_suffix(name)
+        }
     }
 
     fn with_suffix(&self, mut s: String) -> String {
@@ -325,6 +330,16 @@ mod tests {
             Reference::parse("localhost:5000/app").unwrap().familiar(),
             "localhost:5000/app:latest"
         );
+        for (input, name) in [
+            ("busybox", "busybox"),
+            ("localhost:5000/app:v1", "localhost:5000/app"),
+            (
+                "quay.io/org/tool@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+                "quay.io/org/tool",
+            ),
+        ] {
+            assert_eq!(Reference::parse(input).unwrap().familiar_name(), name);
+        }
     }
 
     #[test]

@@ -92,13 +92,7 @@ pub fn images(ctx: &Context, args: &ImagesArgs) -> anyhow::Result<ExitCode> {
             ));
             for (name, image, size) in rows {
                 let (repo, tag) = match &name {
-                    Some(r) => {
-                        let familiar = r.familiar();
-                        let repo = familiar
-                            .rsplit_once(':')
-                            .map_or(familiar.clone(), |(repo, _)| repo.to_owned());
-                        (repo, r.tag().unwrap_or("<none>").to_owned())
-                    }
+                    Some(r) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_owned()),
                     None => ("<none>".to_owned(), "<none>".to_owned()),
                 };
                 let digest = if args.digests {
@@ -166,15 +160,11 @@ impl ImageFilters {
             let Some(name) = name else {
                 return false;
             };
-            let familiar = name.familiar();
-            let repo = familiar
-                .rsplit_once(':')
-                .filter(|(_, tag)| !tag.contains('/'))
-                .map_or(familiar.as_str(), |(repo, _)| repo);
+            let (familiar, repo) = (name.familiar(), name.familiar_name());
             if !self
                 .references
                 .iter()
-                .any(|g| g.matches(&familiar) || g.matches(repo))
+                .any(|g| g.matches(&familiar) || g.matches(&repo))
             {
                 return false;
             }
