@@ -109,6 +109,11 @@ pub enum Command {
     Pull(PullArgs),
     /// Send an image to a registry
     Push(PushArgs),
+    /// Copy an image from registry to registry (`docker://REF`), or between a registry and the
+    /// store, as skopeo copy does; digests are kept
+    Copy(CopyArgs),
+    /// List the tags of a repository in a registry
+    ListTags(ListTagsArgs),
     /// Store credentials for a registry
     Login(LoginArgs),
     /// Forget the credentials of a registry
@@ -543,6 +548,47 @@ pub struct PushArgs {
     /// Push every tag of the repository IMAGE has, each to its own name (as docker's)
     #[arg(short, long, conflicts_with_all = ["destination", "digestfile"])]
     pub all_tags: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Copy a multi-platform image whole: its index and every platform's image (registry to
+    /// registry; the store keeps one platform of an image)
+    #[arg(short, long, conflicts_with = "platform")]
+    pub all: bool,
+    /// The platform to copy from a multi-platform image [default: this host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Write the digest of the manifest copied to this file
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// `docker://REF` (an image in a registry) or an image of the store
+    pub source: String,
+    /// `docker://REF`, or a name in the store
+    pub destination: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListTagsArgs {
+    /// Use plain HTTP and skip certificate checks (localhost and 127.0.0.0/8 need no flag)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// One tag per line, or skopeo's JSON (`{"Repository": …, "Tags": […]}`)
+    #[arg(long, value_enum, default_value_t)]
+    pub format: TagsFormat,
+    /// The repository (`docker://` in front is accepted)
+    pub repository: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum TagsFormat {
+    /// One tag per line
+    #[default]
+    Lines,
+    /// One JSON object, as skopeo list-tags prints
+    Json,
 }
 
 #[derive(Debug, Args)]

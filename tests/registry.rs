@@ -375,23 +375,7 @@ fn a_multi_platform_index_pushed_by_skopeo_pulls_the_right_platform() {
     }
     let registry = TestRegistry::start(RegistryAuth::Anonymous);
     let dir = tempfile::tempdir().unwrap();
-    let image = |arch: &'static str, variant| layout::Image {
-        architecture: arch,
-        variant,
-        layers: vec![vec![(
-            "platform".to_owned(),
-            format!("{arch}\n").into_bytes(),
-        )]],
-    };
-    layout::write_layout(
-        dir.path(),
-        "multi",
-        &[
-            image("amd64", None),
-            image("arm64", Some("v8")),
-            image("s390x", None),
-        ],
-    );
+    three_platform_layout(dir.path(), "multi");
     let reference = format!("{}/multi/platform:v1", registry.host);
     skopeo_push(dir.path(), "multi", &reference, true);
     let platform_of = |s: &TestStore| -> (String, String) {
@@ -530,6 +514,268 @@ fn push_all_tags_pushes_every_tag_of_the_repository() {
         &format!("{}/none/here", registry.host),
     ]);
     assert!(err.contains("no tag of"), "{err}");
+}
+
+/// Three single-layer images, one per platform, as an index in an OCI layout at `dir`.
+fn three_platform_layout(dir: &Path, tag: &str) {
+    let image = |arch: &'static str, variant| layout::Image {
+        architecture: arch,
+        variant,
+        layers: vec![vec![(
+            "platform".to_owned(),
+            format!("{arch}\n").into_bytes(),
+        )]],
+    };
+    layout::write_layout(
+        dir,
+        tag,
+        &[
+            image("amd64", None),
+            image("arm64", Some("v8")),
+            image("s390x", None),
+        ],
+    );
+}
+
+/// `copy docker://A docker://B`, as skopeo's: with `--all` the index and every platform arrive
+/// with the source's digests; without it, one platform's manifest; within one registry every
+/// blob is mounted; the store is left as it was (nothing spooled is left behind).
+#[test]
+fn copy_between_registries_keeps_digests_and_mounts_within_one() {
+    if !tools_or_skip("copy_between_registries_keeps_digests_and_mounts_within_one") {
+        return;
+    }
+    let a = TestRegistry::start(RegistryAuth::Anonymous);
+    let b = TestRegistry::start(RegistryAuth::Anonymous);
+    let dir = tempfile::tempdir().unwrap();
+    three_platform_layout(dir.path(), "multi");
+    let source = format!("{}/multi/platform:v1", a.host);
+    skopeo_push(dir.path(), "multi", &source, true);
+    let s = TestStore::new();
+
+    // Every platform, to another registry: the index digest is the source's, and each
+    // platform pulls from the copy.
+    let mirror = format!("{}/mirror/platform:v1", b.host);
+    let out = s.ok(&[
+        "copy",
+        "--all",
+        &format!("docker://{source}"),
+        &format!("docker://{mirror}"),
+    ]);
+    let index_digest = skopeo_digest(&source, None);
+    assert_eq!(out.trim(), format!("{mirror}@{index_digest}"));
+    assert_eq!(skopeo_digest(&mirror, None), index_digest);
+    let arm = TestStore::new();
+    arm.ok(&["pull", "--platform", "linux/arm64", &mirror]);
+    let image = Store::open(arm.root())
+        .unwrap()
+        .resolve_image(&mirror)
+        .unwrap();
+    let file = Store::open(arm.root())
+        .unwrap()
+        .layer_dir(&image.chain_ids()[0])
+        .join("platform");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "arm64\n");
+    assert!(
+        s.ok(&["images", "-q"]).trim().is_empty(),
+        "a copy between registries stores no image"
+    );
+    assert_store_whole(&s);
+
+    // One platform: its image manifest, byte for byte (so the same digest), under the tag.
+    let single = format!("{}/single/s390x:v1", b.host);
+    let digestfile = s.path("digest");
+    s.ok(&[
+        "copy",
+        "--platform",
+        "linux/s390x",
+        "--digestfile",
+        digestfile.to_str().unwrap(),
+        &format!("docker://{source}"),
+        &format!("docker://{single}"),
+    ]);
+    let s390x = s.ok(&[
+        "inspect",
+        "--platform",
+        "linux/s390x",
+        "--format",
+        "digest",
+        &format!("docker://{source}"),
+    ]);
+    assert_eq!(skopeo_digest(&single, None), s390x.trim());
+    assert_eq!(std::fs::read_to_string(&digestfile).unwrap(), s390x.trim());
+    let config: Value = serde_json::from_str(&s.ok(&[
+        "inspect",
+        "--format",
+        "config",
+        &format!("docker://{single}"),
+    ]))
+    .unwrap();
+    assert_eq!(config["architecture"], "s390x");
+
+    // Within one registry: every blob is mounted from the source repository; nothing moves.
+    let events = json_lines(&s.ok(&[
+        "copy",
+        "--all",
+        "--progress",
+        "json",
+        &format!("docker://{source}"),
+        &format!("docker://{}/other/name:v2", a.host),
+    ]));
+    let mounted = events
+        .iter()
+        .filter(|e| e["event"] == "skip" && e["reason"] == "mounted")
+        .inspect(|e| assert_eq!(e["from"], "multi/platform"))
+        .count();
+    assert_eq!(mounted, 6, "three configs and three layers: {events:?}");
+    assert_eq!(events.last().unwrap()["bytes"], 0);
+    assert_eq!(
+        skopeo_digest(&format!("{}/other/name:v2", a.host), None),
+        index_digest
+    );
+    assert_store_whole(&s);
+
+    // Clear errors: a tag the source lacks, a platform it lacks, --all into the store.
+    let err = s.fails(&[
+        "copy",
+        &format!("docker://{}/multi/platform:nope", a.host),
+        &format!("docker://{mirror}"),
+    ]);
+    assert!(err.contains("multi/platform:nope"), "{err}");
+    let err = s.fails(&[
+        "copy",
+        "--platform",
+        "linux/riscv64",
+        &format!("docker://{source}"),
+        &format!("docker://{mirror}"),
+    ]);
+    assert!(
+        err.contains("linux/riscv64") && err.contains("linux/s390x"),
+        "{err}"
+    );
+    let err = s.fails(&["copy", "--all", &format!("docker://{source}"), "local"]);
+    assert!(
+        err.contains("--all") && err.contains("one platform"),
+        "{err}"
+    );
+    assert_store_whole(&s);
+}
+
+/// A blob that does not match its digest on the way is caught before it is uploaded: the copy
+/// fails naming it, and the destination gets no manifest.
+#[test]
+fn a_copy_refuses_a_damaged_blob_and_tags_nothing() {
+    if !tools_or_skip("a_copy_refuses_a_damaged_blob_and_tags_nothing") {
+        return;
+    }
+    let (source, _, layer) = registry_with_noisy_image("noisy/app", 2, 300_000);
+    let proxy = FaultProxy::start(
+        &source.host,
+        vec![Rule::new(
+            "GET",
+            format!("/blobs/{layer}"),
+            0,
+            Fault::Corrupt,
+        )],
+    );
+    let dest = TestRegistry::start(RegistryAuth::Anonymous);
+    let s = TestStore::new();
+    let err = s.fails(&[
+        "copy",
+        &format!("docker://{}/noisy/app:v1", proxy.host),
+        &format!("docker://{}/copied/app:v1", dest.host),
+    ]);
+    assert!(
+        err.contains(&layer) && err.contains("does not match its digest"),
+        "{err}"
+    );
+    let tags = s.output(&["list-tags", &format!("docker://{}/copied/app", dest.host)]);
+    assert!(
+        String::from_utf8_lossy(&tags.stdout).trim().is_empty(),
+        "no tag at the destination"
+    );
+    assert_store_whole(&s);
+
+    // Without the fault the same copy goes through, with the source's digest.
+    s.ok(&[
+        "copy",
+        &format!("docker://{}/noisy/app:v1", source.host),
+        &format!("docker://{}/copied/app:v1", dest.host),
+    ]);
+    assert_eq!(
+        skopeo_digest(&format!("{}/copied/app:v1", dest.host), None),
+        skopeo_digest(&format!("{}/noisy/app:v1", source.host), None)
+    );
+    assert_store_whole(&s);
+}
+
+/// `copy` with the store at one end is a push (store → registry), a pull under the name given
+/// (registry → store) or a tag (store → store); and `list-tags` lists what the registry has,
+/// as skopeo does.
+#[test]
+fn copy_to_and_from_the_store_and_list_tags() {
+    if !tools_or_skip("copy_to_and_from_the_store_and_list_tags") {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let host = registry.host.as_str();
+    let s = TestStore::with_busybox();
+    let busybox_digest = s.ok(&["inspect", "--format", "digest", "busybox"]);
+    for tag in ["v1", "v2", "latest"] {
+        let out = s.ok(&[
+            "copy",
+            "busybox",
+            &format!("docker://{host}/tools/box:{tag}"),
+        ]);
+        assert_eq!(
+            out.trim(),
+            format!("{host}/tools/box:{tag}@{}", busybox_digest.trim())
+        );
+    }
+    let listed = s.ok(&["list-tags", &format!("docker://{host}/tools/box")]);
+    let mut listed: Vec<&str> = listed.lines().collect();
+    listed.sort_unstable();
+    assert_eq!(listed, ["latest", "v1", "v2"]);
+    let json: Value = serde_json::from_str(&s.ok(&[
+        "list-tags",
+        "--format",
+        "json",
+        &format!("{host}/tools/box"),
+    ]))
+    .unwrap();
+    let skopeo_json: Value = serde_json::from_str(&skopeo(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{host}/tools/box"),
+    ]))
+    .unwrap();
+    assert_eq!(json, skopeo_json);
+    let err = s.fails(&["list-tags", &format!("{host}/tools/box:v1")]);
+    assert!(err.contains("a repository, not the tag"), "{err}");
+    let err = s.fails(&["list-tags", &format!("{host}/no/such")]);
+    assert!(err.contains("no/such"), "{err}");
+
+    // Registry → store: stored under the name given, not the source's.
+    let t = TestStore::new();
+    let out = t.ok(&[
+        "copy",
+        &format!("docker://{host}/tools/box:v2"),
+        "mybox:dev",
+    ]);
+    assert_eq!(out.trim(), "docker.io/library/mybox:dev");
+    assert_eq!(
+        t.ok(&["inspect", "--format", "digest", "mybox:dev"]),
+        busybox_digest
+    );
+    let names = t.ok(&["images", "--format", "json"]);
+    assert!(!names.contains("tools/box"), "{names}");
+    assert_store_whole(&t);
+    // Store → store: a tag.
+    t.ok(&["copy", "mybox:dev", "mybox:release"]);
+    assert_eq!(
+        t.ok(&["inspect", "--format", "digest", "mybox:release"]),
+        busybox_digest
+    );
 }
 
 #[test]

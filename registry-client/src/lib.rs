@@ -5,11 +5,13 @@
 //! pull(&store, &reference, &PullOptions, &reporter) -> Pulled      registry → store
 //! push(&store, "image", Some(&dest), &PushOptions, &reporter)      store → registry
 //! inspect(&reference, &PullOptions, &reporter) -> RemoteImage      manifest + config only
+//! copy(&source, dest, spool, &CopyOptions, &reporter) -> Pushed    registry → registry
+//! tags(&repository, &ConnectOptions, &reporter) -> Vec<String>     a repository's tags
 //! login(registry, credential, &ConnectOptions) / CredentialStore   credentials
 //! ```
 //!
-//! The async forms (`pull_async`, `push_async`, `inspect_async`) run on a multi-threaded tokio runtime; the
-//! blocking ones make their own.
+//! The async forms (`pull_async`, `push_async`, `copy_async`, …) run on a multi-threaded tokio
+//! runtime; the blocking ones make their own.
 //!
 //! Why not the `oci-client` crate: it buffers pulled layers in memory, has no retries, no
 //! resumption with `Range`, no credential helpers and no cross-repository mounts, and strata
@@ -17,11 +19,12 @@
 //! pass. So the protocol is spoken here directly over `reqwest` (rustls with the `ring` provider
 //! and the system's roots, from [`http_client`], which the builder's `ADD` of URLs uses too);
 //! the parts are small: [`client`] (scheme, auth handshake, retries), [`pull`](mod@pull),
-//! [`push`](mod@push), [`inspect`](mod@inspect), [`credentials`], and the pure [`challenge`],
-//! [`manifest`] and [`platform`].
+//! [`push`](mod@push), [`copy`](mod@copy), [`inspect`](mod@inspect), [`tags`](mod@tags),
+//! [`credentials`], and the pure [`challenge`], [`manifest`] and [`platform`].
 
 pub mod challenge;
 pub mod client;
+pub mod copy;
 pub mod credentials;
 pub mod error;
 pub mod events;
@@ -30,10 +33,12 @@ pub mod manifest;
 pub mod platform;
 pub mod pull;
 pub mod push;
+pub mod tags;
 
 use layerfs::reference::Reference;
 
 pub use client::{ConnectOptions, RetryPolicy, http_client};
+pub use copy::{CopyOptions, copy, copy_async};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use events::{BlobKind, Event, Reporter, Silent, Skipped};
@@ -41,6 +46,7 @@ pub use inspect::{RemoteImage, fetch_manifest, fetch_manifest_async, inspect, in
 pub use platform::Platform;
 pub use pull::{PullOptions, Pulled, pull, pull_async};
 pub use push::{PushOptions, Pushed, push, push_async, push_manifest, push_manifest_async};
+pub use tags::{tags, tags_async};
 
 /// A runtime for the blocking entry points: two workers (the extraction and hashing run on
 /// blocking threads of their own).

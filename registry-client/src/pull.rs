@@ -427,6 +427,30 @@ async fn layer_from_store(
     Ok(0)
 }
 
+/// Downloads the blob `desc` of `repo` into `store` (verified, then made visible), unless the
+/// store has it; returns the bytes downloaded. For blobs in transit (`copy`), not layers.
+pub(crate) async fn download_blob(
+    client: &Client<'_>,
+    store: &Store,
+    repo: &str,
+    desc: &Descriptor,
+) -> Result<u64> {
+    let digest = desc.digest();
+    if store.has_blob(digest) {
+        return Ok(0);
+    }
+    let mut writer = store.resumable_blob_writer(digest, Some(desc.size()))?;
+    // Nothing is extracted: the chunks' receiver is gone from the start.
+    let (tx, _) = mpsc::channel(1);
+    let downloaded = download(client, repo, desc, &mut writer, &tx, &store.tmp_dir())
+        .await
+        .map_err(|Stop(e)| e.for_layer(digest))?;
+    tokio::task::spawn_blocking(move || writer.commit())
+        .await
+        .expect("commit does not panic")?;
+    Ok(downloaded)
+}
+
 /// Why a download stopped before the whole blob was in: the transfer failed (after its retries).
 struct Stop(Error);
 

@@ -6,8 +6,9 @@
 //! (`POST …/uploads/?mount=&from=`, with a token for both repositories), which costs no upload.
 //! Otherwise small blobs go up in one `PUT`, large ones in one streamed `PATCH`; a registry that
 //! refuses a style gets the next one (chunked `PATCH`es with `Content-Range`, then a single
-//! `PUT`) for the rest of the push. Blobs are streamed from the store, never held whole. A failed
-//! upload starts again with a new session. Manifests go last, children before an index, exactly
+//! `PUT`) for the rest of the push. Blobs are streamed from the store (for a `copy`, a spool
+//! store the source registry's blobs pass through), never held whole. A failed upload starts
+//! again with a new session. Manifests go last, children before an index, exactly
 //! as stored, so the digest on the registry is the store's.
 
 use std::collections::{HashMap, HashSet};
@@ -20,7 +21,7 @@ use futures_util::{StreamExt as _, TryStreamExt as _};
 use layerfs::digest::parse_sha256;
 use layerfs::reference::Reference;
 use layerfs::store::Store;
-use oci_spec::image::{Descriptor, Digest};
+use oci_spec::image::{Descriptor, Digest, ImageManifest};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Body, Method, Response, StatusCode};
 use tokio::io::AsyncReadExt as _;
@@ -88,10 +89,59 @@ impl Style {
     }
 }
 
-/// What is to be pushed: the blobs, then the manifests (children first).
-struct Plan {
-    blobs: Vec<(Descriptor, BlobKind)>,
-    manifests: Vec<(Descriptor, Vec<u8>)>,
+/// What is to be pushed: the blobs, then the manifests (children first, the top one last).
+#[derive(Default)]
+pub(crate) struct Plan {
+    pub blobs: Vec<(Descriptor, BlobKind)>,
+    pub manifests: Vec<(Descriptor, Vec<u8>)>,
+}
+
+impl Plan {
+    /// Adds an image manifest's config and layers (each blob once) and then the manifest.
+    pub fn add_image(&mut self, desc: Descriptor, bytes: Vec<u8>, image: &ImageManifest) {
+        for (d, kind) in std::iter::once((image.config(), BlobKind::Config))
+            .chain(image.layers().iter().map(|l| (l, BlobKind::Layer)))
+        {
+            if !self.blobs.iter().any(|(b, _)| b.digest() == d.digest()) {
+                self.blobs.push((d.clone(), kind));
+            }
+        }
+        self.manifests.push((desc, bytes));
+    }
+}
+
+/// Where the bytes of a blob to upload come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Origin<'a> {
+    /// The store has every blob of the plan.
+    Store,
+    /// A repository of another (or the same) registry. A blob the destination has neither
+    /// got nor mounted is first downloaded into the store (verified against its digest), and
+    /// dropped from it once uploaded: the store is a spool for the blobs in transit.
+    Registry {
+        client: &'a Client<'a>,
+        repository: &'a str,
+    },
+}
+
+impl Origin<'_> {
+    /// Makes sure `store` holds the blob `desc`; returns the bytes downloaded.
+    async fn fetch(&self, store: &Store, desc: &Descriptor) -> Result<u64> {
+        match self {
+            Origin::Store => Ok(0),
+            Origin::Registry { client, repository } => {
+                crate::pull::download_blob(client, store, repository, desc).await
+            }
+        }
+    }
+
+    /// Once `digest` is uploaded: a spooled blob is dropped.
+    fn release(&self, store: &Store, digest: &Digest) -> Result<()> {
+        match self {
+            Origin::Store => Ok(()),
+            Origin::Registry { .. } => Ok(store.remove_blob(digest)?),
+        }
+    }
 }
 
 /// Pushes the local image `image` (a name, an id or a digest) to `destination` (default: the
@@ -127,9 +177,27 @@ pub async fn push_manifest_async(
 ) -> Result<Pushed> {
     let plan = plan(store, top)?;
     let sources = mount_sources(store, &dest, &plan)?;
+    push_plan(store, &plan, &sources, Origin::Store, dest, opts, reporter).await
+}
+
+/// Pushes what `plan` lists to `dest`: the blobs (those in `mounts` mounted from the
+/// repository named there, when the registry agrees) from `origin`, then the manifests.
+pub(crate) async fn push_plan(
+    store: &Store,
+    plan: &Plan,
+    mounts: &HashMap<Digest, String>,
+    origin: Origin<'_>,
+    dest: Reference,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    let (last, children) = plan
+        .manifests
+        .split_last()
+        .expect("a plan has its top manifest");
     let mut scopes = vec![format!("repository:{}:pull,push", dest.repository())];
     let mut seen = HashSet::new();
-    for repo in sources.values() {
+    for repo in mounts.values() {
         if seen.insert(repo.clone()) {
             scopes.push(format!("repository:{repo}:pull"));
         }
@@ -137,22 +205,20 @@ pub async fn push_manifest_async(
     let client = Client::connect(&dest, scopes, &opts.connect, None, reporter).await?;
     reporter.report(Event::Resolved {
         reference: dest.to_string(),
-        manifest: top.digest().clone(),
+        manifest: last.0.digest().clone(),
         platform: None,
     });
     let style = AtomicU8::new(Style::Streamed as u8);
     let uploaded: Vec<u64> = futures_util::stream::iter(plan.blobs.iter().map(|(desc, kind)| {
-        let source = sources.get(desc.digest()).map(String::as_str);
-        push_blob(&client, store, &dest, desc, *kind, source, opts, &style)
+        let mount = mounts.get(desc.digest()).map(String::as_str);
+        push_blob(
+            &client, store, origin, &dest, desc, *kind, mount, opts, &style,
+        )
     }))
     .buffer_unordered(opts.max_concurrent_blobs.max(1))
     .try_collect()
     .await?;
 
-    let (last, children) = plan
-        .manifests
-        .split_last()
-        .expect("a plan has its top manifest");
     for (desc, bytes) in children {
         put_manifest(
             &client,
@@ -167,7 +233,7 @@ pub async fn push_manifest_async(
         && d != last.0.digest()
     {
         return Err(Error::DigestMismatch {
-            what: format!("pushing {} to {dest}", top.digest()),
+            what: format!("pushing {} to {dest}", last.0.digest()),
             expected: d.clone(),
             actual: last.0.digest().clone(),
         });
@@ -237,22 +303,12 @@ fn find_local(store: &Store, image: &str) -> Result<(Option<Reference>, Descript
 
 /// Walks the manifest (and an index's children) in the store: what blobs and manifests to push.
 fn plan(store: &Store, top: &Descriptor) -> Result<Plan> {
-    let mut plan = Plan {
-        blobs: Vec::new(),
-        manifests: Vec::new(),
-    };
-    let mut seen = HashSet::new();
-    add_manifest(store, top, &mut plan, &mut seen, 0)?;
+    let mut plan = Plan::default();
+    add_manifest(store, top, &mut plan, 0)?;
     Ok(plan)
 }
 
-fn add_manifest(
-    store: &Store,
-    desc: &Descriptor,
-    plan: &mut Plan,
-    seen: &mut HashSet<Digest>,
-    depth: u32,
-) -> Result<()> {
+fn add_manifest(store: &Store, desc: &Descriptor, plan: &mut Plan, depth: u32) -> Result<()> {
     let bytes = store.read_blob(desc.digest())?;
     let (_, parsed) =
         manifest::parse(&bytes, Some(desc.media_type().as_ref())).map_err(|reason| {
@@ -263,21 +319,19 @@ fn add_manifest(
         })?;
     match parsed {
         Manifest::Image(m) => {
-            for (d, kind) in std::iter::once((m.config(), BlobKind::Config))
-                .chain(m.layers().iter().map(|l| (l, BlobKind::Layer)))
+            if let Some(missing) = std::iter::once(m.config())
+                .chain(m.layers())
+                .find(|d| !store.has_blob(d.digest()))
             {
-                if !store.has_blob(d.digest()) {
-                    return Err(layerfs::Error::BlobNotFound(d.digest().clone()).into());
-                }
-                if seen.insert(d.digest().clone()) {
-                    plan.blobs.push((d.clone(), kind));
-                }
+                return Err(layerfs::Error::BlobNotFound(missing.digest().clone()).into());
             }
+            plan.add_image(desc.clone(), bytes, &m);
         }
         Manifest::Index(index) if depth == 0 => {
             for child in index.manifests() {
-                add_manifest(store, child, plan, seen, depth + 1)?;
+                add_manifest(store, child, plan, depth + 1)?;
             }
+            plan.manifests.push((desc.clone(), bytes));
         }
         Manifest::Index(_) => {
             return Err(Error::Unsupported(format!(
@@ -286,7 +340,6 @@ fn add_manifest(
             )));
         }
     }
-    plan.manifests.push((desc.clone(), bytes));
     Ok(())
 }
 
@@ -324,6 +377,7 @@ fn mount_sources(store: &Store, dest: &Reference, plan: &Plan) -> Result<HashMap
 async fn push_blob(
     client: &Client<'_>,
     store: &Store,
+    origin: Origin<'_>,
     dest: &Reference,
     desc: &Descriptor,
     kind: BlobKind,
@@ -366,9 +420,13 @@ async fn push_blob(
     let mut mount_from = source;
     loop {
         attempt += 1;
-        let result = upload_once(client, store, repo, desc, kind, mount_from, opts, style).await;
+        let result = upload_once(
+            client, store, origin, repo, desc, kind, mount_from, opts, style,
+        )
+        .await;
         match result {
             Ok(Some(n)) => {
+                origin.release(store, &digest)?;
                 reporter.report(Event::BlobDone { digest, kind, size });
                 return Ok(n);
             }
@@ -413,6 +471,7 @@ fn worth_retrying(e: &Error) -> bool {
 async fn upload_once(
     client: &Client<'_>,
     store: &Store,
+    origin: Origin<'_>,
     repo: &str,
     desc: &Descriptor,
     kind: BlobKind,
@@ -431,6 +490,7 @@ async fn upload_once(
         return Ok(None);
     };
     let mut location = loc;
+    origin.fetch(store, desc).await?;
     client.reporter().report(Event::BlobStarted {
         digest: digest.clone(),
         kind,

@@ -94,6 +94,8 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Load(a) => archive::load(ctx, &a),
         Command::Pull(a) => registry::pull(ctx, a),
         Command::Push(a) => registry::push(ctx, a),
+        Command::Copy(a) => registry::copy(ctx, a),
+        Command::ListTags(a) => registry::list_tags(ctx, &a),
         Command::Login(a) => registry::login(ctx, a),
         Command::Logout(a) => registry::logout(ctx, &a),
         Command::Mount(a) => mount::mount(ctx, &a),

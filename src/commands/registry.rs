@@ -1,20 +1,25 @@
-//! `pull`, `push`, `login`, `logout`, `inspect docker://`: images to and from registries.
+//! `pull`, `push`, `copy`, `list-tags`, `login`, `logout`, `inspect docker://`: images to and
+//! from registries.
 
 use std::io::{BufRead, Read};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use layerfs::reference::Reference;
 use layerfs::store::Store;
+use oci_spec::image::Digest;
 use registry_client::{
-    ConnectOptions, Credential, CredentialStore, Platform, PullOptions, Pulled, PushOptions, Silent,
+    ConnectOptions, CopyOptions, Credential, CredentialStore, Platform, PullOptions, Pulled,
+    PushOptions, Pushed, Silent,
 };
 use serde_json::json;
 
 use super::images::{DockerView, print_json, print_template};
 use super::{Context, human_size};
 use crate::cli::{
-    InspectArgs, InspectFormat, LoginArgs, LogoutArgs, ProgressMode, PullArgs, PushArgs,
+    CopyArgs, InspectArgs, InspectFormat, ListTagsArgs, LoginArgs, LogoutArgs, ProgressMode,
+    PullArgs, PushArgs, TagArgs, TagsFormat,
 };
 use crate::progress::TransferProgress;
 
@@ -155,10 +160,7 @@ pub fn push(ctx: &Context, args: PushArgs) -> anyhow::Result<ExitCode> {
             &opts,
             registry.progress,
         )?;
-        if let Some(path) = &digestfile {
-            std::fs::write(path, pushed.digest.to_string())
-                .with_context(|| format!("--digestfile {}", path.display()))?;
-        }
+        write_digestfile(digestfile.as_deref(), &pushed.digest)?;
         return Ok(ExitCode::SUCCESS);
     }
     // `--all-tags REPOSITORY`: every tag of it in the store, each to its own name.
@@ -208,17 +210,30 @@ fn push_one(
     destination: Option<&Reference>,
     opts: &PushOptions,
     mode: ProgressMode,
-) -> anyhow::Result<registry_client::Pushed> {
+) -> anyhow::Result<Pushed> {
     let progress = TransferProgress::new(mode, ctx.printer);
     let shown = destination.map_or_else(|| image.to_owned(), Reference::familiar);
     let pushed = registry_client::push(store, image, destination, opts, &progress)
         .with_context(|| format!("pushing {image} to {shown}"))?;
+    finish_upload(ctx, &progress, "pushed", &pushed, mode);
+    Ok(pushed)
+}
+
+/// Ends the display of a push or copy with its summary line (`verb`), and prints where the
+/// image went as `REFERENCE@DIGEST` on stdout.
+fn finish_upload(
+    ctx: &Context,
+    progress: &TransferProgress,
+    verb: &str,
+    pushed: &Pushed,
+    mode: ProgressMode,
+) {
     let line = format!(
-        "pushed {}@{} ({} blobs): {} uploaded",
+        "{verb} {}@{} ({} blobs): {} uploaded",
         pushed.reference.familiar(),
         pushed.digest,
         pushed.blobs,
-        rate(pushed.uploaded, &progress)
+        rate(pushed.uploaded, progress)
     );
     progress.finish(
         &line,
@@ -233,7 +248,126 @@ fn push_one(
         ctx.printer
             .out(format!("{}@{}", pushed.reference, pushed.digest));
     }
-    Ok(pushed)
+}
+
+fn write_digestfile(path: Option<&Path>, digest: &Digest) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, digest.to_string())
+            .with_context(|| format!("--digestfile {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `copy SOURCE DEST`: registry to registry (blobs streamed through a spool, mounted within
+/// one registry), registry to store (a pull under DEST's name), store to registry (a push),
+/// or store to store (a tag).
+pub fn copy(ctx: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
+    let CopyArgs {
+        registry,
+        all,
+        platform,
+        digestfile,
+        source,
+        destination,
+    } = args;
+    let platform = platform.as_deref().map(Platform::parse).transpose()?;
+    let connect = connect_options(registry.tls_verify);
+    let remote = |s: &str| s.strip_prefix(DOCKER_TRANSPORT).map(Reference::parse);
+    let store = ctx.store()?;
+    let one_platform = |what: &str| {
+        anyhow::ensure!(
+            !all,
+            "--all copies from registry to registry: the store keeps one platform of an image ({what})"
+        );
+        Ok(())
+    };
+    let digest = match (
+        remote(&source).transpose()?,
+        remote(&destination).transpose()?,
+    ) {
+        (Some(from), Some(to)) => {
+            let opts = CopyOptions {
+                all,
+                platform,
+                push: PushOptions {
+                    connect,
+                    ..PushOptions::default()
+                },
+            };
+            let spool = store.tmp_path("copy-spool");
+            let progress = TransferProgress::new(registry.progress, ctx.printer);
+            let copied = registry_client::copy(&from, to, &spool, &opts, &progress)
+                .with_context(|| format!("copying {source} to {destination}"))?;
+            finish_upload(ctx, &progress, "copied to", &copied, registry.progress);
+            copied.digest
+        }
+        (None, Some(to)) => {
+            one_platform(&source)?;
+            anyhow::ensure!(
+                platform.is_none(),
+                "--platform picks from a registry's image; {source} in the store has one"
+            );
+            let opts = PushOptions {
+                connect,
+                ..PushOptions::default()
+            };
+            push_one(ctx, &store, &source, Some(&to), &opts, registry.progress)?.digest
+        }
+        (Some(from), None) => {
+            one_platform(&destination)?;
+            let name = Reference::parse(&destination)?;
+            let opts = PullOptions {
+                platform,
+                connect,
+                tag: false,
+                ..PullOptions::default()
+            };
+            let pulled = pull_with_progress(ctx, &store, &from, &opts, registry.progress)?;
+            store.tag(&name, &pulled.manifest)?;
+            if registry.progress != ProgressMode::Json {
+                ctx.printer.out(&name);
+            }
+            pulled.manifest.digest().clone()
+        }
+        (None, None) => {
+            one_platform(&destination)?;
+            let tag = TagArgs {
+                source: source.clone(),
+                targets: vec![destination],
+            };
+            super::images::tag(ctx, &tag)?;
+            store.resolve_image(&source)?.manifest_digest
+        }
+    };
+    write_digestfile(digestfile.as_deref(), &digest)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `list-tags REPOSITORY`: the tags a registry has for it.
+pub fn list_tags(ctx: &Context, args: &ListTagsArgs) -> anyhow::Result<ExitCode> {
+    let name = args
+        .repository
+        .strip_prefix(DOCKER_TRANSPORT)
+        .unwrap_or(&args.repository);
+    let repository = Reference::parse(name)?;
+    anyhow::ensure!(
+        repository.digest().is_none() && !name.rsplit('/').next().unwrap_or(name).contains(':'),
+        "list-tags takes a repository, not the tag or digest {name}"
+    );
+    let tags = registry_client::tags(&repository, &connect_options(args.tls_verify), &Silent)
+        .with_context(|| format!("listing the tags of {}", repository.name()))?;
+    match args.format {
+        TagsFormat::Lines => {
+            for tag in tags {
+                ctx.printer.out(tag);
+            }
+        }
+        TagsFormat::Json => ctx.printer.out(serde_json::to_string_pretty(&json!({
+            "Repository": repository.name(),
+            "Tags": tags,
+        }))?),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn login(ctx: &Context, args: LoginArgs) -> anyhow::Result<ExitCode> {
