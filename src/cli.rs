@@ -114,6 +114,9 @@ pub enum Command {
     Copy(CopyArgs),
     /// List the tags of a repository in a registry
     ListTags(ListTagsArgs),
+    /// Work on multi-platform images in registries, as docker buildx imagetools
+    #[command(subcommand)]
+    Imagetools(ImagetoolsCommand),
     /// Store credentials for a registry
     Login(LoginArgs),
     /// Forget the credentials of a registry
@@ -568,6 +571,33 @@ pub struct CopyArgs {
     pub source: String,
     /// `docker://REF`, or a name in the store
     pub destination: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagetoolsCommand {
+    /// Make one multi-platform image (an index) of images already in registries, one per
+    /// platform (an index given as a source adds every image it lists)
+    Create(ImagetoolsCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagetoolsCreateArgs {
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// Where to push the index (repeatable); the images it lists are copied there first
+    #[arg(
+        short = 't',
+        long = "tag",
+        value_name = "REF",
+        required_unless_present = "dry_run"
+    )]
+    pub tags: Vec<String>,
+    /// Print the index instead of pushing it
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The images (`docker://` in front is accepted), in the order the index lists them
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Args)]

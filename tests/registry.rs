@@ -778,6 +778,129 @@ fn copy_to_and_from_the_store_and_list_tags() {
     );
 }
 
+/// `imagetools create`, as buildx's: images built one per platform (here in two registries)
+/// become one index at the target, with every image it lists copied there first; an index
+/// given as a source adds its images; two images for one platform are refused.
+#[test]
+fn imagetools_create_merges_images_into_one_multi_platform_index() {
+    if !tools_or_skip("imagetools_create_merges_images_into_one_multi_platform_index") {
+        return;
+    }
+    let a = TestRegistry::start(RegistryAuth::Anonymous);
+    let b = TestRegistry::start(RegistryAuth::Anonymous);
+    let push_single = |arch: &'static str, variant, content: &str, dest: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let image = layout::Image {
+            architecture: arch,
+            variant,
+            layers: vec![vec![("platform".to_owned(), content.as_bytes().to_vec())]],
+        };
+        layout::write_layout(dir.path(), "one", &[image]);
+        skopeo_push(dir.path(), "one", dest, false);
+    };
+    let amd64 = format!("{}/app:amd64", a.host);
+    let arm64 = format!("{}/builds/app:arm64", b.host);
+    let s390x = format!("{}/app:s390x", a.host);
+    push_single("amd64", None, "amd64\n", &amd64);
+    push_single("arm64", Some("v8"), "arm64\n", &arm64);
+    push_single("s390x", None, "s390x\n", &s390x);
+    let s = TestStore::new();
+    let multi = format!("{}/app:multi", a.host);
+
+    let planned = s.ok(&[
+        "imagetools",
+        "create",
+        "--dry-run",
+        &amd64,
+        &format!("docker://{arm64}"),
+    ]);
+    let index: Value = serde_json::from_str(&planned).unwrap();
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let p = &m["platform"];
+            match p["variant"].as_str() {
+                Some(v) => format!(
+                    "{}/{}/{v}",
+                    p["os"].as_str().unwrap(),
+                    p["architecture"].as_str().unwrap()
+                ),
+                None => format!(
+                    "{}/{}",
+                    p["os"].as_str().unwrap(),
+                    p["architecture"].as_str().unwrap()
+                ),
+            }
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64/v8"]);
+    assert_eq!(
+        index["manifests"][0]["digest"].as_str().unwrap(),
+        skopeo_digest(&amd64, None)
+    );
+    let listed = s.ok(&["list-tags", &format!("{}/app", a.host)]);
+    assert!(
+        !listed.contains("multi"),
+        "a dry run pushes nothing: {listed}"
+    );
+
+    let out = s.ok(&[
+        "imagetools",
+        "create",
+        "-t",
+        &multi,
+        &amd64,
+        &format!("docker://{arm64}"),
+    ]);
+    let index_digest = digest_of(planned.trim_end().as_bytes()).to_string();
+    assert_eq!(out.trim(), format!("{multi}@{index_digest}"));
+    assert_eq!(skopeo_digest(&multi, None), index_digest);
+    // Every image the index lists is in its repository: skopeo copies it whole, and each
+    // platform pulls.
+    let whole = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{multi}"),
+        &format!("oci:{}:all", whole.path().display()),
+    ]);
+    for (platform, expected) in [("linux/arm64", "arm64\n"), ("linux/amd64", "amd64\n")] {
+        let t = TestStore::new();
+        t.ok(&["pull", "--platform", platform, &multi]);
+        let st = Store::open(t.root()).unwrap();
+        let image = st.resolve_image(&multi).unwrap();
+        let file = st.layer_dir(&image.chain_ids()[0]).join("platform");
+        assert_eq!(std::fs::read_to_string(file).unwrap(), expected);
+    }
+    assert_store_whole(&s);
+
+    // An index as a source adds what it lists; naming the same image twice adds it once.
+    let more = format!("{}/app:more", a.host);
+    s.ok(&["imagetools", "create", "-t", &more, &multi, &s390x, &amd64]);
+    let raw: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{more}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 3, "{raw}");
+
+    // Another image for a platform the index has: refused, naming both.
+    let other = format!("{}/other:amd64", a.host);
+    push_single("amd64", None, "another amd64\n", &other);
+    let err = s.fails(&["imagetools", "create", "--dry-run", &multi, &other]);
+    assert!(
+        err.contains("linux/amd64") && err.contains("other:amd64") && err.contains("app:multi"),
+        "{err}"
+    );
+    let err = s.fails(&["imagetools", "create", &amd64]);
+    assert!(err.contains("--tag"), "{err}");
+}
+
 #[test]
 fn inspect_of_a_docker_reference_reads_the_registry_and_stores_nothing() {
     if !tools_or_skip("inspect_of_a_docker_reference_reads_the_registry_and_stores_nothing") {

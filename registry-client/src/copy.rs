@@ -46,6 +46,34 @@ pub async fn copy_async(
     opts: &CopyOptions,
     reporter: &dyn Reporter,
 ) -> Result<Pushed> {
+    in_spool(spool, async |store| {
+        copy_through(source, dest, store, opts, reporter).await
+    })
+    .await
+}
+
+/// Runs `work` with a spool store made at `spool` (a path that does not exist yet), and
+/// removes the spool after, however the work ended.
+pub(crate) async fn in_spool<T>(
+    spool: &Path,
+    work: impl AsyncFnOnce(&Store) -> Result<T>,
+) -> Result<T> {
+    let done = match Store::open(spool) {
+        Ok(store) => work(&store).await,
+        Err(e) => Err(e.into()),
+    };
+    let _ = std::fs::remove_dir_all(spool);
+    done
+}
+
+/// [`copy_async`] with blobs in transit passing through `spool`.
+pub(crate) async fn copy_through(
+    source: &Reference,
+    dest: Reference,
+    spool: &Store,
+    opts: &CopyOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
     let repo = source.repository();
     let scopes = vec![format!("repository:{repo}:pull")];
     let client = Client::connect(source, scopes, &opts.push.connect, None, reporter).await?;
@@ -64,12 +92,7 @@ pub async fn copy_async(
         client: &client,
         repository: repo,
     };
-    let copied = match Store::open(spool) {
-        Ok(store) => push_plan(&store, &plan, &mounts, origin, dest, &opts.push, reporter).await,
-        Err(e) => Err(e.into()),
-    };
-    let _ = std::fs::remove_dir_all(spool);
-    copied
+    push_plan(spool, &plan, &mounts, origin, dest, &opts.push, reporter).await
 }
 
 /// Blocking [`copy_async`], on a runtime of its own (not to be called from async code).

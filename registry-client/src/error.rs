@@ -53,6 +53,13 @@ pub enum Error {
         wanted: String,
         available: String,
     },
+    /// Two images for one platform, to go into one index.
+    #[error("{first} and {second} are both images for {platform}: an index has one per platform")]
+    PlatformClash {
+        platform: String,
+        first: String,
+        second: String,
+    },
     /// A malformed `--platform`.
     #[error("invalid platform {0:?}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")]
     InvalidPlatform(String),

@@ -7,6 +7,7 @@
 //! inspect(&reference, &PullOptions, &reporter) -> RemoteImage      manifest + config only
 //! copy(&source, dest, spool, &CopyOptions, &reporter) -> Pushed    registry → registry
 //! tags(&repository, &ConnectOptions, &reporter) -> Vec<String>     a repository's tags
+//! make_index(&sources, …) -> NewIndex; push_index(&index, &target, …)   multi-platform merge
 //! login(registry, credential, &ConnectOptions) / CredentialStore   credentials
 //! ```
 //!
@@ -19,7 +20,7 @@
 //! pass. So the protocol is spoken here directly over `reqwest` (rustls with the `ring` provider
 //! and the system's roots, from [`http_client`], which the builder's `ADD` of URLs uses too);
 //! the parts are small: [`client`] (scheme, auth handshake, retries), [`pull`](mod@pull),
-//! [`push`](mod@push), [`copy`](mod@copy), [`inspect`](mod@inspect), [`tags`](mod@tags),
+//! [`push`](mod@push), [`copy`](mod@copy), [`merge`], [`inspect`](mod@inspect), [`tags`](mod@tags),
 //! [`credentials`], and the pure [`challenge`], [`manifest`] and [`platform`].
 
 pub mod challenge;
@@ -30,6 +31,7 @@ pub mod error;
 pub mod events;
 pub mod inspect;
 pub mod manifest;
+pub mod merge;
 pub mod platform;
 pub mod pull;
 pub mod push;
@@ -43,6 +45,7 @@ pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use events::{BlobKind, Event, Reporter, Silent, Skipped};
 pub use inspect::{RemoteImage, fetch_manifest, fetch_manifest_async, inspect, inspect_async};
+pub use merge::{NewIndex, make_index, make_index_async, push_index, push_index_async};
 pub use platform::Platform;
 pub use pull::{PullOptions, Pulled, pull, pull_async};
 pub use push::{PushOptions, Pushed, push, push_async, push_manifest, push_manifest_async};

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use layerfs::store::Store;
 
-use crate::cli::{Command, GlobalArgs, StorageDriver};
+use crate::cli::{Command, GlobalArgs, ImagetoolsCommand, StorageDriver};
 use crate::printer::Printer;
 
 pub use images::human_size;
@@ -96,6 +96,7 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Push(a) => registry::push(ctx, a),
         Command::Copy(a) => registry::copy(ctx, a),
         Command::ListTags(a) => registry::list_tags(ctx, &a),
+        Command::Imagetools(ImagetoolsCommand::Create(a)) => registry::imagetools_create(ctx, &a),
         Command::Login(a) => registry::login(ctx, a),
         Command::Logout(a) => registry::logout(ctx, &a),
         Command::Mount(a) => mount::mount(ctx, &a),

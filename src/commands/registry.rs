@@ -18,8 +18,8 @@ use serde_json::json;
 use super::images::{DockerView, print_json, print_template};
 use super::{Context, human_size};
 use crate::cli::{
-    CopyArgs, InspectArgs, InspectFormat, ListTagsArgs, LoginArgs, LogoutArgs, ProgressMode,
-    PullArgs, PushArgs, TagArgs, TagsFormat,
+    CopyArgs, ImagetoolsCreateArgs, InspectArgs, InspectFormat, ListTagsArgs, LoginArgs,
+    LogoutArgs, ProgressMode, PullArgs, PushArgs, TagArgs, TagsFormat,
 };
 use crate::progress::TransferProgress;
 
@@ -340,6 +340,48 @@ pub fn copy(ctx: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
         }
     };
     write_digestfile(digestfile.as_deref(), &digest)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `imagetools create -t REF SOURCE…`: one index of the sources' images, pushed to every REF
+/// (or printed, with `--dry-run`).
+pub fn imagetools_create(ctx: &Context, args: &ImagetoolsCreateArgs) -> anyhow::Result<ExitCode> {
+    let registry_ref = |s: &String| Reference::parse(s.strip_prefix(DOCKER_TRANSPORT).unwrap_or(s));
+    let sources = args
+        .sources
+        .iter()
+        .map(registry_ref)
+        .collect::<Result<Vec<_>, _>>()?;
+    let targets = args
+        .tags
+        .iter()
+        .map(registry_ref)
+        .collect::<Result<Vec<_>, _>>()?;
+    let connect = connect_options(args.registry.tls_verify);
+    let index =
+        registry_client::make_index(&sources, &connect, &Silent).context("making the index")?;
+    if args.dry_run {
+        ctx.printer.out(String::from_utf8_lossy(&index.bytes));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store = ctx.store()?;
+    let opts = PushOptions {
+        connect,
+        ..PushOptions::default()
+    };
+    for target in &targets {
+        let progress = TransferProgress::new(args.registry.progress, ctx.printer);
+        let spool = store.tmp_path("index-spool");
+        let pushed = registry_client::push_index(&index, target, &spool, &opts, &progress)
+            .with_context(|| format!("pushing the index to {}", target.familiar()))?;
+        finish_upload(
+            ctx,
+            &progress,
+            "pushed index",
+            &pushed,
+            args.registry.progress,
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

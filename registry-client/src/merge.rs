@@ -1,0 +1,224 @@
+//! Merge: one multi-platform index made of images already in registries (buildx's
+//! `imagetools create`), for images built on one machine per platform.
+//!
+//! Each source is an image manifest, whose platform its config says, or an index, whose
+//! entries are taken as listed. The new index lists them in the order given (one image per
+//! platform; the same manifest named twice goes in once). Pushing it copies every listed
+//! manifest into the target repository by digest first (mounted within one registry, else
+//! passed through a verified spool, as `copy` does), then the index under the target's tag,
+//! so the index never names a manifest its repository lacks.
+
+use std::path::Path;
+
+use layerfs::config::ImageConfig;
+use layerfs::digest::digest_of;
+use layerfs::reference::Reference;
+use layerfs::store::Store;
+use oci_spec::image::{
+    Arch, Descriptor, Digest, ImageIndexBuilder, MediaType, Os, PlatformBuilder,
+};
+
+use crate::client::{Client, ConnectOptions};
+use crate::copy::{CopyOptions, copy_through, in_spool};
+use crate::error::{Error, Result};
+use crate::events::Reporter;
+use crate::manifest::{self, Manifest};
+use crate::pull::{download_config, fetch_manifest};
+use crate::push::{Origin, Plan, PushOptions, Pushed, push_plan};
+
+/// An index made from images in registries, not pushed yet.
+#[derive(Debug, Clone)]
+pub struct NewIndex {
+    /// The index document (an OCI image index).
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    /// Each manifest it lists, where it is now (pinned by digest).
+    pub children: Vec<Reference>,
+}
+
+/// Reads each of `sources` and makes the index that lists them all.
+pub async fn make_index_async(
+    sources: &[Reference],
+    opts: &ConnectOptions,
+    reporter: &dyn Reporter,
+) -> Result<NewIndex> {
+    // Each entry: the manifest pinned by digest, the source that named it, its descriptor.
+    let mut entries: Vec<(Reference, &Reference, Descriptor)> = Vec::new();
+    for source in sources {
+        for (child, desc) in entries_of(source, opts, reporter).await? {
+            if entries.iter().any(|(_, _, d)| d.digest() == desc.digest()) {
+                continue;
+            }
+            let platform = platform_name(&desc);
+            let same =
+                |d: &Descriptor| platform_name(d).is_some_and(|p| Some(&p) == platform.as_ref());
+            if let Some((_, first, first_desc)) = entries.iter().find(|(_, _, d)| same(d)) {
+                return Err(Error::PlatformClash {
+                    platform: platform.unwrap_or_default(),
+                    first: format!("{} (manifest {})", first.familiar(), first_desc.digest()),
+                    second: format!("{} (manifest {})", source.familiar(), desc.digest()),
+                });
+            }
+            entries.push((child, source, desc));
+        }
+    }
+    let document = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(
+            entries
+                .iter()
+                .map(|(_, _, d)| d.clone())
+                .collect::<Vec<_>>(),
+        )
+        .build()
+        .expect("an index of descriptors builds");
+    let bytes = serde_json::to_vec_pretty(&document).expect("an index serializes");
+    Ok(NewIndex {
+        digest: digest_of(&bytes),
+        bytes,
+        children: entries.into_iter().map(|(r, _, _)| r).collect(),
+    })
+}
+
+/// Blocking [`make_index_async`], on a runtime of its own (not to be called from async code).
+pub fn make_index(
+    sources: &[Reference],
+    opts: &ConnectOptions,
+    reporter: &dyn Reporter,
+) -> Result<NewIndex> {
+    crate::runtime()?.block_on(make_index_async(sources, opts, reporter))
+}
+
+/// Pushes `index` to `target`: every manifest it lists (with their blobs) by digest, then the
+/// index. Blobs in transit pass through a spool made at `spool` (a path that does not exist
+/// yet), removed at the end.
+pub async fn push_index_async(
+    index: &NewIndex,
+    target: &Reference,
+    spool: &Path,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    in_spool(spool, async |store| {
+        push_through(index, target, store, opts, reporter).await
+    })
+    .await
+}
+
+/// Blocking [`push_index_async`], on a runtime of its own (not to be called from async code).
+pub fn push_index(
+    index: &NewIndex,
+    target: &Reference,
+    spool: &Path,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    crate::runtime()?.block_on(push_index_async(index, target, spool, opts, reporter))
+}
+
+async fn push_through(
+    index: &NewIndex,
+    target: &Reference,
+    spool: &Store,
+    opts: &PushOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    let copy = CopyOptions {
+        all: false,
+        platform: None,
+        push: opts.clone(),
+    };
+    let mut blobs = 0;
+    let mut uploaded = 0;
+    for child in &index.children {
+        let digest = child
+            .digest()
+            .expect("children are pinned by digest")
+            .clone();
+        let copied =
+            copy_through(child, target.with_digest(digest), spool, &copy, reporter).await?;
+        blobs += copied.blobs;
+        uploaded += copied.uploaded;
+    }
+    let top = Descriptor::new(
+        MediaType::ImageIndex,
+        index.bytes.len() as u64,
+        index.digest.clone(),
+    );
+    let plan = Plan {
+        blobs: Vec::new(),
+        manifests: vec![(top, index.bytes.clone())],
+    };
+    let mut pushed = push_plan(
+        spool,
+        &plan,
+        &Default::default(),
+        Origin::Store,
+        target.clone(),
+        opts,
+        reporter,
+    )
+    .await?;
+    pushed.blobs = blobs;
+    pushed.uploaded = uploaded;
+    Ok(pushed)
+}
+
+/// The manifests `source` contributes: itself, with its config's platform, or an index's
+/// entries as listed; each with the reference that pins it.
+async fn entries_of(
+    source: &Reference,
+    opts: &ConnectOptions,
+    reporter: &dyn Reporter,
+) -> Result<Vec<(Reference, Descriptor)>> {
+    let repo = source.repository();
+    let scopes = vec![format!("repository:{repo}:pull")];
+    let client = Client::connect(source, scopes, opts, None, reporter).await?;
+    let (media_type, bytes, digest) =
+        fetch_manifest(&client, repo, &source.tag_or_digest(), source.digest()).await?;
+    let what = format!("manifest of {source}");
+    match manifest::parse(&bytes, Some(&media_type)).map_err(|r| client.protocol(&what, r))? {
+        (_, Manifest::Image(image)) => {
+            let config = download_config(&client, repo, image.config()).await?;
+            let config: ImageConfig = serde_json::from_slice(&config).map_err(|e| {
+                client.protocol(
+                    format!("image config {}", image.config().digest()),
+                    e.to_string(),
+                )
+            })?;
+            let mut platform = PlatformBuilder::default()
+                .os(Os::from(config.os.as_str()))
+                .architecture(Arch::from(config.architecture.as_str()));
+            if let Some(v) = config.variant.filter(|v| !v.is_empty()) {
+                platform = platform.variant(v);
+            }
+            let platform = platform
+                .build()
+                .map_err(|e| client.protocol(&what, e.to_string()))?;
+            let mut desc = Descriptor::new(
+                MediaType::from(media_type.as_str()),
+                bytes.len() as u64,
+                digest.clone(),
+            );
+            desc.set_platform(Some(platform));
+            Ok(vec![(source.with_digest(digest), desc)])
+        }
+        (_, Manifest::Index(index)) => Ok(index
+            .manifests()
+            .iter()
+            .map(|d| (source.with_digest(d.digest().clone()), d.clone()))
+            .collect()),
+    }
+}
+
+/// `os/arch[/variant]` of an index entry; `None` for an entry without a platform, or an
+/// attestation's `unknown/unknown`, which any number of entries may share.
+fn platform_name(desc: &Descriptor) -> Option<String> {
+    let p = desc.platform().as_ref()?;
+    let name = match p.variant() {
+        Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
+        None => format!("{}/{}", p.os(), p.architecture()),
+    };
+    (name != "unknown/unknown").then_some(name)
+}
