@@ -6,6 +6,8 @@
 #       followed by `umoci unpack`;
 # push: `strata push` to a fresh repository vs `skopeo copy oci:STORE:… docker://…` to one,
 #       skopeo's blob-info cache cleared before every run (no mounts for either tool).
+# copy: `strata copy docker://A docker://B` vs `skopeo copy` of the same, to a fresh
+#       repository of a second registry (every blob moves) and of the same registry.
 # Then the peak RSS of each (GNU time), for the minbase image and for a 1 MB busybox image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,16 +20,19 @@ for t in docker-registry skopeo umoci hyperfine /usr/bin/time; do
 done
 tarball=$(bench/minbase.sh)
 work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-registry.XXXXXX")
-registry_pid=
+registry_pids=()
 cleanup() {
-  if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; fi
+  for pid in "${registry_pids[@]}"; do kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg=127.0.0.1:$port
-cat > "$work/registry.yml" <<YAML
+# start_registry NAME: a docker-registry on a free loopback port, at host:port $addr.
+start_registry() {
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  addr=127.0.0.1:$port
+  cat > "$work/$1.yml" <<YAML
 version: 0.1
 log:
   level: error
@@ -35,13 +40,16 @@ log:
     disabled: true
 storage:
   filesystem:
-    rootdirectory: $work/registry
+    rootdirectory: $work/$1
 http:
-  addr: $reg
+  addr: $addr
 YAML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do curl -fsS "http://$reg/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+  docker-registry serve "$work/$1.yml" >"$work/$1.log" 2>&1 &
+  registry_pids+=($!)
+  for _ in $(seq 100); do curl -fsS "http://$addr/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+start_registry registry; reg=$addr
+start_registry registry2; reg2=$addr
 
 src=$work/src
 mkdir -p "$work/runs"
@@ -70,7 +78,18 @@ hyperfine --runs "$runs" --export-json "$work/push.json" --style basic \
   -n "skopeo copy (push)" \
   "skopeo copy -q --dest-tls-verify=false oci:$src:docker.io/library/minbase:latest docker://$reg/fresh/\$(cat $work/repo):v1"
 
-python3 - "$work/pull.json" "$work/push.json" <<'PY'
+# Registry to registry: to a fresh repository of the second registry, then of the same one.
+for where in other same; do
+  dest=$reg2; [ $where = same ] && dest=$reg
+  hyperfine --runs "$runs" --export-json "$work/copy-$where.json" --style basic \
+    --prepare "echo s\$(date +%s%N) > $work/repo; rm -f $cache" \
+    -n "strata copy ($where registry)" "$strata --root $src copy --progress plain docker://$reg/bench/minbase:v1 docker://$dest/copies/\$(cat $work/repo):v1" \
+    --prepare "echo k\$(date +%s%N) > $work/repo; rm -f $cache" \
+    -n "skopeo copy ($where registry)" \
+    "skopeo copy -q --src-tls-verify=false --dest-tls-verify=false docker://$reg/bench/minbase:v1 docker://$dest/copies/\$(cat $work/repo):v1"
+done
+
+python3 - "$work/pull.json" "$work/push.json" "$work/copy-other.json" "$work/copy-same.json" <<'PY'
 import json, statistics, sys
 print("| command | median [s] | min [s] | max [s] | median ÷ the other tool's |")
 print("|---|---|---|---|---|")

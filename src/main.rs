@@ -22,6 +22,21 @@ use crate::printer::Printer;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read when it starts (a C string at the symbol `_rjem_malloc_conf`, as
+/// the prefixed jemalloc of `tikv-jemallocator` names it). One arena: with jemalloc's default
+/// of four per CPU, the buffers that a pull passes between threads were kept by every arena
+/// they passed through, and its peak RSS went past its bound (DESIGN.md: 32 MB; 34–36 MB with
+/// eight arenas, 30–31 MB with one); the layer commit is as fast either way (bench/RESULTS.md).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: JemallocConf = JemallocConf(c"narenas:1".as_ptr());
+
+/// A `const char *` that may live in a static.
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a string literal, immutable for the life of the program.
+unsafe impl Sync for JemallocConf {}
+
 fn main() -> ExitCode {
     // A multi-threaded strata (a build) starts containers through a fresh copy of itself.
     runner::run_setup_helper_if_requested();

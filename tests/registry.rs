@@ -668,7 +668,8 @@ fn a_copy_refuses_a_damaged_blob_and_tags_nothing() {
     if !tools_or_skip("a_copy_refuses_a_damaged_blob_and_tags_nothing") {
         return;
     }
-    let (source, _, layer) = registry_with_noisy_image("noisy/app", 2, 300_000);
+    // Layers past the monolithic limit: they go up in a streamed PATCH.
+    let (source, _, layer) = registry_with_noisy_image("noisy/app", 2, 1_500_000);
     let proxy = FaultProxy::start(
         &source.host,
         vec![Rule::new(
@@ -1457,6 +1458,38 @@ fn push_falls_back_when_the_registry_refuses_an_upload_style() {
         skopeo_digest(&format!("{}/styles/monolithic:v1", registry.host), None),
         local
     );
+
+    // A copy from another registry falls back the same way; its chunks come from the spool.
+    let other = TestRegistry::start(RegistryAuth::Anonymous);
+    let mut streamed = Rule::new(
+        "PATCH",
+        "/blobs/uploads/",
+        0,
+        Fault::Status {
+            code: 416,
+            retry_after: None,
+        },
+    );
+    streamed.without_header = Some("content-range");
+    let chunked_only = FaultProxy::start(&other.host, vec![streamed]);
+    let out = a.output(&[
+        "copy",
+        "--progress",
+        "plain",
+        &format!("docker://{}/styles/chunked:v1", registry.host),
+        &format!("docker://{}/copied/chunked:v1", chunked_only.host),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using chunked uploads"));
+    assert_eq!(
+        skopeo_digest(&format!("{}/copied/chunked:v1", other.host), None),
+        local
+    );
+    assert_store_whole(&a);
 }
 
 #[test]

@@ -23,6 +23,16 @@ use layerfs::store::Store;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// The strata binary's jemalloc options (see `MALLOC_CONF` in src/main.rs).
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: JemallocConf = JemallocConf(c"narenas:1".as_ptr());
+
+#[repr(transparent)]
+struct JemallocConf(*const std::ffi::c_char);
+
+// SAFETY: the pointer is to a string literal, immutable for the life of the program.
+unsafe impl Sync for JemallocConf {}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let start = Instant::now();

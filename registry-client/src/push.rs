@@ -12,13 +12,13 @@
 //! as stored, so the digest on the registry is the store's.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use layerfs::digest::parse_sha256;
+use layerfs::digest::{Hasher, parse_sha256};
 use layerfs::reference::Reference;
 use layerfs::store::Store;
 use oci_spec::image::{Descriptor, Digest, ImageManifest};
@@ -116,8 +116,10 @@ pub(crate) enum Origin<'a> {
     /// The store has every blob of the plan.
     Store,
     /// A repository of another (or the same) registry. A blob the destination has neither
-    /// got nor mounted is first downloaded into the store (verified against its digest), and
-    /// dropped from it once uploaded: the store is a spool for the blobs in transit.
+    /// got nor mounted streams from the source's `GET` into the upload, hashed on the way: a
+    /// blob that does not match its digest fails before the upload is completed. A registry
+    /// that takes only chunked uploads gets the blob from the store, downloaded into it
+    /// (verified) first and dropped once uploaded: the store is a spool.
     Registry {
         client: &'a Client<'a>,
         repository: &'a str,
@@ -132,6 +134,17 @@ impl Origin<'_> {
             Origin::Registry { client, repository } => {
                 crate::pull::download_blob(client, store, repository, desc).await
             }
+        }
+    }
+
+    /// The blob `desc` as a request body streaming from the source registry; `None` when the
+    /// bytes come from the store.
+    async fn stream(&self, store: &Store, desc: &Descriptor) -> Result<Option<SourceStream>> {
+        match self {
+            Origin::Registry { client, repository } if !store.has_blob(desc.digest()) => {
+                SourceStream::open(client, repository, desc).await.map(Some)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -490,7 +503,6 @@ async fn upload_once(
         return Ok(None);
     };
     let mut location = loc;
-    origin.fetch(store, desc).await?;
     client.reporter().report(Event::BlobStarted {
         digest: digest.clone(),
         kind,
@@ -503,11 +515,30 @@ async fn upload_once(
         } else {
             Style::from_u8(style.load(Ordering::Relaxed))
         };
+        // Chunks are ranges of a file: a blob from another registry is spooled for them.
+        let stream = match current {
+            Style::Chunked => {
+                origin.fetch(store, desc).await?;
+                None
+            }
+            _ => origin.stream(store, desc).await?,
+        };
+        let payload = match &stream {
+            Some(s) => Payload::Stream(s),
+            None => Payload::File(store),
+        };
         let attempt = match current {
-            Style::Monolithic => put_whole(client, store, &location, desc).await,
-            Style::Streamed => patch_streamed(client, store, &location, desc).await,
+            Style::Monolithic => put_whole(client, &payload, &location, desc).await,
+            Style::Streamed => patch_streamed(client, &payload, &location, desc).await,
             Style::Chunked => patch_chunks(client, store, &location, desc, opts.chunk_size).await,
         };
+        if let Some(actual) = stream.as_ref().and_then(SourceStream::mismatch) {
+            return Err(Error::DigestMismatch {
+                what: format!("blob {digest} from the source registry"),
+                expected: digest.clone(),
+                actual,
+            });
+        }
         match attempt {
             Ok(()) => return Ok(Some(size)),
             Err(Refused(why)) if current != Style::Monolithic => {
@@ -600,6 +631,90 @@ fn with_digest(location: &str, digest: &Digest) -> String {
     format!("{location}{sep}digest={digest}")
 }
 
+/// The bytes of an upload request.
+enum Payload<'a> {
+    /// A range of the blob's file in the store.
+    File(&'a Store),
+    /// The whole blob, streaming from the source registry.
+    Stream(&'a SourceStream),
+}
+
+/// A blob streaming from a source registry's `GET`, hashed as it passes, for one upload
+/// request. It can be sent once: a request built again (a retried send) gets a body that
+/// fails, and the upload starts over with a new `GET`.
+struct SourceStream {
+    body: std::sync::Mutex<Option<Body>>,
+    /// Bytes passed on so far, for the progress display.
+    sent: Arc<AtomicU64>,
+    /// Set when the whole blob has passed and does not hash to its digest: what it hashed to.
+    mismatch: Arc<std::sync::Mutex<Option<Digest>>>,
+}
+
+impl SourceStream {
+    async fn open(client: &Client<'_>, repo: &str, desc: &Descriptor) -> Result<SourceStream> {
+        let (digest, size) = (desc.digest().clone(), desc.size());
+        let url = client.url(&format!("/v2/{repo}/blobs/{digest}"));
+        let resp = client.send(Method::GET, &url, true, |rb| rb).await?;
+        if !resp.status().is_success() {
+            return Err(client
+                .status_error(&format!("blob {digest} of {repo}"), resp)
+                .await);
+        }
+        let sent = Arc::new(AtomicU64::new(0));
+        let mismatch = Arc::new(std::sync::Mutex::new(None));
+        let (counted, verdict) = (sent.clone(), mismatch.clone());
+        let chunks = futures_util::stream::try_unfold(
+            (resp, Hasher::default()),
+            move |(mut resp, mut hasher)| {
+                let (counted, verdict, digest) = (counted.clone(), verdict.clone(), digest.clone());
+                async move {
+                    let Some(chunk) = resp.chunk().await.map_err(io::Error::other)? else {
+                        let len = hasher.len();
+                        let actual = hasher.digest();
+                        if actual != digest || len != size {
+                            *verdict.lock().expect("not poisoned") = Some(actual);
+                            return Err(io::Error::other(format!(
+                                "blob {digest} from the source does not match its digest"
+                            )));
+                        }
+                        return Ok(None);
+                    };
+                    if hasher.len() + chunk.len() as u64 > size {
+                        return Err(io::Error::other(format!(
+                            "the source sent more than the {size} bytes of blob {digest}"
+                        )));
+                    }
+                    hasher.update(&chunk);
+                    counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    Ok(Some((chunk, (resp, hasher))))
+                }
+            },
+        );
+        Ok(SourceStream {
+            body: std::sync::Mutex::new(Some(Body::wrap_stream(chunks))),
+            sent,
+            mismatch,
+        })
+    }
+
+    /// The body, the first time; after that a body that fails at once.
+    fn take_body(&self) -> Body {
+        self.body
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .unwrap_or_else(|| {
+                Body::wrap_stream(futures_util::stream::once(async {
+                    Err::<bytes::Bytes, _>(io::Error::other("the source stream was sent already"))
+                }))
+            })
+    }
+
+    fn mismatch(&self) -> Option<Digest> {
+        self.mismatch.lock().expect("not poisoned").clone()
+    }
+}
+
 /// A request body streaming `len` bytes of the blob from `offset`, counting them in `sent`.
 fn blob_body(
     store: &Store,
@@ -674,7 +789,7 @@ async fn judge(
 #[allow(clippy::too_many_arguments)]
 async fn send_bytes(
     client: &Client<'_>,
-    store: &Store,
+    payload: &Payload<'_>,
     method: Method,
     url: &str,
     desc: &Descriptor,
@@ -683,9 +798,15 @@ async fn send_bytes(
     ok: StatusCode,
 ) -> Result<Response, UploadError> {
     let digest = desc.digest();
-    // A blob that cannot be opened fails here, not as an empty body in the request builder.
-    store.open_blob(digest).map_err(Error::from)?;
-    let sent = Arc::new(AtomicU64::new(0));
+    let sent = match payload {
+        Payload::File(store) => {
+            // A blob that cannot be opened fails here, not as an empty body in the request
+            // builder.
+            store.open_blob(digest).map_err(Error::from)?;
+            Arc::new(AtomicU64::new(0))
+        }
+        Payload::Stream(stream) => stream.sent.clone(),
+    };
     let send = client.send(method.clone(), url, false, |rb| {
         let mut rb = rb
             .header(CONTENT_TYPE, "application/octet-stream")
@@ -693,9 +814,12 @@ async fn send_bytes(
         if chunk {
             rb = rb.header(CONTENT_RANGE, format!("{}-{}", offset, offset + len - 1));
         }
-        match blob_body(store, digest, offset, len, sent.clone()) {
-            Ok(b) => rb.body(b),
-            Err(_) => rb.body(Body::from(Vec::new())),
+        match payload {
+            Payload::File(store) => match blob_body(store, digest, offset, len, sent.clone()) {
+                Ok(b) => rb.body(b),
+                Err(_) => rb.body(Body::from(Vec::new())),
+            },
+            Payload::Stream(stream) => rb.body(stream.take_body()),
         }
     });
     let resp = with_progress(client, digest, offset, desc.size(), &sent, send).await?;
@@ -710,7 +834,7 @@ async fn send_bytes(
 
 async fn put_whole(
     client: &Client<'_>,
-    store: &Store,
+    payload: &Payload<'_>,
     location: &str,
     desc: &Descriptor,
 ) -> Result<(), UploadError> {
@@ -718,7 +842,7 @@ async fn put_whole(
     let whole = (0, desc.size());
     let resp = send_bytes(
         client,
-        store,
+        payload,
         Method::PUT,
         &url,
         desc,
@@ -733,14 +857,14 @@ async fn put_whole(
 
 async fn patch_streamed(
     client: &Client<'_>,
-    store: &Store,
+    payload: &Payload<'_>,
     location: &str,
     desc: &Descriptor,
 ) -> Result<(), UploadError> {
     let whole = (0, desc.size());
     let resp = send_bytes(
         client,
-        store,
+        payload,
         Method::PATCH,
         location,
         desc,
@@ -768,7 +892,7 @@ async fn patch_chunks(
         let part = (offset, len);
         let resp = send_bytes(
             client,
-            store,
+            &Payload::File(store),
             Method::PATCH,
             &location,
             desc,
