@@ -661,6 +661,144 @@ fn copy_between_registries_keeps_digests_and_mounts_within_one() {
     assert_store_whole(&s);
 }
 
+/// `copy` to and from an OCI layout directory (`oci:DIR:NAME`), as skopeo's: what strata
+/// writes skopeo and umoci read, what skopeo writes strata pushes, digests kept both ways; a
+/// damaged blob leaves the layout as it was.
+#[test]
+fn copy_to_and_from_an_oci_layout_as_skopeo_does() {
+    if !tools_or_skip("copy_to_and_from_an_oci_layout_as_skopeo_does")
+        || !have_or_skip("umoci", "copy_to_and_from_an_oci_layout_as_skopeo_does")
+    {
+        return;
+    }
+    let registry = TestRegistry::start(RegistryAuth::Anonymous);
+    let host = registry.host.as_str();
+    let written = tempfile::tempdir().unwrap();
+    three_platform_layout(written.path(), "multi");
+    let source = format!("{host}/multi/platform:v1");
+    skopeo_push(written.path(), "multi", &source, true);
+    let index_digest = skopeo_digest(&source, None);
+    let s = TestStore::new();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("layout");
+    let oci = |name: &str| format!("oci:{}:{name}", dir.display());
+
+    // Registry → layout: the whole index, and one platform's image beside it.
+    let out = s.ok(&["copy", "--all", &format!("docker://{source}"), &oci("all")]);
+    assert_eq!(out.trim(), format!("{}@{index_digest}", oci("all")));
+    let raw = skopeo(&["inspect", "--raw", &oci("all")]);
+    assert_eq!(digest_of(raw.as_bytes()).to_string(), index_digest);
+    s.ok(&[
+        "copy",
+        "--platform",
+        "linux/arm64",
+        &format!("docker://{source}"),
+        &oci("arm"),
+    ]);
+    let bundle = work.path().join("bundle");
+    let unpacked = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:arm", dir.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        unpacked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpacked.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/platform")).unwrap(),
+        "arm64\n"
+    );
+    skopeo(&[
+        "copy",
+        "--all",
+        &oci("all"),
+        &format!("oci:{}:again", work.path().join("again").display()),
+    ]);
+
+    // Layout → registry, from strata's layout and from one skopeo wrote.
+    s.ok(&[
+        "copy",
+        "--all",
+        &oci("all"),
+        &format!("docker://{host}/back/multi:v1"),
+    ]);
+    assert_eq!(
+        skopeo_digest(&format!("{host}/back/multi:v1"), None),
+        index_digest
+    );
+    let by_skopeo = work.path().join("by-skopeo");
+    skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{source}"),
+        &format!("oci:{}:v1", by_skopeo.display()),
+    ]);
+    s.ok(&[
+        "copy",
+        "--all",
+        &format!("oci:{}:v1", by_skopeo.display()),
+        &format!("docker://{host}/from-skopeo/multi:v1"),
+    ]);
+    assert_eq!(
+        skopeo_digest(&format!("{host}/from-skopeo/multi:v1"), None),
+        index_digest
+    );
+
+    // Clear errors: a name the layout lacks (its names listed), no name in a layout of several,
+    // a directory that is no layout, a layout and the store.
+    let err = s.fails(&["copy", &oci("nope"), &format!("docker://{host}/x/y:v1")]);
+    assert!(
+        err.contains("\"nope\"") && err.contains("all, arm"),
+        "{err}"
+    );
+    let err = s.fails(&[
+        "copy",
+        &format!("oci:{}", dir.display()),
+        &format!("docker://{host}/x/y:v1"),
+    ]);
+    assert!(err.contains("holds 2 images"), "{err}");
+    let err = s.fails(&[
+        "copy",
+        &format!("oci:{}:v1", work.path().join("bundle").display()),
+        &format!("docker://{host}/x/y:v1"),
+    ]);
+    assert!(err.contains("not an OCI image layout"), "{err}");
+    let err = s.fails(&["copy", &oci("all"), "local:v1"]);
+    assert!(err.contains("strata load"), "{err}");
+
+    // A blob damaged on the way: an error naming it; the layout keeps only what it had.
+    let (noisy, _, layer) = registry_with_noisy_image("noisy/app", 1, 1_500_000);
+    let proxy = FaultProxy::start(
+        &noisy.host,
+        vec![Rule::new(
+            "GET",
+            format!("/blobs/{layer}"),
+            0,
+            Fault::Corrupt,
+        )],
+    );
+    let index_before = std::fs::read(dir.join("index.json")).unwrap();
+    let err = s.fails(&[
+        "copy",
+        &format!("docker://{}/noisy/app:v1", proxy.host),
+        &oci("noisy"),
+    ]);
+    assert!(err.contains(&layer), "{err}");
+    assert_eq!(std::fs::read(dir.join("index.json")).unwrap(), index_before);
+    assert!(!dir.join("blobs/sha256").join(&layer[7..]).exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_store_whole(&s);
+}
+
 /// A blob that does not match its digest on the way is caught before it is uploaded: the copy
 /// fails naming it, and the destination gets no manifest.
 #[test]

@@ -1501,7 +1501,7 @@ fn devices_hosts_dns_shm_size_and_security_opts() {
         return;
     };
     let script = "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status | tr -s '\\t ' ' '; \
-                  grep db /etc/hosts; grep nameserver /etc/resolv.conf; \
+                  grep -E '[[:space:]]db$' /etc/hosts; grep nameserver /etc/resolv.conf; \
                   grep ' /dev/shm ' /proc/mounts | grep -o 'size=[0-9]*k'; \
                   for d in /dev/fuse /dev/other-fuse; do [ -c $d ] && echo has $d; done; true";
     let plain = run_ok(&store, &["busybox", "sh", "-c", script]);

@@ -5,6 +5,7 @@
 //! - [`mount`]: the image's layers as a writable union (kernel overlayfs, or [`fuse`]);
 //! - [`fuse`]: strata's FUSE union filesystem, with the semantics of overlayfs;
 //! - [`archive`]: `docker save`/OCI archives in and out;
+//! - [`layout`]: plain OCI image layouts (`oci:DIR:NAME`), apart from the store;
 //! - [`cache_export`]: the build cache as an OCI index, for registries and layout directories;
 //! - [`reference`](mod@reference), [`digest`], [`config`]: the pure pieces the rest is built on.
 
@@ -15,6 +16,7 @@ pub mod digest;
 pub mod error;
 pub mod fuse;
 pub mod layer;
+pub mod layout;
 pub mod maintenance;
 pub mod mount;
 pub mod reference;

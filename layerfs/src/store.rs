@@ -35,6 +35,13 @@ use crate::reference::Reference;
 /// The annotation that names an image in `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// Where the blob `digest` lives in the OCI image layout at `root`.
+pub(crate) fn blob_path_in(root: &Path, digest: &Digest) -> PathBuf {
+    root.join("blobs")
+        .join(digest.algorithm().as_ref())
+        .join(digest.digest())
+}
+
 /// A handle on a store directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -149,6 +156,12 @@ impl Store {
         }
         store.remove_stale_tmp();
         Ok(store)
+    }
+
+    /// A handle for reading the blobs of the OCI image layout at `root`, which need not be a
+    /// store (nothing is created there): only the blob reading methods apply.
+    pub fn blobs_of(root: impl Into<PathBuf>) -> Store {
+        Store { root: root.into() }
     }
 
     /// The store's directory.
@@ -327,10 +340,7 @@ impl Store {
 
     /// Where the blob `digest` lives.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("blobs")
-            .join(digest.algorithm().as_ref())
-            .join(digest.digest())
+        blob_path_in(&self.root, digest)
     }
 
     /// Whether the store holds the blob `digest`.

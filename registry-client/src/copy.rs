@@ -13,16 +13,19 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use futures_util::{StreamExt as _, TryStreamExt as _};
+use layerfs::layout::Layout;
 use layerfs::reference::Reference;
 use layerfs::store::Store;
-use oci_spec::image::{Descriptor, MediaType};
+use oci_spec::image::{Descriptor, Digest, MediaType};
+use tokio::sync::mpsc;
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::events::Reporter;
+use crate::events::{BlobKind, Event, Reporter, Skipped};
 use crate::manifest::{self, Manifest};
 use crate::platform::{Platform, select};
-use crate::pull::fetch_manifest;
+use crate::pull::{Stop, download, fetch_manifest};
 use crate::push::{Origin, Plan, PushOptions, Pushed, push_plan};
 
 /// How to copy.
@@ -75,9 +78,7 @@ pub(crate) async fn copy_through(
     reporter: &dyn Reporter,
 ) -> Result<Pushed> {
     let repo = source.repository();
-    let scopes = vec![format!("repository:{repo}:pull")];
-    let client = Client::connect(source, scopes, &opts.push.connect, None, reporter).await?;
-    let plan = plan(&client, source, opts).await?;
+    let (client, plan) = connect_and_plan(source, opts, reporter).await?;
     // Within one registry every blob can be mounted from the source repository.
     let mounts: HashMap<_, _> =
         if source.registry() == dest.registry() && source.repository() != dest.repository() {
@@ -106,6 +107,18 @@ pub fn copy(
     crate::runtime()?.block_on(copy_async(source, dest, spool, opts, reporter))
 }
 
+/// Connects to the registry of `source` to pull from it, and plans the copy of what it names.
+async fn connect_and_plan<'r>(
+    source: &Reference,
+    opts: &CopyOptions,
+    reporter: &'r dyn Reporter,
+) -> Result<(Client<'r>, Plan)> {
+    let scopes = vec![format!("repository:{}:pull", source.repository())];
+    let client = Client::connect(source, scopes, &opts.push.connect, None, reporter).await?;
+    let plan = plan(&client, source, opts).await?;
+    Ok((client, plan))
+}
+
 /// The manifests to copy, fetched and verified, and the blobs they list.
 async fn plan(client: &Client<'_>, source: &Reference, opts: &CopyOptions) -> Result<Plan> {
     let repo = source.repository();
@@ -116,9 +129,29 @@ async fn plan(client: &Client<'_>, source: &Reference, opts: &CopyOptions) -> Re
         bytes.len() as u64,
         digest,
     );
+    plan_from(top, bytes, &source.familiar(), opts, async |child| {
+        let digest = child.digest();
+        let (_, bytes, _) = fetch_manifest(client, repo, digest.as_ref(), Some(digest)).await?;
+        Ok(bytes)
+    })
+    .await
+}
+
+/// The plan for the manifest `top` (its bytes) of `source`: an image manifest with its blobs,
+/// or an index resolved as `opts` says; `fetch` gives a listed manifest's bytes, verified.
+async fn plan_from(
+    top: Descriptor,
+    bytes: Vec<u8>,
+    source: &str,
+    opts: &CopyOptions,
+    fetch: impl AsyncFn(&Descriptor) -> Result<Vec<u8>>,
+) -> Result<Plan> {
+    let unreadable = |digest: &Digest, reason: String| {
+        Error::Unsupported(format!("manifest {digest} of {source}: {reason}"))
+    };
     let mut plan = Plan::default();
-    let index = match manifest::parse(&bytes, Some(&media_type))
-        .map_err(|r| client.protocol(format!("manifest of {source}"), r))?
+    let index = match manifest::parse(&bytes, Some(top.media_type().as_ref()))
+        .map_err(|r| unreadable(top.digest(), r))?
     {
         (_, Manifest::Image(image)) => {
             plan.add_image(top, bytes, &image);
@@ -130,20 +163,19 @@ async fn plan(client: &Client<'_>, source: &Reference, opts: &CopyOptions) -> Re
         index.manifests().iter().collect()
     } else {
         let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
-        vec![select(index.manifests(), &wanted, &source.familiar())?]
+        vec![select(index.manifests(), &wanted, source)?]
     };
     for child in children {
-        let (_, child_bytes, _) =
-            fetch_manifest(client, repo, child.digest().as_ref(), Some(child.digest())).await?;
+        let child_bytes = fetch(child).await?;
         match manifest::parse(&child_bytes, Some(child.media_type().as_ref()))
-            .map_err(|r| client.protocol(format!("manifest {}", child.digest()), r))?
+            .map_err(|r| unreadable(child.digest(), r))?
         {
             (_, Manifest::Image(image)) => plan.add_image(child.clone(), child_bytes, &image),
             (_, Manifest::Index(_)) => {
-                return Err(Error::Unsupported(format!(
-                    "manifest {} of {source}: an index inside an index",
-                    child.digest()
-                )));
+                return Err(unreadable(
+                    child.digest(),
+                    "an index inside an index".to_owned(),
+                ));
             }
         }
     }
@@ -151,4 +183,150 @@ async fn plan(client: &Client<'_>, source: &Reference, opts: &CopyOptions) -> Re
         plan.manifests.push((top, bytes));
     }
     Ok(plan)
+}
+
+/// Copies what `source` names into the OCI image layout at `dir` (made if there is none), as
+/// `name` (or unnamed): blobs the layout lacks are downloaded into it, verified, resuming
+/// after dropped connections; then the manifests, then the index entry. Returns the entry.
+pub async fn copy_to_layout_async(
+    source: &Reference,
+    dir: &Path,
+    name: Option<&str>,
+    opts: &CopyOptions,
+    reporter: &dyn Reporter,
+) -> Result<Descriptor> {
+    let repo = source.repository();
+    let (client, plan) = connect_and_plan(source, opts, reporter).await?;
+    let (top, _) = plan.manifests.last().expect("a plan has its top manifest");
+    reporter.report(Event::Resolved {
+        reference: format!("oci:{}", dir.display()),
+        manifest: top.digest().clone(),
+        platform: None,
+    });
+    let layout = Layout::create(dir)?;
+    futures_util::stream::iter(
+        plan.blobs
+            .iter()
+            .map(|(desc, kind)| download_into_layout(&client, repo, &layout, desc, *kind)),
+    )
+    .buffer_unordered(opts.push.max_concurrent_blobs.max(1))
+    .try_collect::<Vec<()>>()
+    .await?;
+    for (desc, bytes) in &plan.manifests {
+        layout.put_blob(bytes)?;
+        reporter.report(Event::BlobDone {
+            digest: desc.digest().clone(),
+            kind: BlobKind::Manifest,
+            size: desc.size(),
+        });
+    }
+    let top = Descriptor::new(top.media_type().clone(), top.size(), top.digest().clone());
+    layout.add(&top, name)?;
+    Ok(top)
+}
+
+/// Blocking [`copy_to_layout_async`], on a runtime of its own.
+pub fn copy_to_layout(
+    source: &Reference,
+    dir: &Path,
+    name: Option<&str>,
+    opts: &CopyOptions,
+    reporter: &dyn Reporter,
+) -> Result<Descriptor> {
+    crate::runtime()?.block_on(copy_to_layout_async(source, dir, name, opts, reporter))
+}
+
+async fn download_into_layout(
+    client: &Client<'_>,
+    repo: &str,
+    layout: &Layout,
+    desc: &Descriptor,
+    kind: BlobKind,
+) -> Result<()> {
+    let (digest, size) = (desc.digest().clone(), desc.size());
+    if layout.has_blob(&digest) {
+        client.reporter().report(Event::BlobSkipped {
+            digest,
+            kind,
+            size,
+            why: Skipped::AlreadyExists,
+        });
+        return Ok(());
+    }
+    client.reporter().report(Event::BlobStarted {
+        digest: digest.clone(),
+        kind,
+        size,
+        resumed_at: 0,
+    });
+    let mut writer = layout.blob_writer(&digest, size)?;
+    // Nothing reads the chunks on the side: their receiver is gone from the start.
+    let (tx, _) = mpsc::channel(1);
+    download(client, repo, desc, &mut writer, &tx, layout.root())
+        .await
+        .map_err(|Stop(e)| e.for_layer(&digest))?;
+    tokio::task::spawn_blocking(move || writer.commit())
+        .await
+        .expect("commit does not panic")?;
+    client
+        .reporter()
+        .report(Event::BlobDone { digest, kind, size });
+    Ok(())
+}
+
+/// Copies the image named `name` (or the only one) of the OCI image layout at `dir` to
+/// `dest`, as a push from the store does: every blob is read from the layout.
+pub async fn copy_from_layout_async(
+    dir: &Path,
+    name: Option<&str>,
+    dest: Reference,
+    opts: &CopyOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    let layout = Layout::open(dir)?;
+    let entry = layout.find(name)?;
+    let top = Descriptor::new(
+        entry.media_type().clone(),
+        entry.size(),
+        entry.digest().clone(),
+    );
+    let bytes = layout.read_blob(top.digest())?;
+    let source = match name {
+        Some(n) => format!("oci:{}:{n}", dir.display()),
+        None => format!("oci:{}", dir.display()),
+    };
+    let plan = plan_from(top, bytes, &source, opts, async |child| {
+        Ok(layout.read_blob(child.digest())?)
+    })
+    .await?;
+    if let Some((missing, _)) = plan
+        .blobs
+        .iter()
+        .find(|(d, _)| !layout.has_blob(d.digest()))
+    {
+        return Err(layerfs::Error::BlobNotFound(missing.digest().clone()).into());
+    }
+    let blobs = Store::blobs_of(dir);
+    let no_mounts = HashMap::new();
+    push_plan(
+        &blobs,
+        &plan,
+        &no_mounts,
+        Origin::Store,
+        dest,
+        &opts.push,
+        reporter,
+    )
+    .await
+}
+
+/// Blocking [`copy_from_layout_async`], on a runtime of its own.
+pub fn copy_from_layout(
+    dir: &Path,
+    name: Option<&str>,
+    dest: Reference,
+    opts: &CopyOptions,
+    reporter: &dyn Reporter,
+) -> Result<Pushed> {
+    crate::runtime()?.block_on(copy_from_layout_async(dir, name, dest, opts, reporter))
 }

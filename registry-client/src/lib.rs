@@ -40,7 +40,10 @@ pub mod tags;
 use layerfs::reference::Reference;
 
 pub use client::{ConnectOptions, RetryPolicy, http_client};
-pub use copy::{CopyOptions, copy, copy_async};
+pub use copy::{
+    CopyOptions, copy, copy_async, copy_from_layout, copy_from_layout_async, copy_to_layout,
+    copy_to_layout_async,
+};
 pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use events::{BlobKind, Event, Reporter, Silent, Skipped};

@@ -452,7 +452,25 @@ pub(crate) async fn download_blob(
 }
 
 /// Why a download stopped before the whole blob was in: the transfer failed (after its retries).
-struct Stop(Error);
+pub(crate) struct Stop(pub Error);
+
+/// Where a download writes: a blob file that knows how much it holds (the offset to resume
+/// from).
+pub(crate) trait BlobSink: Write {
+    fn written(&self) -> u64;
+}
+
+impl BlobSink for BlobWriter {
+    fn written(&self) -> u64 {
+        self.len()
+    }
+}
+
+impl BlobSink for layerfs::layout::LayoutBlobWriter {
+    fn written(&self) -> u64 {
+        self.len()
+    }
+}
 
 /// Makes sure the store has the blob and the extracted layer of `layer`; returns the bytes
 /// downloaded.
@@ -559,12 +577,13 @@ async fn pull_layer(
 }
 
 /// Streams the blob `layer` into `writer` and `tx` from where `writer` stands, resuming with
-/// `Range` after dropped connections. Returns the bytes downloaded.
-async fn download(
+/// `Range` after dropped connections (`tmp_dir` names where it writes, for errors). Returns
+/// the bytes downloaded.
+pub(crate) async fn download(
     client: &Client<'_>,
     repo: &str,
     layer: &Descriptor,
-    writer: &mut BlobWriter,
+    writer: &mut impl BlobSink,
     tx: &mpsc::Sender<io::Result<Bytes>>,
     tmp_dir: &Path,
 ) -> Result<u64, Stop> {
@@ -576,7 +595,7 @@ async fn download(
     let mut failures = 0u32;
     let mut extraction_gone = false;
     loop {
-        let offset = writer.len();
+        let offset = writer.written();
         if offset == size {
             return Ok(downloaded);
         }
@@ -630,7 +649,7 @@ async fn download(
                     if chunk.is_empty() {
                         continue;
                     }
-                    if writer.len() + chunk.len() as u64 > size {
+                    if writer.written() + chunk.len() as u64 > size {
                         return Err(Stop(client.protocol(
                             format!("blob {digest}"),
                             format!("the registry sent more than the {size} bytes the manifest announced"),
@@ -647,7 +666,7 @@ async fn download(
                     failures = 0;
                     reporter.report(Event::BlobProgress {
                         digest: digest.clone(),
-                        done: writer.len(),
+                        done: writer.written(),
                         total: size,
                     });
                     // An extraction that stopped (a bad tar) says why once the blob is in: a blob
@@ -656,8 +675,8 @@ async fn download(
                         extraction_gone = true;
                     }
                 }
-                Ok(None) if writer.len() == size => return Ok(downloaded),
-                Ok(None) => break format!("the body ended at byte {} of {size}", writer.len()),
+                Ok(None) if writer.written() == size => return Ok(downloaded),
+                Ok(None) => break format!("the body ended at byte {} of {size}", writer.written()),
                 Err(e) => break describe_error(&e),
             }
         };
@@ -665,7 +684,7 @@ async fn download(
         if failures >= retry.attempts {
             return Err(Stop(client.unreachable(format!(
                 "blob {digest}: the connection dropped at byte {} of {size}, {failures} times in a row: {dropped}",
-                writer.len()
+                writer.written()
             ))));
         }
         let delay = retry.delay(failures);
@@ -673,7 +692,7 @@ async fn download(
             what: format!("blob {digest}"),
             attempt: failures,
             delay,
-            reason: format!("{dropped}; resuming at byte {}", writer.len()),
+            reason: format!("{dropped}; resuming at byte {}", writer.written()),
         });
         tokio::time::sleep(delay).await;
     }

@@ -2,7 +2,7 @@
 //! from registries.
 
 use std::io::{BufRead, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -25,6 +25,8 @@ use crate::progress::TransferProgress;
 
 /// The prefix that names an image in a registry rather than in the store (skopeo's transport).
 pub const DOCKER_TRANSPORT: &str = "docker://";
+/// The prefix that names an image in an OCI layout directory (`oci:DIR[:NAME]`, skopeo's).
+const OCI_TRANSPORT: &str = "oci:";
 
 fn connect_options(tls_verify: bool) -> ConnectOptions {
     ConnectOptions {
@@ -258,9 +260,39 @@ fn write_digestfile(path: Option<&Path>, digest: &Digest) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `copy SOURCE DEST`: registry to registry (blobs streamed through a spool, mounted within
-/// one registry), registry to store (a pull under DEST's name), store to registry (a push),
-/// or store to store (a tag).
+/// One end of a `copy`, by skopeo's transport names.
+enum End {
+    /// `docker://REF`
+    Registry(Reference),
+    /// `oci:DIR[:NAME]`
+    Layout(PathBuf, Option<String>),
+    /// An image of the store (a name or an id).
+    Store(String),
+}
+
+impl End {
+    fn parse(s: &str) -> anyhow::Result<End> {
+        if let Some(r) = s.strip_prefix(DOCKER_TRANSPORT) {
+            return Ok(End::Registry(Reference::parse(r)?));
+        }
+        if let Some(rest) = s.strip_prefix(OCI_TRANSPORT) {
+            let (dir, name) = match rest.split_once(':') {
+                Some((dir, name)) => (dir, Some(name.to_owned())),
+                None => (rest, None),
+            };
+            anyhow::ensure!(
+                !dir.is_empty(),
+                "{s}: the OCI layout's directory is missing"
+            );
+            return Ok(End::Layout(PathBuf::from(dir), name));
+        }
+        Ok(End::Store(s.to_owned()))
+    }
+}
+
+/// `copy SOURCE DEST`: registry to registry (blobs streamed, or mounted within one registry),
+/// registry to and from an OCI layout directory, registry to store (a pull under DEST's name),
+/// store to registry (a push), or store to store (a tag).
 pub fn copy(ctx: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
     let CopyArgs {
         registry,
@@ -272,50 +304,83 @@ pub fn copy(ctx: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
     } = args;
     let platform = platform.as_deref().map(Platform::parse).transpose()?;
     let connect = connect_options(registry.tls_verify);
-    let remote = |s: &str| s.strip_prefix(DOCKER_TRANSPORT).map(Reference::parse);
     let store = ctx.store()?;
     let one_platform = |what: &str| {
         anyhow::ensure!(
             !all,
-            "--all copies from registry to registry: the store keeps one platform of an image ({what})"
+            "--all copies an index whole, which the store does not keep: the store keeps one platform of an image ({what})"
         );
         Ok(())
     };
-    let digest = match (
-        remote(&source).transpose()?,
-        remote(&destination).transpose()?,
-    ) {
-        (Some(from), Some(to)) => {
-            let opts = CopyOptions {
-                all,
-                platform,
-                push: PushOptions {
-                    connect,
-                    ..PushOptions::default()
-                },
-            };
+    let opts = CopyOptions {
+        all,
+        platform: platform.clone(),
+        push: PushOptions {
+            connect: connect.clone(),
+            ..PushOptions::default()
+        },
+    };
+    let copying = || format!("copying {source} to {destination}");
+    let progress = || TransferProgress::new(registry.progress, ctx.printer);
+    let digest = match (End::parse(&source)?, End::parse(&destination)?) {
+        (End::Registry(from), End::Registry(to)) => {
             let spool = store.tmp_path("copy-spool");
-            let progress = TransferProgress::new(registry.progress, ctx.printer);
-            let copied = registry_client::copy(&from, to, &spool, &opts, &progress)
-                .with_context(|| format!("copying {source} to {destination}"))?;
+            let progress = progress();
+            let copied =
+                registry_client::copy(&from, to, &spool, &opts, &progress).with_context(copying)?;
             finish_upload(ctx, &progress, "copied to", &copied, registry.progress);
             copied.digest
         }
-        (None, Some(to)) => {
+        (End::Layout(dir, name), End::Registry(to)) => {
+            let progress = progress();
+            let copied =
+                registry_client::copy_from_layout(&dir, name.as_deref(), to, &opts, &progress)
+                    .with_context(copying)?;
+            finish_upload(ctx, &progress, "copied to", &copied, registry.progress);
+            copied.digest
+        }
+        (End::Registry(from), End::Layout(dir, name)) => {
+            let progress = progress();
+            let copied =
+                registry_client::copy_to_layout(&from, &dir, name.as_deref(), &opts, &progress)
+                    .with_context(copying)?;
+            let line = format!(
+                "copied {} to {destination}@{}",
+                from.familiar(),
+                copied.digest()
+            );
+            progress.finish(
+                &line,
+                json!({"reference": destination, "digest": copied.digest().to_string()}),
+            );
+            if registry.progress != ProgressMode::Json {
+                ctx.printer
+                    .out(format!("{destination}@{}", copied.digest()));
+            }
+            copied.digest().clone()
+        }
+        (End::Layout(..), _) | (_, End::Layout(..)) => anyhow::bail!(
+            "an OCI layout is copied to or from a registry (docker://REF); for the store use strata load -i DIR or strata save --format oci-dir"
+        ),
+        (End::Store(image), End::Registry(to)) => {
             one_platform(&source)?;
             anyhow::ensure!(
                 platform.is_none(),
                 "--platform picks from a registry's image; {source} in the store has one"
             );
-            let opts = PushOptions {
-                connect,
-                ..PushOptions::default()
-            };
-            push_one(ctx, &store, &source, Some(&to), &opts, registry.progress)?.digest
+            push_one(
+                ctx,
+                &store,
+                &image,
+                Some(&to),
+                &opts.push,
+                registry.progress,
+            )?
+            .digest
         }
-        (Some(from), None) => {
+        (End::Registry(from), End::Store(name)) => {
             one_platform(&destination)?;
-            let name = Reference::parse(&destination)?;
+            let name = Reference::parse(&name)?;
             let opts = PullOptions {
                 platform,
                 connect,
@@ -329,14 +394,14 @@ pub fn copy(ctx: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
             }
             pulled.manifest.digest().clone()
         }
-        (None, None) => {
+        (End::Store(image), End::Store(name)) => {
             one_platform(&destination)?;
             let tag = TagArgs {
-                source: source.clone(),
-                targets: vec![destination],
+                source: image.clone(),
+                targets: vec![name],
             };
             super::images::tag(ctx, &tag)?;
-            store.resolve_image(&source)?.manifest_digest
+            store.resolve_image(&image)?.manifest_digest
         }
     };
     write_digestfile(digestfile.as_deref(), &digest)?;
