@@ -578,6 +578,21 @@ pub enum ImagetoolsCommand {
     /// Make one multi-platform image (an index) of images already in registries, one per
     /// platform (an index given as a source adds every image it lists)
     Create(ImagetoolsCreateArgs),
+    /// Show what a reference names in its registry: an index and the platforms it lists, or
+    /// one image manifest
+    Inspect(ImagetoolsInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImagetoolsInspectArgs {
+    /// Use plain HTTP and skip certificate checks (localhost and 127.0.0.0/8 need no flag)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// Print the manifest or index byte for byte
+    #[arg(long)]
+    pub raw: bool,
+    /// The image (`docker://` in front is accepted)
+    pub reference: String,
 }
 
 #[derive(Debug, Args)]

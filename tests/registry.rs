@@ -996,6 +996,27 @@ fn imagetools_create_merges_images_into_one_multi_platform_index() {
     let index_digest = digest_of(planned.trim_end().as_bytes()).to_string();
     assert_eq!(out.trim(), format!("{multi}@{index_digest}"));
     assert_eq!(skopeo_digest(&multi, None), index_digest);
+    // `imagetools inspect` shows the index and each platform's manifest; `--raw` is the index.
+    let shown = s.ok(&["imagetools", "inspect", &multi]);
+    let amd64_digest = skopeo_digest(&amd64, None);
+    for line in [
+        format!("Digest:    {index_digest}"),
+        format!("  Name:      {}/app@{amd64_digest}", a.host),
+        "  Platform:  linux/amd64".to_owned(),
+        "  Platform:  linux/arm64/v8".to_owned(),
+    ] {
+        assert!(
+            shown.lines().any(|l| l == line),
+            "{line:?} not in:\n{shown}"
+        );
+    }
+    let raw = s.ok(&[
+        "imagetools",
+        "inspect",
+        "--raw",
+        &format!("docker://{multi}"),
+    ]);
+    assert_eq!(digest_of(raw.as_bytes()).to_string(), index_digest);
     // Every image the index lists is in its repository: skopeo copies it whole, and each
     // platform pulls.
     let whole = tempfile::tempdir().unwrap();

@@ -23,6 +23,7 @@ use crate::copy::{CopyOptions, copy_through, in_spool};
 use crate::error::{Error, Result};
 use crate::events::Reporter;
 use crate::manifest::{self, Manifest};
+use crate::platform::describe;
 use crate::pull::{download_config, fetch_manifest};
 use crate::push::{Origin, Plan, PushOptions, Pushed, push_plan};
 
@@ -215,10 +216,5 @@ async fn entries_of(
 /// `os/arch[/variant]` of an index entry; `None` for an entry without a platform, or an
 /// attestation's `unknown/unknown`, which any number of entries may share.
 fn platform_name(desc: &Descriptor) -> Option<String> {
-    let p = desc.platform().as_ref()?;
-    let name = match p.variant() {
-        Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
-        None => format!("{}/{}", p.os(), p.architecture()),
-    };
-    (name != "unknown/unknown").then_some(name)
+    describe(desc).filter(|name| name != "unknown/unknown")
 }

@@ -80,7 +80,7 @@ impl fmt::Display for Platform {
 }
 
 /// The platform an index entry is for, as `os/arch[/variant]`.
-fn describe(d: &Descriptor) -> Option<String> {
+pub fn describe(d: &Descriptor) -> Option<String> {
     let p = d.platform().as_ref()?;
     let mut s = format!("{}/{}", p.os(), p.architecture());
     if let Some(v) = p.variant().as_deref().filter(|v| !v.is_empty()) {

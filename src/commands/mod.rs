@@ -97,6 +97,7 @@ pub fn dispatch(command: Command, ctx: &Context) -> anyhow::Result<ExitCode> {
         Command::Copy(a) => registry::copy(ctx, a),
         Command::ListTags(a) => registry::list_tags(ctx, &a),
         Command::Imagetools(ImagetoolsCommand::Create(a)) => registry::imagetools_create(ctx, &a),
+        Command::Imagetools(ImagetoolsCommand::Inspect(a)) => registry::imagetools_inspect(ctx, &a),
         Command::Login(a) => registry::login(ctx, a),
         Command::Logout(a) => registry::logout(ctx, &a),
         Command::Mount(a) => mount::mount(ctx, &a),

@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use layerfs::reference::Reference;
 use layerfs::store::Store;
 use oci_spec::image::Digest;
+use registry_client::manifest::{self, Manifest};
+use registry_client::platform::describe;
 use registry_client::{
     ConnectOptions, CopyOptions, Credential, CredentialStore, Platform, PullOptions, Pulled,
     PushOptions, Pushed, Silent,
@@ -18,8 +20,8 @@ use serde_json::json;
 use super::images::{DockerView, print_json, print_template};
 use super::{Context, human_size};
 use crate::cli::{
-    CopyArgs, ImagetoolsCreateArgs, InspectArgs, InspectFormat, ListTagsArgs, LoginArgs,
-    LogoutArgs, ProgressMode, PullArgs, PushArgs, TagArgs, TagsFormat,
+    CopyArgs, ImagetoolsCreateArgs, ImagetoolsInspectArgs, InspectArgs, InspectFormat,
+    ListTagsArgs, LoginArgs, LogoutArgs, ProgressMode, PullArgs, PushArgs, TagArgs, TagsFormat,
 };
 use crate::progress::TransferProgress;
 
@@ -447,6 +449,37 @@ pub fn imagetools_create(ctx: &Context, args: &ImagetoolsCreateArgs) -> anyhow::
             args.registry.progress,
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `imagetools inspect REF`: what REF names in its registry, as buildx prints it.
+pub fn imagetools_inspect(ctx: &Context, args: &ImagetoolsInspectArgs) -> anyhow::Result<ExitCode> {
+    let name = args
+        .reference
+        .strip_prefix(DOCKER_TRANSPORT)
+        .unwrap_or(&args.reference);
+    let reference = Reference::parse(name)?;
+    let (media_type, bytes, digest) =
+        registry_client::fetch_manifest(&reference, &connect_options(args.tls_verify), &Silent)
+            .with_context(|| format!("inspecting {}", reference.familiar()))?;
+    if args.raw {
+        ctx.printer.out_bytes(&bytes);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text =
+        format!("Name:      {reference}\nMediaType: {media_type}\nDigest:    {digest}\n");
+    if let Ok((_, Manifest::Index(index))) = manifest::parse(&bytes, Some(&media_type)) {
+        text.push_str("\nManifests:");
+        for entry in index.manifests() {
+            text.push_str(&format!(
+                "\n  Name:      {}\n  MediaType: {}\n  Platform:  {}\n",
+                reference.with_digest(entry.digest().clone()),
+                entry.media_type(),
+                describe(entry).unwrap_or_else(|| "(none)".to_owned()),
+            ));
+        }
+    }
+    ctx.printer.out(text.trim_end());
     Ok(ExitCode::SUCCESS)
 }
 
