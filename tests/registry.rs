@@ -770,6 +770,36 @@ fn copy_to_and_from_an_oci_layout_as_skopeo_does() {
     let err = s.fails(&["copy", &oci("all"), "local:v1"]);
     assert!(err.contains("strata load"), "{err}");
 
+    // Store → layout: the store's image beside the others, which umoci unpacks, and which
+    // goes on to a registry with the store's digest.
+    let b = TestStore::with_busybox();
+    let local = b.ok(&["inspect", "--format", "digest", "busybox"]);
+    let out = b.ok(&["copy", "busybox", &oci("bb")]);
+    assert_eq!(out.trim(), format!("{}@{}", oci("bb"), local.trim()));
+    let bb_bundle = work.path().join("bb-bundle");
+    let unpacked = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:bb", dir.display()))
+        .arg(&bb_bundle)
+        .output()
+        .unwrap();
+    assert!(
+        unpacked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpacked.stderr)
+    );
+    assert!(bb_bundle.join("rootfs/bin/busybox").is_file());
+    b.ok(&[
+        "copy",
+        &oci("bb"),
+        &format!("docker://{host}/from-layout/bb:v1"),
+    ]);
+    assert_eq!(
+        skopeo_digest(&format!("{host}/from-layout/bb:v1"), None),
+        local.trim()
+    );
+    assert_store_whole(&b);
+
     // A blob damaged on the way: an error naming it; the layout keeps only what it had.
     let (noisy, _, layer) = registry_with_noisy_image("noisy/app", 1, 1_500_000);
     let proxy = FaultProxy::start(

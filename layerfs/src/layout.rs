@@ -15,7 +15,7 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex};
 
 use crate::digest::{HashingWriter, digest_of};
 use crate::error::{Error, IoContext as _, Result};
-use crate::store::{REF_NAME, blob_path_in};
+use crate::store::{Image, REF_NAME, Store, blob_path_in};
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
@@ -111,6 +111,45 @@ impl Layout {
             digest: digest.clone(),
             size,
         })
+    }
+
+    /// Adds the store's `image` as `name` (or unnamed): its layers and config, then its
+    /// manifest, then the index entry. Blobs the layout has are kept; the others are copied
+    /// and checked against their digests on the way. Returns the entry.
+    pub fn add_image(
+        &self,
+        store: &Store,
+        image: &Image,
+        name: Option<&str>,
+    ) -> Result<Descriptor> {
+        let manifest_size = store
+            .open_blob(&image.manifest_digest)?
+            .metadata()
+            .at("stat", &store.blob_path(&image.manifest_digest))?
+            .len();
+        let blobs = image
+            .manifest
+            .layers()
+            .iter()
+            .chain([image.manifest.config()])
+            .map(|d| (d.digest(), d.size()))
+            .chain([(&image.manifest_digest, manifest_size)]);
+        for (digest, size) in blobs {
+            if self.has_blob(digest) {
+                continue;
+            }
+            let mut from = store.open_blob(digest)?;
+            let mut to = self.blob_writer(digest, size)?;
+            io::copy(&mut from, &mut to).at("copy", &store.blob_path(digest))?;
+            to.commit()?;
+        }
+        let entry = Descriptor::new(
+            image.manifest_media_type.clone(),
+            manifest_size,
+            image.manifest_digest.clone(),
+        );
+        self.add(&entry, name)?;
+        Ok(entry)
     }
 
     /// The manifests `index.json` lists, with their annotations.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use layerfs::layout::Layout;
 use layerfs::reference::Reference;
 use layerfs::store::Store;
 use oci_spec::image::Digest;
@@ -293,8 +294,8 @@ impl End {
 }
 
 /// `copy SOURCE DEST`: registry to registry (blobs streamed, or mounted within one registry),
-/// registry to and from an OCI layout directory, registry to store (a pull under DEST's name),
-/// store to registry (a push), or store to store (a tag).
+/// registry to and from an OCI layout directory, store to layout, registry to store (a pull
+/// under DEST's name), store to registry (a push), or store to store (a tag).
 pub fn copy(ctx: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
     let CopyArgs {
         registry,
@@ -361,8 +362,19 @@ pub fn copy(ctx: &Context, args: CopyArgs) -> anyhow::Result<ExitCode> {
             }
             copied.digest().clone()
         }
-        (End::Layout(..), _) | (_, End::Layout(..)) => anyhow::bail!(
-            "an OCI layout is copied to or from a registry (docker://REF); for the store use strata load -i DIR or strata save --format oci-dir"
+        (End::Store(image), End::Layout(dir, name)) => {
+            one_platform(&source)?;
+            let found = store.resolve_image(&image)?;
+            let entry = Layout::create(&dir)
+                .and_then(|layout| layout.add_image(&store, &found, name.as_deref()))
+                .with_context(copying)?;
+            if registry.progress != ProgressMode::Json {
+                ctx.printer.out(format!("{destination}@{}", entry.digest()));
+            }
+            entry.digest().clone()
+        }
+        (End::Layout(..), _) => anyhow::bail!(
+            "an OCI layout is copied to a registry (docker://REF); into the store, use strata load -i DIR"
         ),
         (End::Store(image), End::Registry(to)) => {
             one_platform(&source)?;
