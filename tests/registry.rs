@@ -661,6 +661,21 @@ fn copy_between_registries_keeps_digests_and_mounts_within_one() {
     assert_store_whole(&s);
 }
 
+/// `umoci unpack` of the image `name` of the OCI layout `dir` into the bundle `bundle`.
+fn umoci_unpack(dir: &Path, name: &str, bundle: &Path) {
+    let unpacked = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{name}", dir.display()))
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(
+        unpacked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpacked.stderr)
+    );
+}
+
 /// `copy` to and from an OCI layout directory (`oci:DIR:NAME`), as skopeo's: what strata
 /// writes skopeo and umoci read, what skopeo writes strata pushes, digests kept both ways; a
 /// damaged blob leaves the layout as it was.
@@ -696,17 +711,7 @@ fn copy_to_and_from_an_oci_layout_as_skopeo_does() {
         &oci("arm"),
     ]);
     let bundle = work.path().join("bundle");
-    let unpacked = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:arm", dir.display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        unpacked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&unpacked.stderr)
-    );
+    umoci_unpack(&dir, "arm", &bundle);
     assert_eq!(
         std::fs::read_to_string(bundle.join("rootfs/platform")).unwrap(),
         "arm64\n"
@@ -777,17 +782,7 @@ fn copy_to_and_from_an_oci_layout_as_skopeo_does() {
     let out = b.ok(&["copy", "busybox", &oci("bb")]);
     assert_eq!(out.trim(), format!("{}@{}", oci("bb"), local.trim()));
     let bb_bundle = work.path().join("bb-bundle");
-    let unpacked = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:bb", dir.display()))
-        .arg(&bb_bundle)
-        .output()
-        .unwrap();
-    assert!(
-        unpacked.status.success(),
-        "{}",
-        String::from_utf8_lossy(&unpacked.stderr)
-    );
+    umoci_unpack(&dir, "bb", &bb_bundle);
     assert!(bb_bundle.join("rootfs/bin/busybox").is_file());
     b.ok(&[
         "copy",
