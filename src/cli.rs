@@ -109,8 +109,8 @@ pub enum Command {
     Pull(PullArgs),
     /// Send an image to a registry
     Push(PushArgs),
-    /// Copy an image from registry to registry (`docker://REF`), or between a registry and the
-    /// store, as skopeo copy does; digests are kept
+    /// Copy an image between registries (`docker://REF`), OCI layout directories
+    /// (`oci:DIR[:NAME]`) and the store, as skopeo copy does; digests are kept
     Copy(CopyArgs),
     /// List the tags of a repository in a registry
     ListTags(ListTagsArgs),
@@ -567,9 +567,11 @@ pub struct CopyArgs {
     /// Write the digest of the manifest copied to this file
     #[arg(long, value_name = "FILE")]
     pub digestfile: Option<PathBuf>,
-    /// `docker://REF` (an image in a registry) or an image of the store
+    /// `docker://REF` (an image in a registry), `oci:DIR[:NAME]` (in an OCI layout
+    /// directory), or an image of the store
     pub source: String,
-    /// `docker://REF`, or a name in the store
+    /// `docker://REF`, `oci:DIR[:NAME]` (made if missing; NAME replaces what had it), or a
+    /// name in the store
     pub destination: String,
 }
 
