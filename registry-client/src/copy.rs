@@ -1,14 +1,17 @@
-//! Copy: an image from one registry repository to another, without the store (skopeo's
-//! `copy docker://A docker://B`, crane's `copy`).
+//! Copy: an image from one registry repository to another without the store (skopeo's
+//! `copy docker://A docker://B`, crane's `copy`), and between registries and OCI layout
+//! directories (`oci:DIR[:NAME]`).
 //!
 //! The manifests are fetched and verified, then pushed exactly as served, so the copy has the
 //! source's digests: with `all`, an index and every manifest it lists (each platform, and
 //! attestations); otherwise an index is resolved to one platform, as `pull` resolves it, and
 //! that image manifest alone is copied. Each blob is first asked for at the destination
 //! (`HEAD`); within one registry it is mounted from the source repository, which moves no
-//! data. Only a blob that still has to move is downloaded, into a spool store (verified
-//! against its digest, so a damaged source blob never reaches the destination), uploaded in
-//! the push's styles and with its retries, and dropped from the spool at once.
+//! data. A blob that still has to move streams from the source's `GET` into the upload,
+//! hashed on the way, so a damaged source blob fails before its upload is completed; a
+//! registry that takes only chunked uploads gets it from a spool store (downloaded and
+//! verified first, dropped once uploaded). Into a layout, blobs are downloaded into the
+//! layout's own temporary files and renamed into place once verified.
 
 use std::collections::HashMap;
 use std::path::Path;

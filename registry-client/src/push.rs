@@ -6,9 +6,9 @@
 //! (`POST …/uploads/?mount=&from=`, with a token for both repositories), which costs no upload.
 //! Otherwise small blobs go up in one `PUT`, large ones in one streamed `PATCH`; a registry that
 //! refuses a style gets the next one (chunked `PATCH`es with `Content-Range`, then a single
-//! `PUT`) for the rest of the push. Blobs are streamed from the store (for a `copy`, a spool
-//! store the source registry's blobs pass through), never held whole. A failed upload starts
-//! again with a new session. Manifests go last, children before an index, exactly
+//! `PUT`) for the rest of the push. Blobs are streamed from the store (for a `copy`, from the
+//! source registry's `GET`, hashed on the way), never held whole. A failed upload starts again
+//! with a new session. Manifests go last, children before an index, exactly
 //! as stored, so the digest on the registry is the store's.
 
 use std::collections::{HashMap, HashSet};
