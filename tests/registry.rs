@@ -795,6 +795,50 @@ fn copy_to_and_from_an_oci_layout_as_skopeo_does() {
     );
     assert_store_whole(&b);
 
+    // A Docker schema 2 image goes into a layout in its OCI form, as skopeo writes it (OCI
+    // readers take nothing else): from a registry, from the store, and by `save`.
+    let docker = format!("{host}/docker/bb:v1");
+    skopeo(&[
+        "copy",
+        "--format",
+        "v2s2",
+        "--dest-tls-verify=false",
+        &oci("bb"),
+        &format!("docker://{docker}"),
+    ]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{docker}"),
+    ]);
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{raw}"
+    );
+    b.ok(&["copy", &format!("docker://{docker}"), &oci("from-docker")]);
+    umoci_unpack(&dir, "from-docker", &work.path().join("from-docker"));
+    assert!(work.path().join("from-docker/rootfs/bin/busybox").is_file());
+    b.ok(&["pull", &docker]);
+    b.ok(&["copy", &docker, &oci("stored-docker")]);
+    umoci_unpack(&dir, "stored-docker", &work.path().join("stored-docker"));
+    let saved = work.path().join("saved");
+    b.ok(&[
+        "save",
+        "--format",
+        "oci-dir",
+        "-o",
+        saved.to_str().unwrap(),
+        &docker,
+    ]);
+    let config: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--config",
+        &format!("oci:{}:v1", saved.display()),
+    ]))
+    .unwrap();
+    assert_eq!(config["rootfs"]["type"], "layers");
+
     // A blob damaged on the way: an error naming it; the layout keeps only what it had.
     let (noisy, _, layer) = registry_with_noisy_image("noisy/app", 1, 1_500_000);
     let proxy = FaultProxy::start(

@@ -289,13 +289,18 @@ fn save_oci(
     out.add("oci-layout", layout.len() as u64, &mut &layout[..])?;
     let mut manifests = Vec::new();
     let mut blobs: Vec<(Digest, u64)> = Vec::new();
+    // The manifests, written from memory: a Docker schema 2 one in its OCI form.
+    let mut manifest_blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
     let mut seen = HashSet::new();
     for (image, name) in images {
-        let size = store.read_blob(&image.manifest_digest)?.len() as u64;
+        let (entry, bytes) = crate::layout::manifest_for_layout(store, image)?;
+        if seen.insert(entry.digest().clone()) {
+            manifest_blobs.push((entry.digest().clone(), bytes));
+        }
         let mut desc = serde_json::json!({
-            "mediaType": image.manifest_media_type.to_string(),
-            "digest": image.manifest_digest.to_string(),
-            "size": size,
+            "mediaType": entry.media_type().to_string(),
+            "digest": entry.digest().to_string(),
+            "size": entry.size(),
         });
         if let Some(n) = name {
             // As docker writes it: the tag as the OCI ref name, the full name for containerd.
@@ -305,18 +310,15 @@ fn save_oci(
             });
         }
         manifests.push(desc);
-        let image_blobs = [
-            (image.manifest_digest.clone(), size),
-            (image.id().clone(), image.manifest.config().size()),
-        ]
-        .into_iter()
-        .chain(
-            image
-                .manifest
-                .layers()
-                .iter()
-                .map(|l| (l.digest().clone(), l.size())),
-        );
+        let image_blobs = [(image.id().clone(), image.manifest.config().size())]
+            .into_iter()
+            .chain(
+                image
+                    .manifest
+                    .layers()
+                    .iter()
+                    .map(|l| (l.digest().clone(), l.size())),
+            );
         for (digest, size) in image_blobs {
             if seen.insert(digest.clone()) {
                 blobs.push((digest, size));
@@ -334,6 +336,9 @@ fn save_oci(
     for (digest, size) in &blobs {
         let mut f = store.open_blob(digest)?;
         out.add(&blob_name(digest), *size, &mut f)?;
+    }
+    for (digest, bytes) in &manifest_blobs {
+        out.add(&blob_name(digest), bytes.len() as u64, &mut &bytes[..])?;
     }
     Ok(())
 }

@@ -5,13 +5,15 @@
 //! layout's writer gave it (skopeo and umoci write a tag such as `v1`, not a full reference).
 //! A blob is written to a temporary file in the layout's directory (as skopeo does), checked
 //! against its digest and size, fsync'd, then renamed into `blobs/sha256/`: a blob that is
-//! visible is whole. `index.json` is replaced by rename too.
+//! visible is whole. `index.json` is replaced by rename too. Docker schema 2 manifests go in
+//! in their OCI form ([`oci_form`]), as skopeo writes them: OCI readers take nothing else.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{Descriptor, Digest, ImageIndex};
+use oci_spec::image::{Descriptor, Digest, ImageIndex, MediaType};
 
 use crate::digest::{HashingWriter, digest_of};
 use crate::error::{Error, IoContext as _, Result};
@@ -114,26 +116,21 @@ impl Layout {
     }
 
     /// Adds the store's `image` as `name` (or unnamed): its layers and config, then its
-    /// manifest, then the index entry. Blobs the layout has are kept; the others are copied
-    /// and checked against their digests on the way. Returns the entry.
+    /// manifest (in its [OCI form](oci_form) if it is Docker's), then the index entry. Blobs
+    /// the layout has are kept; the others are copied and checked against their digests on
+    /// the way. Returns the entry.
     pub fn add_image(
         &self,
         store: &Store,
         image: &Image,
         name: Option<&str>,
     ) -> Result<Descriptor> {
-        let manifest_size = store
-            .open_blob(&image.manifest_digest)?
-            .metadata()
-            .at("stat", &store.blob_path(&image.manifest_digest))?
-            .len();
         let blobs = image
             .manifest
             .layers()
             .iter()
             .chain([image.manifest.config()])
-            .map(|d| (d.digest(), d.size()))
-            .chain([(&image.manifest_digest, manifest_size)]);
+            .map(|d| (d.digest(), d.size()));
         for (digest, size) in blobs {
             if self.has_blob(digest) {
                 continue;
@@ -143,11 +140,8 @@ impl Layout {
             io::copy(&mut from, &mut to).at("copy", &store.blob_path(digest))?;
             to.commit()?;
         }
-        let entry = Descriptor::new(
-            image.manifest_media_type.clone(),
-            manifest_size,
-            image.manifest_digest.clone(),
-        );
+        let (entry, bytes) = manifest_for_layout(store, image)?;
+        self.put_blob(&bytes)?;
         self.add(&entry, name)?;
         Ok(entry)
     }
@@ -248,6 +242,84 @@ impl Layout {
     }
 }
 
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The OCI form of a Docker schema 2 manifest or manifest list, for an OCI layout: umoci and
+/// skopeo take only OCI types from one, and skopeo converts in the same way when it writes one.
+/// The document keeps everything but its media types (so it gets a new digest); the config and
+/// layer blobs stay as they are. A list's entries named in `converted` (old digest → the OCI
+/// form's descriptor) point to those. `None`: the document is not Docker's.
+pub fn oci_form(
+    media_type: &str,
+    bytes: &[u8],
+    converted: &HashMap<Digest, Descriptor>,
+) -> Result<Option<(Descriptor, Vec<u8>)>> {
+    if media_type != DOCKER_MANIFEST && media_type != DOCKER_LIST {
+        return Ok(None);
+    }
+    let what = || format!("manifest {}", digest_of(bytes));
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|source| Error::Json {
+            what: what(),
+            source,
+        })?;
+    let oci_type = if media_type == DOCKER_LIST {
+        for entry in doc["manifests"].as_array_mut().into_iter().flatten() {
+            let old = entry["digest"]
+                .as_str()
+                .and_then(crate::digest::parse_sha256);
+            if let Some(new) = old.and_then(|d| converted.get(&d)) {
+                entry["mediaType"] = new.media_type().to_string().into();
+                entry["digest"] = new.digest().to_string().into();
+                entry["size"] = new.size().into();
+            }
+        }
+        MediaType::ImageIndex
+    } else {
+        doc["config"]["mediaType"] = MediaType::ImageConfig.to_string().into();
+        for layer in doc["layers"].as_array_mut().into_iter().flatten() {
+            let oci = match layer["mediaType"].as_str() {
+                Some("application/vnd.docker.image.rootfs.diff.tar.gzip") => {
+                    MediaType::ImageLayerGzip
+                }
+                Some("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip") => {
+                    MediaType::ImageLayerNonDistributableGzip
+                }
+                Some("application/vnd.docker.image.rootfs.diff.tar") => MediaType::ImageLayer,
+                _ => continue,
+            };
+            layer["mediaType"] = oci.to_string().into();
+        }
+        MediaType::ImageManifest
+    };
+    doc["mediaType"] = oci_type.to_string().into();
+    let out = serde_json::to_vec(&doc).map_err(|source| Error::Json {
+        what: what(),
+        source,
+    })?;
+    let desc = Descriptor::new(oci_type, out.len() as u64, digest_of(&out));
+    Ok(Some((desc, out)))
+}
+
+/// The store's `image`'s manifest as an OCI layout holds it (its [OCI form](oci_form) if it
+/// is Docker's), with its descriptor.
+pub(crate) fn manifest_for_layout(store: &Store, image: &Image) -> Result<(Descriptor, Vec<u8>)> {
+    let bytes = store.read_blob(&image.manifest_digest)?;
+    let media_type = image.manifest_media_type.to_string();
+    Ok(match oci_form(&media_type, &bytes, &HashMap::new())? {
+        Some(oci) => oci,
+        None => (
+            Descriptor::new(
+                image.manifest_media_type.clone(),
+                bytes.len() as u64,
+                image.manifest_digest.clone(),
+            ),
+            bytes,
+        ),
+    })
+}
+
 /// The `org.opencontainers.image.ref.name` of an index entry.
 fn ref_name(d: &Descriptor) -> Option<&str> {
     d.annotations()
@@ -308,5 +380,82 @@ impl Write for LayoutBlobWriter {
 impl Drop for LayoutBlobWriter {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use oci_spec::image::MediaType;
+
+    use super::oci_form;
+    use crate::digest::{digest_of, parse_sha256};
+
+    const CONFIG: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const LAYER: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn docker_manifest() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":7,"digest":"{CONFIG}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":9,"digest":"{LAYER}"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn docker_manifests_take_oci_media_types_and_keep_their_blobs() {
+        let docker = docker_manifest();
+        let (desc, bytes) = oci_form(
+            "application/vnd.docker.distribution.manifest.v2+json",
+            docker.as_bytes(),
+            &HashMap::new(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(desc.media_type(), &MediaType::ImageManifest);
+        assert_eq!(desc.digest(), &digest_of(&bytes));
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(doc["mediaType"], MediaType::ImageManifest.to_string());
+        assert_eq!(
+            doc["config"]["mediaType"],
+            MediaType::ImageConfig.to_string()
+        );
+        assert_eq!(doc["config"]["digest"], CONFIG);
+        assert_eq!(
+            doc["layers"][0]["mediaType"],
+            MediaType::ImageLayerGzip.to_string()
+        );
+        assert_eq!(doc["layers"][0]["digest"], LAYER);
+        assert_eq!(doc["layers"][0]["size"], 9);
+
+        // A list's entries point to their children's OCI forms.
+        let old = digest_of(docker.as_bytes());
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","size":{},"digest":"{old}","platform":{{"architecture":"arm64","os":"linux","variant":"v8"}}}}]}}"#,
+            docker.len()
+        );
+        let converted = HashMap::from([(old, desc.clone())]);
+        let (index, bytes) = oci_form(
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+            list.as_bytes(),
+            &converted,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(index.media_type(), &MediaType::ImageIndex);
+        let doc: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let entry = &doc["manifests"][0];
+        assert_eq!(
+            parse_sha256(entry["digest"].as_str().unwrap()).as_ref(),
+            Some(desc.digest())
+        );
+        assert_eq!(entry["mediaType"], MediaType::ImageManifest.to_string());
+        assert_eq!(entry["platform"]["variant"], "v8");
+
+        // OCI documents are left alone.
+        assert!(
+            oci_form(MediaType::ImageManifest.as_ref(), &bytes, &HashMap::new())
+                .unwrap()
+                .is_none()
+        );
     }
 }

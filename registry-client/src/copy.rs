@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use layerfs::layout::Layout;
+use layerfs::layout::{Layout, oci_form};
 use layerfs::reference::Reference;
 use layerfs::store::Store;
 use oci_spec::image::{Descriptor, Digest, MediaType};
@@ -190,7 +190,8 @@ async fn plan_from(
 
 /// Copies what `source` names into the OCI image layout at `dir` (made if there is none), as
 /// `name` (or unnamed): blobs the layout lacks are downloaded into it, verified, resuming
-/// after dropped connections; then the manifests, then the index entry. Returns the entry.
+/// after dropped connections; then the manifests (Docker's in their OCI form, as skopeo
+/// writes them), then the index entry. Returns the entry.
 pub async fn copy_to_layout_async(
     source: &Reference,
     dir: &Path,
@@ -215,17 +216,34 @@ pub async fn copy_to_layout_async(
     .buffer_unordered(opts.push.max_concurrent_blobs.max(1))
     .try_collect::<Vec<()>>()
     .await?;
+    // Children before an index: a Docker list's entries then name its children's OCI forms.
+    let mut converted = HashMap::new();
+    let mut entry = Descriptor::new(top.media_type().clone(), top.size(), top.digest().clone());
     for (desc, bytes) in &plan.manifests {
-        layout.put_blob(bytes)?;
+        let stored = match oci_form(desc.media_type().as_ref(), bytes, &converted)? {
+            Some((oci, oci_bytes)) => {
+                layout.put_blob(&oci_bytes)?;
+                converted.insert(desc.digest().clone(), oci.clone());
+                oci
+            }
+            None => {
+                layout.put_blob(bytes)?;
+                Descriptor::new(
+                    desc.media_type().clone(),
+                    desc.size(),
+                    desc.digest().clone(),
+                )
+            }
+        };
         reporter.report(Event::BlobDone {
-            digest: desc.digest().clone(),
+            digest: stored.digest().clone(),
             kind: BlobKind::Manifest,
-            size: desc.size(),
+            size: stored.size(),
         });
+        entry = stored;
     }
-    let top = Descriptor::new(top.media_type().clone(), top.size(), top.digest().clone());
-    layout.add(&top, name)?;
-    Ok(top)
+    layout.add(&entry, name)?;
+    Ok(entry)
 }
 
 /// Blocking [`copy_to_layout_async`], on a runtime of its own.
