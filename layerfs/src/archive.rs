@@ -17,7 +17,7 @@ use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 use serde::Deserialize;
 
 use crate::config::{ImageConfig, canonical_json, host_architecture};
-use crate::digest::{digest_of, parse_sha256};
+use crate::digest::{copy_in_large_reads, digest_of, parse_sha256};
 use crate::error::{Error, IoContext, Result};
 use crate::layer::commit::{chain_on, extract_stream, flatten_into};
 use crate::layer::compress::{Detected, decompress, detect};
@@ -428,7 +428,7 @@ fn append_uncompressed_layer(
             .open(&tmp)
             .at("create", &tmp)?;
         let mut d = decompress(store.open_blob(layer.digest())?).at("decompress", &tmp)?;
-        let size = io::copy(&mut d, &mut f).at("decompress layer to", &tmp)?;
+        let size = copy_in_large_reads(&mut d, &mut f).at("decompress layer to", &tmp)?;
         let mut f = File::open(&tmp).at("open", &tmp)?;
         tar.append(&file_entry(entry, size), Some(&mut f))
             .at("write archive entry", Path::new(entry))
@@ -663,7 +663,7 @@ fn stage_dir(store: &Store, path: &Path) -> Result<Staged> {
 fn stage_file(store: &Store, path: &Path, expected: Option<&Digest>) -> Result<StagedBlob> {
     let mut f = File::open(path).at("open", path)?;
     let mut w = store.blob_writer(expected, None)?;
-    io::copy(&mut f, &mut w).at("read", path)?;
+    copy_in_large_reads(&mut f, &mut w).at("read", path)?;
     w.stage().map_err(|e| match e {
         Error::DigestMismatch {
             expected, actual, ..

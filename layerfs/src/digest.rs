@@ -114,6 +114,24 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// `io::copy` with 1 MiB reads instead of its 8 KiB: a stream being hashed spends a tenth of
+/// its time in syscalls at 8 KiB (sha256 of a file from the page cache: 0.97 → 1.15 GB/s).
+pub fn copy_in_large_reads(from: &mut impl Read, to: &mut impl Write) -> io::Result<u64> {
+    let mut buf = vec![0; 1 << 20];
+    let mut copied = 0;
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => {
+                to.write_all(&buf[..n])?;
+                copied += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A reader that hashes what is read through it.
 #[derive(Debug)]
 pub struct HashingReader<R> {
@@ -133,7 +151,7 @@ impl<R: Read> HashingReader<R> {
     /// Reads `inner` to its end (so trailing bytes are hashed too) and returns the digest and
     /// the byte count.
     pub fn finish(mut self) -> io::Result<(Digest, u64)> {
-        io::copy(&mut self, &mut io::sink())?;
+        copy_in_large_reads(&mut self, &mut io::sink())?;
         let len = self.hasher.len();
         Ok((self.hasher.digest(), len))
     }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, Digest, ImageIndex, MediaType};
 
-use crate::digest::{HashingWriter, digest_of};
+use crate::digest::{HashingWriter, copy_in_large_reads, digest_of};
 use crate::error::{Error, IoContext as _, Result};
 use crate::store::{Image, REF_NAME, Store, blob_path_in};
 
@@ -137,7 +137,7 @@ impl Layout {
             }
             let mut from = store.open_blob(digest)?;
             let mut to = self.blob_writer(digest, size)?;
-            io::copy(&mut from, &mut to).at("copy", &store.blob_path(digest))?;
+            copy_in_large_reads(&mut from, &mut to).at("copy", &store.blob_path(digest))?;
             to.commit()?;
         }
         let (entry, bytes) = manifest_for_layout(store, image)?;

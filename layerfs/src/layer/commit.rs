@@ -16,7 +16,7 @@ use super::apply::{ApplyOptions, Target, apply};
 use super::compress::{Compression, decompress};
 use super::diff::{write_changes, write_layer};
 use super::tarball::TarWriter;
-use crate::digest::{Hasher, HashingReader};
+use crate::digest::{Hasher, HashingReader, copy_in_large_reads};
 use crate::error::{Error, IoContext, Result};
 use crate::store::{LayerRecord, Store, chain_ids, remove_tree};
 
@@ -287,7 +287,7 @@ fn extract_into(
             let mut hashed = HashingReader::new(input);
             let copied = decompress(&mut hashed).and_then(|mut d| {
                 let mut tx = tx;
-                match io::copy(&mut d, &mut tx) {
+                match copy_in_large_reads(&mut d, &mut tx) {
                     Ok(_) => Ok(()),
                     Err(e) => {
                         let msg = e.to_string();
