@@ -26,6 +26,7 @@ use rustix::io::Errno;
 use super::copyup::AliasIndex;
 use super::inode::{Backing, InodeNumbers, Node, NodeState, NodeTable, ROOT_ID};
 use super::layers::{Entry, Layers, Place, XattrTarget, split};
+use super::readahead::DirReadahead;
 use super::resolve::{DirView, Found, Listed, is_dir};
 use crate::layer::OverlayXattrs;
 
@@ -115,7 +116,7 @@ impl Handles {
 /// The union filesystem served over FUSE.
 #[derive(Debug)]
 pub struct UnionFs {
-    pub(super) layers: Layers,
+    pub(super) layers: Arc<Layers>,
     pub(super) nodes: NodeTable,
     pub(super) numbers: InodeNumbers,
     /// The lower layers merged into the root, top first.
@@ -126,6 +127,7 @@ pub struct UnionFs {
     /// Passthrough asked for, granted by the kernel, and not refused so far.
     passthrough: AtomicBool,
     want_passthrough: bool,
+    readahead: DirReadahead,
 }
 
 /// Readies the file `fd`, opened with the caller's `flags`, for I/O by the daemon itself
@@ -276,7 +278,9 @@ impl UnionFs {
                 removed: false,
             },
         );
+        let layers = Arc::new(layers);
         Ok(UnionFs {
+            readahead: DirReadahead::new(layers.clone()),
             layers,
             nodes: NodeTable::new(root),
             numbers: InodeNumbers::default(),
@@ -1021,6 +1025,19 @@ impl UnionFs {
                     upper,
                     lowers: &lowers,
                 })?;
+                let places: Vec<Place> = upper
+                    .then_some(Place::Upper)
+                    .into_iter()
+                    .chain(lowers.iter().map(|&i| Place::Lower(i)))
+                    .collect();
+                self.readahead.subdirs(
+                    &path,
+                    &places,
+                    entries
+                        .iter()
+                        .filter(|e| is_dir(&e.stat))
+                        .map(|e| (e.place, e.name.as_os_str())),
+                );
                 let l = Arc::new(Listing {
                     path,
                     upper,

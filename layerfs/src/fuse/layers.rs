@@ -22,7 +22,7 @@ use rustix::io::Errno;
 use crate::layer::{OPAQUE_MARKER, OverlayXattrs, WHITEOUT_PREFIX};
 
 /// Where an entry of the union lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Place {
     Upper,
     /// Index into the lower layers, 0 being the top one.
