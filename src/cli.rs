@@ -612,6 +612,10 @@ pub struct ImagetoolsCreateArgs {
     /// Print the index instead of pushing it
     #[arg(long)]
     pub dry_run: bool,
+    /// Annotate the index (`[index:]KEY=VALUE`) or each of its entries
+    /// (`manifest-descriptor:KEY=VALUE`); repeatable
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
     /// The images (`docker://` in front is accepted), in the order the index lists them
     #[arg(required = true, value_name = "SOURCE")]
     pub sources: Vec<String>,

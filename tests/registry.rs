@@ -1118,6 +1118,53 @@ fn imagetools_create_merges_images_into_one_multi_platform_index() {
     .unwrap();
     assert_eq!(raw["manifests"].as_array().unwrap().len(), 3, "{raw}");
 
+    // Annotations on the index and on each entry, as buildx's `--annotation` puts them; the
+    // same command gives the same index (a dry run's digest is the pushed one's).
+    let annotated = format!("{}/app:annotated", a.host);
+    let args = [
+        "--annotation",
+        "org.opencontainers.image.description=two platforms",
+        "--annotation",
+        "index:org.example.z=last",
+        "--annotation",
+        "manifest-descriptor:org.example.built-by=strata",
+        &amd64,
+        &arm64,
+    ];
+    let planned = s.ok(&[&["imagetools", "create", "--dry-run"][..], &args].concat());
+    s.ok(&[&["imagetools", "create", "-t", &annotated][..], &args].concat());
+    let raw_text = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{annotated}"),
+    ]);
+    assert_eq!(
+        digest_of(raw_text.as_bytes()),
+        digest_of(planned.trim_end().as_bytes())
+    );
+    let raw: Value = serde_json::from_str(&raw_text).unwrap();
+    assert_eq!(
+        raw["annotations"]["org.opencontainers.image.description"],
+        "two platforms"
+    );
+    assert_eq!(raw["annotations"]["org.example.z"], "last");
+    for entry in raw["manifests"].as_array().unwrap() {
+        assert_eq!(
+            entry["annotations"]["org.example.built-by"], "strata",
+            "{raw}"
+        );
+    }
+    let err = s.fails(&[
+        "imagetools",
+        "create",
+        "--dry-run",
+        "--annotation",
+        "manifest:k=v",
+        &amd64,
+    ]);
+    assert!(err.contains("manifest:k=v"), "{err}");
+
     // Another image for a platform the index has: refused, naming both.
     let other = format!("{}/other:amd64", a.host);
     push_single("amd64", None, "another amd64\n", &other);

@@ -48,7 +48,9 @@ pub use credentials::{Credential, CredentialStore};
 pub use error::{Error, Result};
 pub use events::{BlobKind, Event, Reporter, Silent, Skipped};
 pub use inspect::{RemoteImage, fetch_manifest, fetch_manifest_async, inspect, inspect_async};
-pub use merge::{NewIndex, make_index, make_index_async, push_index, push_index_async};
+pub use merge::{
+    IndexAnnotations, NewIndex, make_index, make_index_async, push_index, push_index_async,
+};
 pub use platform::Platform;
 pub use pull::{PullOptions, Pulled, pull, pull_async};
 pub use push::{PushOptions, Pushed, push, push_async, push_manifest, push_manifest_async};

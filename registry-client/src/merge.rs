@@ -6,8 +6,10 @@
 //! platform; the same manifest named twice goes in once). Pushing it copies every listed
 //! manifest into the target repository by digest first (mounted within one registry, else
 //! passed through a verified spool, as `copy` does), then the index under the target's tag,
-//! so the index never names a manifest its repository lacks.
+//! so the index never names a manifest its repository lacks. Annotations go on the index or
+//! on each of its entries, as buildx's `--annotation [TYPE:]KEY=VALUE` puts them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use layerfs::config::ImageConfig;
@@ -37,9 +39,62 @@ pub struct NewIndex {
     pub children: Vec<Reference>,
 }
 
-/// Reads each of `sources` and makes the index that lists them all.
+/// Annotations for a new index, as buildx's `imagetools create --annotation` takes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexAnnotations {
+    /// On the index itself (`index:KEY=VALUE`, or no type).
+    pub index: BTreeMap<String, String>,
+    /// On every entry of the index (`manifest-descriptor:KEY=VALUE`), over what the entry
+    /// had in a source index.
+    pub entries: BTreeMap<String, String>,
+}
+
+impl IndexAnnotations {
+    /// Adds `[TYPE:]KEY=VALUE`, TYPE being `index` (the default) or `manifest-descriptor`.
+    /// The error says what is wrong with `arg`.
+    pub fn add(&mut self, arg: &str) -> std::result::Result<(), String> {
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("annotation {arg:?}: expected [TYPE:]KEY=VALUE"))?;
+        // buildx's types; a key may hold a `:` of its own.
+        const TYPES: [&str; 4] = [
+            "index",
+            "index-descriptor",
+            "manifest",
+            "manifest-descriptor",
+        ];
+        let (kind, key) = match key.split_once(':') {
+            Some((kind, key)) if kind.split('[').next().is_some_and(|t| TYPES.contains(&t)) => {
+                (kind, key)
+            }
+            _ => ("index", key),
+        };
+        let map = match kind {
+            "index" => &mut self.index,
+            "manifest-descriptor" => &mut self.entries,
+            _ if kind.contains('[') => {
+                return Err(format!(
+                    "annotation {arg:?}: per-platform annotations ({kind}) are not supported"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "annotation {arg:?}: an index made of existing images takes `index` and `manifest-descriptor` annotations, not {kind:?}"
+                ));
+            }
+        };
+        if key.is_empty() {
+            return Err(format!("annotation {arg:?}: the key is empty"));
+        }
+        map.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+}
+
+/// Reads each of `sources` and makes the index that lists them all, with `annotations`.
 pub async fn make_index_async(
     sources: &[Reference],
+    annotations: &IndexAnnotations,
     opts: &ConnectOptions,
     reporter: &dyn Reporter,
 ) -> Result<NewIndex> {
@@ -63,18 +118,32 @@ pub async fn make_index_async(
             entries.push((child, source, desc));
         }
     }
-    let document = ImageIndexBuilder::default()
+    let hash_map = |m: &BTreeMap<String, String>| m.clone().into_iter().collect::<HashMap<_, _>>();
+    let manifests = entries
+        .iter()
+        .map(|(_, _, d)| {
+            let mut d = d.clone();
+            if !annotations.entries.is_empty() {
+                let mut merged = d.annotations().clone().unwrap_or_default();
+                merged.extend(hash_map(&annotations.entries));
+                d.set_annotations(Some(merged));
+            }
+            d
+        })
+        .collect::<Vec<_>>();
+    let mut document = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
-        .manifests(
-            entries
-                .iter()
-                .map(|(_, _, d)| d.clone())
-                .collect::<Vec<_>>(),
-        )
+        .manifests(manifests)
         .build()
         .expect("an index of descriptors builds");
-    let bytes = serde_json::to_vec_pretty(&document).expect("an index serializes");
+    if !annotations.index.is_empty() {
+        document.set_annotations(Some(hash_map(&annotations.index)));
+    }
+    // Through a `Value`, whose maps are sorted: annotations are hash maps in oci-spec, and
+    // the same index must give the same bytes (and digest) every time.
+    let value = serde_json::to_value(&document).expect("an index serializes");
+    let bytes = serde_json::to_vec_pretty(&value).expect("an index serializes");
     Ok(NewIndex {
         digest: digest_of(&bytes),
         bytes,
@@ -85,10 +154,11 @@ pub async fn make_index_async(
 /// Blocking [`make_index_async`], on a runtime of its own (not to be called from async code).
 pub fn make_index(
     sources: &[Reference],
+    annotations: &IndexAnnotations,
     opts: &ConnectOptions,
     reporter: &dyn Reporter,
 ) -> Result<NewIndex> {
-    crate::runtime()?.block_on(make_index_async(sources, opts, reporter))
+    crate::runtime()?.block_on(make_index_async(sources, annotations, opts, reporter))
 }
 
 /// Pushes `index` to `target`: every manifest it lists (with their blobs) by digest, then the
@@ -217,4 +287,46 @@ async fn entries_of(
 /// attestation's `unknown/unknown`, which any number of entries may share.
 fn platform_name(desc: &Descriptor) -> Option<String> {
     describe(desc).filter(|name| name != "unknown/unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexAnnotations;
+
+    #[test]
+    fn annotations_take_buildx_types_and_keys_with_colons() {
+        let mut a = IndexAnnotations::default();
+        for arg in [
+            "org.opencontainers.image.description=two platforms",
+            "index:org.example.a=1",
+            "manifest-descriptor:org.example.b=x=y",
+            "com.example:c=2",
+        ] {
+            a.add(arg).unwrap();
+        }
+        let pairs = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pairs(&a.index),
+            [
+                "com.example:c=2",
+                "org.example.a=1",
+                "org.opencontainers.image.description=two platforms"
+            ]
+        );
+        assert_eq!(pairs(&a.entries), ["org.example.b=x=y"]);
+
+        for (bad, says) in [
+            ("org.example.a", "expected [TYPE:]KEY=VALUE"),
+            ("=1", "the key is empty"),
+            ("manifest:org.example.a=1", "not \"manifest\""),
+            ("index[linux/amd64]:org.example.a=1", "per-platform"),
+        ] {
+            let err = a.add(bad).unwrap_err();
+            assert!(err.contains(bad) && err.contains(says), "{bad}: {err}");
+        }
+    }
 }

@@ -13,8 +13,8 @@ use oci_spec::image::Digest;
 use registry_client::manifest::{self, Manifest};
 use registry_client::platform::describe;
 use registry_client::{
-    ConnectOptions, CopyOptions, Credential, CredentialStore, Platform, PullOptions, Pulled,
-    PushOptions, Pushed, Silent,
+    ConnectOptions, CopyOptions, Credential, CredentialStore, IndexAnnotations, Platform,
+    PullOptions, Pulled, PushOptions, Pushed, Silent,
 };
 use serde_json::json;
 
@@ -436,9 +436,13 @@ pub fn imagetools_create(ctx: &Context, args: &ImagetoolsCreateArgs) -> anyhow::
         .iter()
         .map(registry_ref)
         .collect::<Result<Vec<_>, _>>()?;
+    let mut annotations = IndexAnnotations::default();
+    for a in &args.annotations {
+        annotations.add(a).map_err(anyhow::Error::msg)?;
+    }
     let connect = connect_options(args.registry.tls_verify);
-    let index =
-        registry_client::make_index(&sources, &connect, &Silent).context("making the index")?;
+    let index = registry_client::make_index(&sources, &annotations, &connect, &Silent)
+        .context("making the index")?;
     if args.dry_run {
         ctx.printer.out(String::from_utf8_lossy(&index.bytes));
         return Ok(ExitCode::SUCCESS);
