@@ -22,6 +22,8 @@ use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use oci_spec::image::{Descriptor, Digest, ImageIndex, ImageManifest, MediaType};
 use rustix::fs::FlockOperation;
@@ -1042,7 +1044,9 @@ impl Drop for StagedBlob {
 }
 
 /// A blob file whose writeback starts while it is still being written, so that the fsync
-/// before its rename finds little left to do (`sync_file_range`, as databases do).
+/// before its rename finds little left to do: every [`WRITEBACK_STEP`] bytes it asks the
+/// kernel to start writing them out (`sync_file_range`, as databases do) and a
+/// [`DataSyncer`] to flush them to the disk.
 #[derive(Debug)]
 struct Writeback {
     file: File,
@@ -1050,6 +1054,8 @@ struct Writeback {
     written: u64,
     /// Where the last writeback request ended.
     requested: u64,
+    /// Started at the first step: small blobs need no thread.
+    syncer: Option<DataSyncer>,
 }
 
 /// Asks for writeback every this many bytes.
@@ -1062,6 +1068,7 @@ fn blob_file_writer(file: File, len: u64) -> BufWriter<Writeback> {
             file,
             written: len,
             requested: len,
+            syncer: None,
         },
     )
 }
@@ -1084,11 +1091,63 @@ impl Write for Writeback {
                 )
             };
             self.requested = self.written;
+            if self.syncer.is_none() {
+                self.syncer = DataSyncer::start(&self.file);
+            }
+            if let Some(syncer) = &self.syncer {
+                syncer.request();
+            }
         }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// A thread that `fdatasync`s a blob file while it is being written, whenever asked (one
+/// request waits at most; more are dropped). Written-back data can still sit in the disk's
+/// own cache, which only a flush empties: on this project's virtual disks the flush at the
+/// fsync of a 67 MB blob took 60–80 ms even with all of it written back, against 10–20 ms
+/// when earlier flushes had taken most of it while the blob was still being made.
+/// Dropping it waits for the thread. Its errors are ignored: the fsync at the end reports.
+#[derive(Debug)]
+struct DataSyncer {
+    requests: Option<SyncSender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl DataSyncer {
+    fn start(file: &File) -> Option<DataSyncer> {
+        let file = file.try_clone().ok()?;
+        let (requests, asked) = sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("blob-datasync".into())
+            .spawn(move || {
+                for () in asked {
+                    let _ = file.sync_data();
+                }
+            })
+            .ok()?;
+        Some(DataSyncer {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.try_send(());
+        }
+    }
+}
+
+impl Drop for DataSyncer {
+    fn drop(&mut self) {
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -1112,5 +1171,43 @@ impl Drop for BlobWriter {
         if !self.keep_partial && !self.tmp.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::{Store, WRITEBACK_STEP};
+    use crate::digest::digest_of;
+
+    fn datasync_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter(|task| {
+                std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"))
+                    .is_ok_and(|name| name.trim() == "blob-datasync")
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_blob_flushed_while_written_is_stored_whole_and_leaves_no_thread_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let data: Vec<u8> = (0..3 * WRITEBACK_STEP as usize)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut w = store.blob_writer(None, None).unwrap();
+        for chunk in data.chunks(1 << 20) {
+            w.write_all(chunk).unwrap();
+        }
+        let (digest, size) = w.commit().unwrap();
+        assert_eq!(
+            (digest.clone(), size),
+            (digest_of(&data), data.len() as u64)
+        );
+        assert!(store.read_blob(&digest).unwrap() == data);
+        assert_eq!(datasync_threads(), 0);
     }
 }
