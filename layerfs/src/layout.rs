@@ -302,22 +302,26 @@ pub fn oci_form(
     Ok(Some((desc, out)))
 }
 
-/// The store's `image`'s manifest as an OCI layout holds it (its [OCI form](oci_form) if it
-/// is Docker's), with its descriptor.
+/// A manifest or index `desc` with its `bytes` as an OCI layout holds it: its
+/// [OCI form](oci_form) if it is Docker's (a list's entries pointing as `converted` says),
+/// else as it is.
+pub fn layout_form(
+    desc: Descriptor,
+    bytes: Vec<u8>,
+    converted: &HashMap<Digest, Descriptor>,
+) -> Result<(Descriptor, Vec<u8>)> {
+    Ok(oci_form(desc.media_type().as_ref(), &bytes, converted)?.unwrap_or((desc, bytes)))
+}
+
+/// The store's `image`'s manifest as an OCI layout holds it ([`layout_form`]).
 pub(crate) fn manifest_for_layout(store: &Store, image: &Image) -> Result<(Descriptor, Vec<u8>)> {
     let bytes = store.read_blob(&image.manifest_digest)?;
-    let media_type = image.manifest_media_type.to_string();
-    Ok(match oci_form(&media_type, &bytes, &HashMap::new())? {
-        Some(oci) => oci,
-        None => (
-            Descriptor::new(
-                image.manifest_media_type.clone(),
-                bytes.len() as u64,
-                image.manifest_digest.clone(),
-            ),
-            bytes,
-        ),
-    })
+    let desc = Descriptor::new(
+        image.manifest_media_type.clone(),
+        bytes.len() as u64,
+        image.manifest_digest.clone(),
+    );
+    layout_form(desc, bytes, &HashMap::new())
 }
 
 /// The `org.opencontainers.image.ref.name` of an index entry.

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use layerfs::layout::{Layout, oci_form};
+use layerfs::layout::{Layout, layout_form};
 use layerfs::reference::Reference;
 use layerfs::store::Store;
 use oci_spec::image::{Descriptor, Digest, MediaType};
@@ -218,30 +218,24 @@ pub async fn copy_to_layout_async(
     .await?;
     // Children before an index: a Docker list's entries then name its children's OCI forms.
     let mut converted = HashMap::new();
-    let mut entry = Descriptor::new(top.media_type().clone(), top.size(), top.digest().clone());
+    let mut entry = None;
     for (desc, bytes) in &plan.manifests {
-        let stored = match oci_form(desc.media_type().as_ref(), bytes, &converted)? {
-            Some((oci, oci_bytes)) => {
-                layout.put_blob(&oci_bytes)?;
-                converted.insert(desc.digest().clone(), oci.clone());
-                oci
-            }
-            None => {
-                layout.put_blob(bytes)?;
-                Descriptor::new(
-                    desc.media_type().clone(),
-                    desc.size(),
-                    desc.digest().clone(),
-                )
-            }
-        };
+        let plain = Descriptor::new(
+            desc.media_type().clone(),
+            desc.size(),
+            desc.digest().clone(),
+        );
+        let (stored, bytes) = layout_form(plain, bytes.clone(), &converted)?;
+        layout.put_blob(&bytes)?;
         reporter.report(Event::BlobDone {
             digest: stored.digest().clone(),
             kind: BlobKind::Manifest,
             size: stored.size(),
         });
-        entry = stored;
+        converted.insert(desc.digest().clone(), stored.clone());
+        entry = Some(stored);
     }
+    let entry = entry.expect("a plan has its top manifest");
     layout.add(&entry, name)?;
     Ok(entry)
 }
