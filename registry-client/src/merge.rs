@@ -140,9 +140,10 @@ pub async fn make_index_async(
     if !annotations.index.is_empty() {
         document.set_annotations(Some(hash_map(&annotations.index)));
     }
-    // Through a `Value`, whose maps are sorted: annotations are hash maps in oci-spec, and
-    // the same index must give the same bytes (and digest) every time.
-    let value = serde_json::to_value(&document).expect("an index serializes");
+    // Through a `Value` with sorted keys: annotations are hash maps in oci-spec, and the same
+    // index must give the same bytes (and digest) every time.
+    let mut value = serde_json::to_value(&document).expect("an index serializes");
+    value.sort_all_objects();
     let bytes = serde_json::to_vec_pretty(&value).expect("an index serializes");
     Ok(NewIndex {
         digest: digest_of(&bytes),

@@ -23,8 +23,9 @@ use super::resolve::{is_dir, read_names};
 
 /// Directories waiting to be read ahead, at most; the oldest are dropped beyond it.
 const MAX_QUEUED: usize = 4096;
-/// How many directories are remembered as queued before the memory is cleared.
-const MAX_REMEMBERED: usize = 1 << 16;
+/// How many directories are remembered as queued before the memory is cleared (a few MB
+/// of paths at most: the daemon stays small on trees of any size).
+const MAX_REMEMBERED: usize = 1 << 14;
 /// How many levels below a listed directory are read ahead.
 const DEPTH: u8 = 2;
 
