@@ -6,15 +6,20 @@
 #   bench/unionfs.sh [RUNS]          # RUNS per measurement, default 5; prints medians
 #
 # Measurements: a tree walk with a stat of every entry, cold (fresh mount, caches dropped) and
-# warm; a read of every file of the rootfs (cold); a 500 MB sequential read (cold and warm);
+# warm; a read of every file of the rootfs (cold, then again); a 500 MB sequential read (cold and warm);
 # the copy-up of that 500 MB file (one byte appended, fresh mount); the creation of 10,000
-# small files. Then the peak RSS of each FUSE daemon after a walk and a read of everything.
+# small files; 100 files reopened 100 times each (bench/reopen.py: open, fstat, a 4 KiB read,
+# close; warm, as a build reopens its tools and libraries). Then the peak RSS of each FUSE daemon after a walk and a read of everything.
 # Needs root. Drops the page cache (echo 3 > /proc/sys/vm/drop_caches) for the cold runs.
+#
+# STRATA_UNIONFS_BASELINE=/path/to/strata-unionfs (another build, linked under that name) adds
+# it as a fourth driver, measured in the same rounds: a change side by side with its parent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "bench/unionfs.sh needs root (mounts)" >&2; exit 2; }
 command -v fuse-overlayfs >/dev/null || { echo "fuse-overlayfs missing: scripts/install-deps" >&2; exit 2; }
+command -v python3 >/dev/null || { echo "python3 missing (bench/reopen.py)" >&2; exit 2; }
 target_dir=${CARGO_TARGET_DIR:-target}
 if [ -z "${STRATA_UNIONFS:-}" ]; then
   cargo build --release --bin strata >&2
@@ -32,6 +37,8 @@ nentries=$(find "$work/lower" | wc -l)
 sizemb=$(du -sm --exclude=bench "$work/lower" | cut -f1)
 
 drivers=(overlay strata fuse-overlayfs)
+baseline=${STRATA_UNIONFS_BASELINE:-}
+[ -z "$baseline" ] || drivers+=(baseline)
 opts() { echo "lowerdir=$work/lower,upperdir=$work/upper,workdir=$work/work"; }
 
 unmount() {
@@ -50,6 +57,7 @@ fresh() {
   case $1 in
     overlay) mount -t overlay overlay -o "$(opts),index=off,redirect_dir=off,metacopy=off,volatile" "$mnt" ;;
     strata) "$unionfs" none "$mnt" -o "$(opts)" ;;
+    baseline) "$baseline" none "$mnt" -o "$(opts)" ;;
     fuse-overlayfs) fuse-overlayfs -o "$(opts)" "$mnt" 2>/dev/null ;;
   esac
 }
@@ -67,14 +75,6 @@ create_many() {
   for i in $(seq 10000); do echo "small file $i" > "$mnt/many/f$i"; done
 }
 
-declare -A samples
-# time_it KEY DRIVER COMMAND...: runs COMMAND, appends its wall time (s) to samples[KEY/DRIVER].
-time_it() {
-  local key=$1 driver=$2; shift 2
-  local t0 t1
-  t0=$(date +%s%N); "$@"; t1=$(date +%s%N)
-  samples[$key/$driver]+="$(( (t1 - t0) / 1000 )) "
-}
 
 for run in $(seq "$runs"); do
   echo "run $run/$runs" >&2
@@ -82,10 +82,13 @@ for run in $(seq "$runs"); do
     fresh "$d"; drop_caches; time_it walk-cold "$d" walk
     time_it walk-warm "$d" walk
     fresh "$d"; drop_caches; time_it read-cold "$d" read_all
+    time_it read-again "$d" read_all
     fresh "$d"; drop_caches; time_it seq-cold "$d" seq_read
     time_it seq-warm "$d" seq_read
     fresh "$d"; seq_read; time_it copy-up "$d" copy_up
     fresh "$d"; time_it create "$d" create_many
+    fresh "$d"; python3 bench/reopen.py "$mnt" 100 1 > /dev/null
+    samples[reopen/$d]+="$(( $(python3 bench/reopen.py "$mnt" 100 100) * 1000 )) "
   done
 done
 
@@ -98,7 +101,6 @@ for d in strata fuse-overlayfs; do
 done
 unmount
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 ms() { awk -v us="$1" 'BEGIN { if (us >= 100000) printf "%.2f s", us/1e6; else printf "%.1f ms", us/1e3 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f×", a/b }'; }
 
@@ -106,22 +108,32 @@ echo
 echo "Debian minbase rootfs: $nentries entries, $nfiles files, $sizemb MB; a 500 MB file beside it."
 echo "$(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg); $runs runs, medians."
 echo
-echo "| work | kernel overlayfs | strata FUSE | fuse-overlayfs | strata ÷ overlayfs | fuse-overlayfs ÷ strata |"
-echo "|---|---|---|---|---|---|"
-for key in walk-cold walk-warm read-cold seq-cold seq-warm copy-up create; do
+header="| work | kernel overlayfs | strata FUSE | fuse-overlayfs | strata ÷ overlayfs | fuse-overlayfs ÷ strata |"
+rule="|---|---|---|---|---|---|"
+[ -z "$baseline" ] || { header+=" baseline strata | baseline ÷ strata |"; rule+="---|---|"; }
+echo "$header"
+echo "$rule"
+for key in walk-cold walk-warm read-cold read-again seq-cold seq-warm copy-up create reopen; do
   case $key in
     walk-cold) label="tree walk, stat of every entry (cold)" ;;
     walk-warm) label="tree walk, stat of every entry (warm)" ;;
     read-cold) label="read every file of the rootfs (cold)" ;;
+    read-again) label="read every file again" ;;
     seq-cold) label="500 MB sequential read (cold)" ;;
     seq-warm) label="500 MB sequential read (warm)" ;;
     copy-up) label="copy-up of the 500 MB file" ;;
     create) label="create 10,000 small files" ;;
+    reopen) label="reopen 100 files 100 times (warm)" ;;
   esac
   o=$(echo "${samples[$key/overlay]}" | median)
   s=$(echo "${samples[$key/strata]}" | median)
   f=$(echo "${samples[$key/fuse-overlayfs]}" | median)
-  echo "| $label | $(ms "$o") | $(ms "$s") | $(ms "$f") | $(ratio "$s" "$o") | $(ratio "$f" "$s") |"
+  row="| $label | $(ms "$o") | $(ms "$s") | $(ms "$f") | $(ratio "$s" "$o") | $(ratio "$f" "$s") |"
+  if [ -n "$baseline" ]; then
+    b=$(echo "${samples[$key/baseline]}" | median)
+    row+=" $(ms "$b") | $(ratio "$b" "$s") |"
+  fi
+  echo "$row"
 done
 echo
 echo "Peak RSS after walking and reading it all: strata-unionfs $((rss[strata] / 1024)) MB, fuse-overlayfs $((rss[fuse-overlayfs] / 1024)) MB."

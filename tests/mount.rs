@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -470,6 +471,112 @@ impl Drop for ModeGuard {
 /// An unprivileged user mounts the union (through fuser and fusermount3) where `/dev/fuse` is
 /// open to users, and is told it is not where it is not (some images make it 0600), rather
 /// than a bare "Permission denied". Both cases run: the device is opened up for the second.
+/// A small lower file opened again is read through the kernel's page cache, and a large one
+/// keeps its passthrough backing registered after its last close (parked), so that reopening
+/// skips the `openat` and the registration. Neither may serve a file copied up since, the
+/// kernel's one I/O mode per inode must hold (a mismatch fails the `open` with EIO), and the
+/// daemon keeps only a bounded number of parked files open.
+#[test]
+fn reopened_files_read_their_current_data_and_parked_backings_stay_bounded() {
+    if !can_run("reopened_files_read_their_current_data_and_parked_backings_stay_bounded") {
+        return;
+    }
+    let t = TestStore::new();
+    let (opts, mnt, upper) = small_union(&t);
+    std::fs::write(t.path("base/small"), "small").unwrap();
+    // Large (sparse) files, each starting with its name.
+    let large: Vec<String> = (0..600).map(|i| format!("large/f{i}")).collect();
+    std::fs::create_dir(t.path("base/large")).unwrap();
+    for name in &large {
+        let f = std::fs::File::create(t.path("base").join(name)).unwrap();
+        f.set_len(5 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, name.as_bytes(), 0).unwrap();
+    }
+    let daemon = serve_in_foreground(&t, &opts, &mnt, |c| c);
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", daemon.id()))
+            .unwrap()
+            .count()
+    };
+    let idle_fds = open_fds();
+    let mut failures = Vec::new();
+    let expect = |name: &str, want: &str, failures: &mut Vec<String>| {
+        let mut got = vec![0; want.len() + 1];
+        match std::fs::File::open(mnt.join(name)).and_then(|mut f| f.read(&mut got)) {
+            // A large file goes on with zeros.
+            Ok(n) if got[..n].strip_suffix(b"\0").unwrap_or(&got[..n]) == want.as_bytes() => {}
+            Ok(n) => failures.push(format!("{name}: {:?}, want {want:?}", &got[..n])),
+            Err(e) => failures.push(format!("{name}: {e}")),
+        }
+    };
+    // Read, closed, read again (through the page cache): then written (a copy-up), read again.
+    for _ in 0..3 {
+        expect("b", "b", &mut failures);
+    }
+    std::fs::write(mnt.join("b"), "written after reads").unwrap();
+    expect("b", "written after reads", &mut failures);
+    // Read, closed, copied up by a chmod, then appended to through a new open.
+    for _ in 0..2 {
+        expect("a", "lower", &mut failures);
+    }
+    std::fs::set_permissions(mnt.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("a"))
+        .and_then(|mut f| f.write_all(b" and more"))
+        .unwrap();
+    expect("a", "lower and more", &mut failures);
+    // A first open (passed through) held while the file is opened again.
+    let held = std::fs::File::open(mnt.join("small")).unwrap();
+    expect("small", "small", &mut failures);
+    drop(held);
+    // A lower file held open (through the page cache, now that it was opened before): writers
+    // wait for it to close, as they do for a passthrough reader of a lower file.
+    let held = std::fs::File::open(mnt.join("small")).unwrap();
+    expect("small", "small", &mut failures);
+    match std::fs::OpenOptions::new()
+        .append(true)
+        .open(mnt.join("small"))
+    {
+        Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
+        other => failures.push(format!(
+            "writer beside a lower reader: {other:?}, want ETXTBSY"
+        )),
+    }
+    drop(held);
+    std::fs::write(mnt.join("small"), "rewritten").unwrap();
+    expect("small", "rewritten", &mut failures);
+    // A large file read, closed (parked), then rewritten and read again.
+    expect("large/f0", "large/f0", &mut failures);
+    std::fs::write(mnt.join("large/f0"), "rewritten").unwrap();
+    expect("large/f0", "rewritten", &mut failures);
+    // More large files than stay parked, twice over.
+    for _ in 0..2 {
+        for name in &large[1..] {
+            expect(name, name, &mut failures);
+        }
+    }
+    let held = open_fds() - idle_fds;
+    stop_with_sigterm(daemon, &mnt);
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(
+        held <= 300,
+        "the daemon holds {held} more files after reading 600"
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("b")).unwrap(),
+        "written after reads"
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("a")).unwrap(),
+        "lower and more"
+    );
+    assert_eq!(
+        std::fs::read_to_string(upper.join("small")).unwrap(),
+        "rewritten"
+    );
+}
+
 #[test]
 fn an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it() {
     let test = "an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it";

@@ -11,20 +11,20 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     FileAttr, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    OpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow,
+    Notifier, OpenFlags, RenameFlags as FuseRenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow,
 };
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::copyup::AliasIndex;
-use super::inode::{Backing, InodeNumbers, Node, NodeState, NodeTable, ROOT_ID};
+use super::inode::{Backing, InodeNumbers, Node, NodeState, NodeTable, ParkedBackings, ROOT_ID};
 use super::layers::{Entry, Layers, Place, XattrTarget, split};
 use super::readahead::DirReadahead;
 use super::resolve::{DirView, Found, Listed, is_dir};
@@ -35,6 +35,17 @@ use crate::layer::OverlayXattrs;
 const TTL: Duration = Duration::from_secs(24 * 3600);
 /// The largest write the kernel sends (and so the read buffer the session touches).
 const MAX_WRITE: u32 = 1 << 20;
+/// Lower files up to this size, opened again, are read through the kernel's page cache,
+/// served by the daemon, rather than passed through. A passthrough read makes the kernel
+/// forget the file's atime, so the next `stat` of it (a reopening program's `fstat`) asks the
+/// daemon, and every open registers a backing file; a cached lower file, once read, costs
+/// neither (it never changes). The first open passes through: a file read once then costs no
+/// READ request. Larger files always pass through: their data is then neither copied through
+/// the daemon nor cached twice.
+const CACHED_MAX: u64 = 4 << 20;
+/// A lower file up to this size, when it starts to be read through the page cache, is put there
+/// whole as it is opened (FUSE_NOTIFY_STORE): its reads then ask the daemon nothing.
+const STORE_MAX: u64 = 1 << 20;
 
 /// How the union filesystem behaves.
 #[derive(Debug, Clone, Copy)]
@@ -53,10 +64,13 @@ impl Default for FsOptions {
 /// An open file.
 #[derive(Debug)]
 struct Handle {
-    fd: OwnedFd,
+    /// Shared with the node's passthrough backing when that is a parked lower file.
+    fd: Arc<OwnedFd>,
     node: Arc<Node>,
-    /// Whether it shares the node's passthrough backing file.
+    /// Whether it shares the node's passthrough backing file (else the daemon serves its I/O).
     passthrough: bool,
+    /// Whether `fd` is a file of a lower layer.
+    lower: bool,
 }
 
 /// A directory's merged entries as read at offset 0, so that offsets stay valid for a pass.
@@ -123,11 +137,14 @@ pub struct UnionFs {
     pub(super) root_lowers: Vec<u16>,
     pub(super) aliases: Mutex<HashMap<u16, Arc<AliasIndex>>>,
     handles: Handles,
+    parked: ParkedBackings,
     temps: AtomicU64,
     /// Passthrough asked for, granted by the kernel, and not refused so far.
     passthrough: AtomicBool,
     want_passthrough: bool,
     readahead: DirReadahead,
+    /// Set once the session runs: how the daemon writes into the kernel's caches.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 /// Readies the file `fd`, opened with the caller's `flags`, for I/O by the daemon itself
@@ -281,16 +298,23 @@ impl UnionFs {
         let layers = Arc::new(layers);
         Ok(UnionFs {
             readahead: DirReadahead::new(layers.clone()),
+            notifier: Arc::default(),
             layers,
             nodes: NodeTable::new(root),
             numbers: InodeNumbers::default(),
             root_lowers,
             aliases: Mutex::new(HashMap::new()),
             handles: Handles::new(),
+            parked: ParkedBackings::default(),
             temps: AtomicU64::new(0),
             passthrough: AtomicBool::new(false),
             want_passthrough: opts.passthrough,
         })
+    }
+
+    /// Where the session's notifier goes once the session is made (the session owns `self`).
+    pub(super) fn notifier_slot(&self) -> Arc<OnceLock<Notifier>> {
+        self.notifier.clone()
     }
 
     /// The mode of the union's root directory.
@@ -894,12 +918,32 @@ impl UnionFs {
 
     // ------------------------------------------------------------ open files
 
-    /// Opens the file `node` and replies: passthrough when the kernel takes it, the
-    /// daemon's own I/O otherwise.
+    /// Opens the file `node` and replies: passthrough when the kernel takes it and the file is
+    /// not a small lower one, the daemon's own I/O through the kernel's page cache otherwise.
     fn open_file(&self, node: &Arc<Node>, flags: i32, reply: ReplyOpen) {
         let acc = flags & libc::O_ACCMODE;
         let writes = acc != libc::O_RDONLY;
         let trunc = flags & libc::O_TRUNC != 0;
+        let plain_read = !writes && !trunc && flags & (libc::O_DIRECT | libc::O_SYNC) == 0;
+        let passthrough = self.passthrough.load(Ordering::Relaxed);
+        if plain_read && passthrough {
+            let place = node.state().place;
+            let mut io = node.io();
+            if let Some(b) = io.backing.as_mut()
+                && b.place == place
+                && let Some(file) = &b.shared_file
+            {
+                b.opens += 1;
+                b.parked = None;
+                let fh = self.handles.insert(Handle {
+                    fd: file.clone(),
+                    node: node.clone(),
+                    passthrough: true,
+                    lower: true,
+                });
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b.id);
+            }
+        }
         let opened = (|| -> Result<OwnedFd, Errno> {
             if writes || trunc {
                 self.copy_up(node, !trunc)?;
@@ -921,29 +965,56 @@ impl UnionFs {
             self.layers.open_at(place, &path, oflags)
         })();
         let fd = match opened {
-            Ok(fd) => fd,
+            Ok(fd) => Arc::new(fd),
             Err(e) => return reply.error(fuse_err(e)),
         };
         let place = node.state().place;
-        if self.passthrough.load(Ordering::Relaxed) {
-            let mut backing = node
+        let lower = matches!(place, Place::Lower(_));
+        let mut io = node.io();
+        // Opens from before a copy-up keep the lower file; the kernel takes one backing file
+        // per inode, and the daemon's reads for those opens come from the lower file, so a
+        // writer must wait for them to close.
+        let lower_opens = io.lower_cached_opens > 0
+            || io
                 .backing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let usable = match backing.as_mut() {
-                // Read-only opens from before a copy-up keep the lower file; the kernel takes
-                // one backing file per inode, so a writer must wait for them to close.
-                Some(b) if b.place != place && writes => return reply.error(fuser::Errno::ETXTBSY),
+                .as_ref()
+                .is_some_and(|b| b.opens > 0 && b.place != place);
+        if writes && lower_opens {
+            return reply.error(fuser::Errno::ETXTBSY);
+        }
+        let lower_size = (lower && plain_read)
+            .then(|| rustix::fs::fstat(&*fd).ok())
+            .flatten()
+            .map(|st| st.st_size as u64);
+        let small = lower_size.is_some_and(|size| size <= CACHED_MAX);
+        let passing = io.backing.as_ref().is_some_and(|b| b.opens > 0);
+        let cached = !passing && (io.cached_opens > 0 || (small && io.opened));
+        io.opened = true;
+        if passthrough && !cached {
+            // A parked backing of the lower file the node no longer is (copied up since).
+            if io
+                .backing
+                .as_ref()
+                .is_some_and(|b| b.opens == 0 && b.place != place)
+            {
+                io.backing = None;
+            }
+            let usable = match io.backing.as_mut() {
                 Some(b) => {
                     b.opens += 1;
+                    b.parked = None;
                     true
                 }
-                None => match reply.open_backing(&fd) {
+                None => match reply.open_backing(&*fd) {
                     Ok(id) => {
-                        *backing = Some(Backing {
+                        // Opening it for passthrough empties the inode's page cache.
+                        io.stored = false;
+                        io.backing = Some(Backing {
                             id,
                             place,
                             opens: 1,
+                            shared_file: (lower && plain_read && !small).then(|| fd.clone()),
+                            parked: None,
                         });
                         true
                     }
@@ -961,18 +1032,33 @@ impl UnionFs {
                     fd,
                     node: node.clone(),
                     passthrough: true,
+                    lower,
                 });
-                let b = backing.as_ref().expect("set above");
+                let b = io.backing.as_ref().expect("set above");
                 return reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &b.id);
             }
         }
         if let Err(e) = for_daemon_io(&fd, flags) {
             return reply.error(fuse_err(e));
         }
+        // Read through passthrough until now, so not in the page cache.
+        if passthrough
+            && cached
+            && !io.stored
+            && let Some(size) = lower_size.filter(|size| (1..=STORE_MAX).contains(size))
+        {
+            io.stored = self.store_in_page_cache(node.id, &fd, size);
+        }
+        io.cached_opens += 1;
+        if lower {
+            io.lower_cached_opens += 1;
+        }
+        drop(io);
         let fh = self.handles.insert(Handle {
             fd,
             node: node.clone(),
             passthrough: false,
+            lower,
         });
         reply.opened(
             FileHandle(fh),
@@ -980,22 +1066,58 @@ impl UnionFs {
         );
     }
 
+    /// Puts the whole of the lower file `fd` (`size` bytes) into the kernel's page cache of node
+    /// `id`. Whether it did.
+    fn store_in_page_cache(&self, id: u64, fd: &OwnedFd, size: u64) -> bool {
+        let Some(notifier) = self.notifier.get() else {
+            return false;
+        };
+        let mut data = vec![0; size as usize];
+        let mut filled = 0;
+        while filled < data.len() {
+            match rustix::io::pread(fd, &mut data[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(Errno::INTR) => {}
+                Err(_) => return false,
+            }
+        }
+        data.truncate(filled);
+        notifier.store(INodeNo(id), 0, &data).is_ok()
+    }
+
     fn release_file(&self, fh: FileHandle) {
         let Some(h) = self.handles.remove(fh) else {
             return;
         };
-        if h.passthrough {
-            let node = &h.node;
-            let mut backing = node
-                .backing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(b) = backing.as_mut() {
-                b.opens -= 1;
-                if b.opens == 0 {
-                    *backing = None;
+        let node = &h.node;
+        let parked = {
+            let mut io = node.io();
+            if !h.passthrough {
+                io.cached_opens -= 1;
+                if h.lower {
+                    io.lower_cached_opens -= 1;
                 }
+                return;
             }
+            match io.backing.as_mut() {
+                Some(b) if b.opens > 1 => {
+                    b.opens -= 1;
+                    None
+                }
+                Some(b) if b.shared_file.is_some() => {
+                    b.opens = 0;
+                    Some(self.parked.park(b))
+                }
+                Some(_) => {
+                    io.backing = None;
+                    None
+                }
+                None => None,
+            }
+        };
+        if let Some(stamp) = parked {
+            self.parked.queue(node, stamp);
         }
     }
 
@@ -1785,17 +1907,18 @@ impl Filesystem for UnionFs {
             Ok(_) => return reply.error(fuser::Errno::EIO),
             Err(e) => return reply.error(fuse_err(e)),
         };
+        // A new file: no other open of it can hold its inode's I/O mode.
+        let mut io = node.io();
         let mut passthrough = false;
         if self.passthrough.load(Ordering::Relaxed) {
             match reply.open_backing(&fd) {
                 Ok(id) => {
-                    *node
-                        .backing
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Backing {
+                    io.backing = Some(Backing {
                         id,
                         place: Place::Upper,
                         opens: 1,
+                        shared_file: None,
+                        parked: None,
                     });
                     passthrough = true;
                 }
@@ -1805,36 +1928,34 @@ impl Filesystem for UnionFs {
                 }
             }
         }
-        if !passthrough && let Err(e) = for_daemon_io(&fd, flags) {
-            return reply.error(fuse_err(e));
+        if !passthrough {
+            if let Err(e) = for_daemon_io(&fd, flags) {
+                return reply.error(fuse_err(e));
+            }
+            io.cached_opens += 1;
         }
         let fh = self.handles.insert(Handle {
-            fd,
+            fd: Arc::new(fd),
             node: node.clone(),
             passthrough,
+            lower: false,
         });
-        if passthrough {
-            let backing = node
-                .backing
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let b = backing.as_ref().expect("set above");
-            reply.created_passthrough(
+        match io.backing.as_ref().filter(|_| passthrough) {
+            Some(b) => reply.created_passthrough(
                 &TTL,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::FOPEN_NOFLUSH,
                 &b.id,
-            );
-        } else {
-            reply.created(
+            ),
+            None => reply.created(
                 &TTL,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
-            );
+            ),
         }
     }
 

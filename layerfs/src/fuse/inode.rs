@@ -9,10 +9,11 @@
 //!
 //! The table is sharded so that concurrent requests on different inodes do not contend.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use fuser::BackingId;
 
@@ -61,12 +62,80 @@ impl NodeState {
     }
 }
 
+/// How a node's open files do their I/O. The kernel takes one kind at a time per inode: while
+/// a file of it is open for passthrough, every open must pass through the same backing file,
+/// and while one is open through its page cache, none may pass through (either mistake fails
+/// the `open` with EIO), so one lock decides both.
+#[derive(Debug, Default)]
+pub(crate) struct FileIo {
+    pub backing: Option<Backing>,
+    /// Open files whose data the daemon serves, kept in the kernel's page cache.
+    pub cached_opens: u32,
+    /// Those of them that opened the node's lower file (before a copy-up).
+    pub lower_cached_opens: u32,
+    /// Whether the node has been opened before (a small lower file is then read through the
+    /// page cache).
+    pub opened: bool,
+    /// Whether the daemon has put the (lower) file's data into the kernel's page cache.
+    pub stored: bool,
+}
+
 /// A passthrough backing file shared by a node's open files (the kernel wants one per inode).
 #[derive(Debug)]
 pub(crate) struct Backing {
     pub id: BackingId,
     pub place: Place,
     pub opens: u32,
+    /// For a lower file read through passthrough, opened plainly (no `O_DIRECT`, no `O_SYNC`): the file
+    /// registered as the backing, which later plain reads of the node share. Lower files never
+    /// change, so such a backing outlives its opens, parked, and a reopen costs no `openat`
+    /// and no registration.
+    pub shared_file: Option<Arc<OwnedFd>>,
+    /// While parked (no open file uses it): its stamp in [`ParkedBackings`].
+    pub parked: Option<u64>,
+}
+
+/// The lower-file backings kept after their last file closed, oldest first: a build reopens
+/// the same libraries and tools over and over. At most [`ParkedBackings::KEPT`] stay; each
+/// holds one open file of a lower layer.
+#[derive(Debug, Default)]
+pub(crate) struct ParkedBackings {
+    next_stamp: AtomicU64,
+    queue: Mutex<VecDeque<(Weak<Node>, u64)>>,
+}
+
+impl ParkedBackings {
+    pub const KEPT: usize = 256;
+
+    /// Parks `backing` (of a node whose `io` lock the caller holds) and returns the stamp
+    /// to [`ParkedBackings::queue`] once that lock is released.
+    pub fn park(&self, backing: &mut Backing) -> u64 {
+        let stamp = self.next_stamp.fetch_add(1, Ordering::Relaxed);
+        backing.parked = Some(stamp);
+        stamp
+    }
+
+    /// Queues `node`'s backing parked with `stamp`, and closes the oldest parked backings
+    /// beyond [`ParkedBackings::KEPT`]. The caller holds no node's `io` lock.
+    pub fn queue(&self, node: &Arc<Node>, stamp: u64) {
+        let evicted: Vec<_> = {
+            let mut queue = self
+                .queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.push_back((Arc::downgrade(node), stamp));
+            let excess = queue.len().saturating_sub(Self::KEPT);
+            queue.drain(..excess).collect()
+        };
+        for (node, stamp) in evicted {
+            let Some(node) = node.upgrade() else { continue };
+            let mut io = node.io();
+            // Reopened since (no longer parked, or parked again under a newer stamp): kept.
+            if io.backing.as_ref().is_some_and(|b| b.parked == Some(stamp)) {
+                io.backing = None;
+            }
+        }
+    }
 }
 
 /// One inode the kernel holds.
@@ -78,7 +147,7 @@ pub(crate) struct Node {
     state: RwLock<NodeState>,
     /// Serializes copy-ups of this node.
     pub copy_up: Mutex<()>,
-    pub backing: Mutex<Option<Backing>>,
+    io: Mutex<FileIo>,
     /// A directory's listing while a pass over it is under way.
     pub listing: Mutex<Option<Arc<super::fs::Listing>>>,
 }
@@ -91,9 +160,16 @@ impl Node {
             lookups: AtomicU64::new(0),
             state: RwLock::new(state),
             copy_up: Mutex::new(()),
-            backing: Mutex::new(None),
+            io: Mutex::new(FileIo::default()),
             listing: Mutex::new(None),
         }
+    }
+
+    /// How the node's open files do their I/O.
+    pub fn io(&self) -> MutexGuard<'_, FileIo> {
+        self.io
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn state(&self) -> RwLockReadGuard<'_, NodeState> {

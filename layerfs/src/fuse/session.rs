@@ -73,6 +73,7 @@ fn mount_and_serve(
         },
     )
     .map_err(|e| Error::io("open union for", target, e.into()))?;
+    let notifier = fs.notifier_slot();
 
     // Every thread started from here on has these blocked: the watcher reads them.
     let mut signals = SigSet::empty();
@@ -117,6 +118,7 @@ fn mount_and_serve(
         Session::new(fs, target, &config)
     }
     .at("start FUSE session on", target)?;
+    let _ = notifier.set(session.notifier());
 
     if let Some(c) = control.as_mut() {
         c.write_all(b"ready\n").at("report readiness for", target)?;
