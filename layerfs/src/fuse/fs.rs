@@ -46,6 +46,10 @@ const CACHED_MAX: u64 = 4 << 20;
 /// A lower file up to this size, when it starts to be read through the page cache, is put there
 /// whole as it is opened (FUSE_NOTIFY_STORE): its reads then ask the daemon nothing.
 const STORE_MAX: u64 = 1 << 20;
+/// How long a writer waits for the files reading a node's lower file to be released before
+/// the open fails with ETXTBSY: the kernel sends RELEASE after `close` returns, so a program
+/// that reads a file, closes it and opens it for writing must not see its own reader.
+const WRITER_PATIENCE: Duration = Duration::from_millis(100);
 
 /// How the union filesystem behaves.
 #[derive(Debug, Clone, Copy)]
@@ -970,18 +974,15 @@ impl UnionFs {
         };
         let place = node.state().place;
         let lower = matches!(place, Place::Lower(_));
-        let mut io = node.io();
-        // Opens from before a copy-up keep the lower file; the kernel takes one backing file
-        // per inode, and the daemon's reads for those opens come from the lower file, so a
-        // writer must wait for them to close.
-        let lower_opens = io.lower_cached_opens > 0
-            || io
-                .backing
-                .as_ref()
-                .is_some_and(|b| b.opens > 0 && b.place != place);
-        if writes && lower_opens {
-            return reply.error(fuser::Errno::ETXTBSY);
-        }
+        // Opens from before a copy-up keep the lower file, so a writer waits for them to close.
+        let mut io = if writes {
+            match node.io_for_writer(place, WRITER_PATIENCE) {
+                Some(io) => io,
+                None => return reply.error(fuser::Errno::ETXTBSY),
+            }
+        } else {
+            node.io()
+        };
         let lower_size = (lower && plain_read)
             .then(|| rustix::fs::fstat(&*fd).ok())
             .flatten()
@@ -1098,24 +1099,26 @@ impl UnionFs {
                 if h.lower {
                     io.lower_cached_opens -= 1;
                 }
-                return;
-            }
-            match io.backing.as_mut() {
-                Some(b) if b.opens > 1 => {
-                    b.opens -= 1;
-                    None
+                None
+            } else {
+                match io.backing.as_mut() {
+                    Some(b) if b.opens > 1 => {
+                        b.opens -= 1;
+                        None
+                    }
+                    Some(b) if b.shared_file.is_some() => {
+                        b.opens = 0;
+                        Some(self.parked.park(b))
+                    }
+                    Some(_) => {
+                        io.backing = None;
+                        None
+                    }
+                    None => None,
                 }
-                Some(b) if b.shared_file.is_some() => {
-                    b.opens = 0;
-                    Some(self.parked.park(b))
-                }
-                Some(_) => {
-                    io.backing = None;
-                    None
-                }
-                None => None,
             }
         };
+        node.file_released();
         if let Some(stamp) = parked {
             self.parked.queue(node, stamp);
         }

@@ -13,7 +13,8 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::{Duration, Instant};
 
 use fuser::BackingId;
 
@@ -78,6 +79,19 @@ pub(crate) struct FileIo {
     pub opened: bool,
     /// Whether the daemon has put the (lower) file's data into the kernel's page cache.
     pub stored: bool,
+}
+
+impl FileIo {
+    /// Whether a file open since before the node became `place` (a copy-up) still reads the
+    /// lower file: the kernel takes one backing file per inode, and the daemon serves a cached
+    /// open's reads from the file it opened.
+    fn reads_lower_file(&self, place: Place) -> bool {
+        self.lower_cached_opens > 0
+            || self
+                .backing
+                .as_ref()
+                .is_some_and(|b| b.opens > 0 && b.place != place)
+    }
 }
 
 /// A passthrough backing file shared by a node's open files (the kernel wants one per inode).
@@ -148,6 +162,8 @@ pub(crate) struct Node {
     /// Serializes copy-ups of this node.
     pub copy_up: Mutex<()>,
     io: Mutex<FileIo>,
+    /// Signalled whenever one of the node's open files is released.
+    released: Condvar,
     /// A directory's listing while a pass over it is under way.
     pub listing: Mutex<Option<Arc<super::fs::Listing>>>,
 }
@@ -161,6 +177,7 @@ impl Node {
             state: RwLock::new(state),
             copy_up: Mutex::new(()),
             io: Mutex::new(FileIo::default()),
+            released: Condvar::new(),
             listing: Mutex::new(None),
         }
     }
@@ -170,6 +187,32 @@ impl Node {
         self.io
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The node's I/O state for a writer of the node, now `place`: once no open file reads its
+    /// lower file any more, waiting up to `patience` for files already closed whose RELEASE is
+    /// on its way (the kernel sends it after `close` returns). `None` if they stay open.
+    pub fn io_for_writer(
+        &self,
+        place: Place,
+        patience: Duration,
+    ) -> Option<MutexGuard<'_, FileIo>> {
+        let deadline = Instant::now() + patience;
+        let mut io = self.io();
+        while io.reads_lower_file(place) {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            io = self
+                .released
+                .wait_timeout(io, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        Some(io)
+    }
+
+    /// Tells writers waiting in [`Node::io_for_writer`] that an open file was released.
+    pub fn file_released(&self) {
+        self.released.notify_all();
     }
 
     pub fn state(&self) -> RwLockReadGuard<'_, NodeState> {
