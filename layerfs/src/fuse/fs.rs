@@ -2,8 +2,10 @@
 //!
 //! Nothing global is locked on the hot path: nodes and open files live in sharded tables,
 //! each node has its own locks, and lookups, reads and attribute requests of different
-//! inodes proceed in parallel on every session thread. The kernel serializes namespace
-//! changes within a directory, so creating, removing and renaming only need per-node locks.
+//! inodes proceed in parallel on every session thread (the one shared lock, the queue of
+//! parked passthrough backings, is taken only when a large lower file's last open closes).
+//! The kernel serializes namespace changes within a directory, so creating, removing and
+//! renaming only need per-node locks.
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
