@@ -68,7 +68,7 @@ read_all() { find "$mnt" -type f -print0 | xargs -0 cat > /dev/null; }
 find "$work/lower" -type f -print0 | xargs -0 cat > /dev/null
 for run in $(seq "$runs"); do
   echo "run $run/$runs" >&2
-  for d in "${drivers[@]}"; do
+  for d in $(rotated "$run" "${drivers[@]}"); do
     fresh "$d"
     time_it create "$d" create_many
     time_it walk-fresh "$d" walk

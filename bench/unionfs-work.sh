@@ -2,7 +2,7 @@
 # $tarball (bench/minbase.sh) and a name as $1: makes $work, a fresh dir under
 # $STRATA_BENCH_TMP (default /tmp), with the rootfs extracted to $work/lower and the mount
 # point $mnt, and a trap that unmounts and removes it all on exit; and the timing helpers
-# (time_it, median) the benchmarks share.
+# (time_it, median, rotated) the benchmarks share.
 work=$(mktemp -d "${STRATA_BENCH_TMP:-/tmp}/strata-bench-$1.XXXXXX")
 mnt=$work/mnt
 cleanup() {
@@ -24,3 +24,12 @@ time_it() {
 
 # The median of the numbers on stdin (separated by spaces or newlines).
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# rotated N WORD...: the words one per line, starting from the (N mod count)th. A run takes the
+# drivers in the order rotated by its number, so that no driver always comes after the same
+# one (whose deletions the upper filesystem is still digesting, whose page cache is left).
+rotated() {
+  local n=$1; shift
+  local words=("$@") i
+  for ((i = 0; i < ${#words[@]}; i++)); do echo "${words[(i + n) % ${#words[@]}]}"; done
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Union filesystems side by side on the Debian minbase rootfs (bench/minbase.sh) as the lower
 # layer: kernel overlayfs (as strata mounts it), strata's FUSE union (strata-unionfs) and
-# fuse-overlayfs (Debian's package), in one run, each measurement interleaved across the three.
+# fuse-overlayfs (Debian's package), in one run, each measurement interleaved across the three
+# (in an order rotated from one run to the next).
 #
 #   bench/unionfs.sh [RUNS]          # RUNS per measurement, default 5; prints medians
 #
@@ -78,7 +79,7 @@ create_many() {
 
 for run in $(seq "$runs"); do
   echo "run $run/$runs" >&2
-  for d in "${drivers[@]}"; do
+  for d in $(rotated "$run" "${drivers[@]}"); do
     fresh "$d"; drop_caches; time_it walk-cold "$d" walk
     time_it walk-warm "$d" walk
     fresh "$d"; drop_caches; time_it read-cold "$d" read_all

@@ -607,6 +607,59 @@ fn a_file_read_closed_and_then_written_is_not_busy() {
     assert!(busy.is_empty(), "{busy:?}");
 }
 
+/// The daemon keeps a directory's listing from the request that reaches its end to the empty
+/// one after it that ends the kernel's pass (instead of reading the directory twice); a pass
+/// that starts after a change, or after a reader stopped halfway, must still see the change.
+#[test]
+fn listings_follow_changes_between_passes() {
+    if !can_run("listings_follow_changes_between_passes") {
+        return;
+    }
+    let t = TestStore::new();
+    let (opts, mnt, _upper) = small_union(&t);
+    // More entries than one reply holds, in both layers.
+    let mut expected: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for (layer, count) in [("base", 1500), ("lower", 20)] {
+        std::fs::create_dir_all(t.path(layer).join("d")).unwrap();
+        for i in 0..count {
+            let name = format!("{layer}-{i:04}");
+            std::fs::write(t.path(layer).join("d").join(&name), "").unwrap();
+            expected.insert(name);
+        }
+    }
+    let daemon = serve_in_foreground(&t, &opts, &mnt, |c| c);
+    let d = mnt.join("d");
+    let listed = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    assert_eq!(listed(), expected, "first pass");
+    std::fs::write(d.join("new"), "").unwrap();
+    std::fs::remove_file(d.join("base-0007")).unwrap();
+    std::fs::remove_file(d.join("lower-0019")).unwrap();
+    expected.insert("new".into());
+    expected.remove("base-0007");
+    expected.remove("lower-0019");
+    assert_eq!(listed(), expected, "after a create and two removals");
+    // A reader that stops halfway, then a change, then a whole pass.
+    assert_eq!(std::fs::read_dir(&d).unwrap().take(10).count(), 10);
+    std::fs::write(d.join("newer"), "").unwrap();
+    expected.insert("newer".into());
+    assert_eq!(listed(), expected, "after a pass left halfway");
+    // An empty directory: its one pass is a single empty reply.
+    std::fs::create_dir(d.join("e")).unwrap();
+    assert_eq!(std::fs::read_dir(d.join("e")).unwrap().count(), 0);
+    std::fs::write(d.join("e/x"), "").unwrap();
+    let in_e: Vec<_> = std::fs::read_dir(d.join("e"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(in_e, ["x"]);
+    stop_with_sigterm(daemon, &mnt);
+}
+
 #[test]
 fn an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it() {
     let test = "an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it";

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
+use std::num::NonZeroU64;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -163,6 +164,55 @@ fn for_daemon_io(fd: &OwnedFd, flags: i32) -> Result<(), Errno> {
     }
     let fl = rustix::fs::fcntl_getfl(fd)?;
     rustix::fs::fcntl_setfl(fd, fl - OFlags::DIRECT)
+}
+
+/// Asks the layer's filesystem to start reading the head of the lower file `fd` (`size`
+/// bytes long) as it is first opened, so that the disk's read overlaps the open's reply on its
+/// way back to the reader instead of starting at the reader's first `read`. As much as the
+/// kernel's default read-ahead window, which that first read would fetch anyway.
+fn prefetch(fd: &OwnedFd, size: u64) {
+    const HEAD: u64 = 128 << 10;
+    if let Some(len) = NonZeroU64::new(size.min(HEAD)) {
+        // Only advice: a filesystem that ignores it is read when the reader reads.
+        let _ = rustix::fs::fadvise(fd, 0, Some(len), rustix::fs::Advice::WillNeed);
+    }
+}
+
+/// Calls `f` with up to `len` bytes of `fd` from `offset` (fewer at its end), read into the
+/// session thread's buffer: as long as the largest read it served (zeroed once, when it grows,
+/// and dropped after one larger than two `MAX_WRITE`s), so serving data costs no allocation.
+fn with_file_data<R>(
+    fd: &OwnedFd,
+    offset: u64,
+    len: usize,
+    f: impl FnOnce(Result<&[u8], Errno>) -> R,
+) -> R {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        let mut filled = 0;
+        let mut failed = None;
+        while filled < len {
+            match rustix::io::pread(fd, &mut buf[filled..len], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(Errno::INTR) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let result = f(failed.map_or(Ok(&buf[..filled]), Err));
+        if buf.len() > 2 * MAX_WRITE as usize {
+            *buf = Vec::new();
+        }
+        result
+    })
 }
 
 fn fuse_err(e: Errno) -> fuser::Errno {
@@ -989,6 +1039,11 @@ impl UnionFs {
             .then(|| rustix::fs::fstat(&*fd).ok())
             .flatten()
             .map(|st| st.st_size as u64);
+        if let Some(size) = lower_size
+            && !io.opened
+        {
+            prefetch(&fd, size);
+        }
         let small = lower_size.is_some_and(|size| size <= CACHED_MAX);
         let passing = io.backing.as_ref().is_some_and(|b| b.opens > 0);
         let cached = !passing && (io.cached_opens > 0 || (small && io.opened));
@@ -1075,18 +1130,9 @@ impl UnionFs {
         let Some(notifier) = self.notifier.get() else {
             return false;
         };
-        let mut data = vec![0; size as usize];
-        let mut filled = 0;
-        while filled < data.len() {
-            match rustix::io::pread(fd, &mut data[filled..], filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(Errno::INTR) => {}
-                Err(_) => return false,
-            }
-        }
-        data.truncate(filled);
-        notifier.store(INodeNo(id), 0, &data).is_ok()
+        with_file_data(fd, 0, size as usize, |data| {
+            data.is_ok_and(|data| notifier.store(INodeNo(id), 0, data).is_ok())
+        })
     }
 
     fn release_file(&self, fh: FileHandle) {
@@ -1196,7 +1242,12 @@ impl UnionFs {
                 _ => match listing.entries.get(i - 2) {
                     Some(e) => Slot::Entry(e),
                     None => {
-                        Self::listing_done(&node, &listing);
+                        // Only a reply with nothing in it ends the kernel's pass: the request
+                        // after the one that reached the end comes for that, and finds the
+                        // listing still here instead of reading the directory again.
+                        if i == offset as usize {
+                            Self::listing_done(&node, &listing);
+                        }
                         break;
                     }
                 },
@@ -1208,7 +1259,7 @@ impl UnionFs {
         Ok(())
     }
 
-    /// A pass over `node`'s listing reached its end: the kernel caches it from here on.
+    /// A pass over `node`'s listing has ended: the kernel caches it from here on.
     fn listing_done(node: &Node, listing: &Arc<Listing>) {
         let mut cur = node
             .listing
@@ -1600,36 +1651,15 @@ impl Filesystem for UnionFs {
         _lock_owner: Option<fuser::LockOwner>,
         reply: ReplyData,
     ) {
-        thread_local! {
-            /// Each session thread's read buffer: as long as the largest read it served
-            /// (zeroed once, when it grows), of which a request uses the first `size` bytes.
-            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
         let h = match self.handles.get(fh) {
             Ok(h) => h,
             Err(e) => return reply.error(fuse_err(e)),
         };
-        let fd = &h.fd;
-        let want = size as usize;
-        BUF.with_borrow_mut(|buf| {
-            if buf.len() < want {
-                buf.resize(want, 0);
-            }
-            // Never more than the kernel asked for: it refuses a longer reply (EINVAL to the
-            // daemon, EIO to the reader).
-            let mut filled = 0;
-            while filled < want {
-                match rustix::io::pread(fd, &mut buf[filled..want], offset + filled as u64) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(Errno::INTR) => {}
-                    Err(e) => return reply.error(fuse_err(e)),
-                }
-            }
-            reply.data(&buf[..filled]);
-            if buf.len() > 2 * MAX_WRITE as usize {
-                *buf = Vec::new();
-            }
+        // Never more than the kernel asked for: it refuses a longer reply (EINVAL to the
+        // daemon, EIO to the reader).
+        with_file_data(&h.fd, offset, size as usize, |data| match data {
+            Ok(data) => reply.data(data),
+            Err(e) => reply.error(fuse_err(e)),
         });
     }
 
