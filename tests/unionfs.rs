@@ -215,6 +215,14 @@ fn writes_and_truncates_kill_suid_sgid_and_capabilities() {
                 }
             }
         }
+        // A file created in the union, which the daemon knows to have no capability, given
+        // one: the next write must find it, and drop it.
+        o.sh_as(0, 0, "new-cap", "printf x > \"$F\"");
+        o.getxattr("new-cap", "security.capability");
+        o.setxattr("new-cap", "security.capability", cap);
+        o.getxattr("new-cap", "security.capability");
+        o.sh_as(0, 0, "new-cap", "printf x >> \"$F\"");
+        o.getxattr("new-cap", "security.capability");
     });
     assert_same(&k, &f);
     assert_logged(

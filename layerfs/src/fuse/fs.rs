@@ -49,6 +49,8 @@ const CACHED_MAX: u64 = 4 << 20;
 /// A lower file up to this size, when it starts to be read through the page cache, is put there
 /// whole as it is opened (FUSE_NOTIFY_STORE): its reads then ask the daemon nothing.
 const STORE_MAX: u64 = 1 << 20;
+/// The xattr the kernel reads before every write, to drop file capabilities.
+const CAPABILITY_XATTR: &[u8] = b"security.capability";
 /// How long a writer waits for the files reading a node's lower file to be released before
 /// the open fails with ETXTBSY: the kernel sends RELEASE after `close` returns, so a program
 /// that reads a file, closes it and opens it for writing must not see its own reader.
@@ -1877,6 +1879,9 @@ impl Filesystem for UnionFs {
     ) {
         let real = self.real_xattr_name(name);
         let res = self.node(ino).and_then(|node| {
+            if real == CAPABILITY_XATTR {
+                node.no_capability.store(false, Ordering::Relaxed);
+            }
             self.copy_up(&node, true)?;
             let (mut keep, mut path) = (None, PathBuf::new());
             let target = self.xattr_target_of(&node, &mut keep, &mut path)?;
@@ -1892,9 +1897,18 @@ impl Filesystem for UnionFs {
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let real = self.real_xattr_name(name);
         let res = self.node(ino).and_then(|node| {
+            let capability = real == CAPABILITY_XATTR;
+            if capability && node.no_capability.load(Ordering::Relaxed) {
+                return Err(Errno::NODATA);
+            }
             let (mut keep, mut path) = (None, PathBuf::new());
-            self.xattr_target_of(&node, &mut keep, &mut path)?
-                .get(&real)
+            let value = self
+                .xattr_target_of(&node, &mut keep, &mut path)?
+                .get(&real);
+            if capability && value == Err(Errno::NODATA) {
+                node.no_capability.store(true, Ordering::Relaxed);
+            }
+            value
         });
         reply_xattr(reply, size, res);
     }
@@ -1942,7 +1956,9 @@ impl Filesystem for UnionFs {
             Ok(_) => return reply.error(fuser::Errno::EIO),
             Err(e) => return reply.error(fuse_err(e)),
         };
-        // A new file: no other open of it can hold its inode's I/O mode.
+        // A new file (O_EXCL): no capability, and no other open of it can hold its inode's
+        // I/O mode.
+        node.no_capability.store(true, Ordering::Relaxed);
         let mut io = node.io();
         let mut passthrough = false;
         if self.passthrough.load(Ordering::Relaxed) {

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -166,6 +166,9 @@ pub(crate) struct Node {
     released: Condvar,
     /// A directory's listing while a pass over it is under way.
     pub listing: Mutex<Option<Arc<super::fs::Listing>>>,
+    /// Known to have no `security.capability` xattr. The kernel asks for it before every
+    /// write (its check for privileges to drop), and only the union can add one.
+    pub no_capability: AtomicBool,
 }
 
 impl Node {
@@ -179,6 +182,7 @@ impl Node {
             io: Mutex::new(FileIo::default()),
             released: Condvar::new(),
             listing: Mutex::new(None),
+            no_capability: AtomicBool::new(false),
         }
     }
 
