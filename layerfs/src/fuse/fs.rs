@@ -49,7 +49,8 @@ const CACHED_MAX: u64 = 4 << 20;
 /// A lower file up to this size, when it starts to be read through the page cache, is put there
 /// whole as it is opened (FUSE_NOTIFY_STORE): its reads then ask the daemon nothing.
 const STORE_MAX: u64 = 1 << 20;
-/// The xattr the kernel reads before every write, to drop file capabilities.
+/// The xattr the kernel reads before every write, to drop file capabilities
+/// ([`CapabilityMemory`](super::inode::CapabilityMemory)).
 const CAPABILITY_XATTR: &[u8] = b"security.capability";
 /// How long a writer waits for the files reading a node's lower file to be released before
 /// the open fails with ETXTBSY: the kernel sends RELEASE after `close` returns, so a program
@@ -1879,17 +1880,22 @@ impl Filesystem for UnionFs {
     ) {
         let real = self.real_xattr_name(name);
         let res = self.node(ino).and_then(|node| {
-            if real == CAPABILITY_XATTR {
-                node.no_capability.store(false, Ordering::Relaxed);
+            let capability = real == CAPABILITY_XATTR;
+            if capability {
+                node.capability.changing();
             }
-            self.copy_up(&node, true)?;
-            let (mut keep, mut path) = (None, PathBuf::new());
-            let target = self.xattr_target_of(&node, &mut keep, &mut path)?;
-            target.set(
-                &real,
-                value,
-                rustix::fs::XattrFlags::from_bits_retain(flags as u32),
-            )
+            let set = self.copy_up(&node, true).and_then(|()| {
+                let (mut keep, mut path) = (None, PathBuf::new());
+                self.xattr_target_of(&node, &mut keep, &mut path)?.set(
+                    &real,
+                    value,
+                    rustix::fs::XattrFlags::from_bits_retain(flags as u32),
+                )
+            });
+            if capability {
+                node.capability.changing();
+            }
+            set
         });
         reply_empty(reply, res);
     }
@@ -1898,7 +1904,8 @@ impl Filesystem for UnionFs {
         let real = self.real_xattr_name(name);
         let res = self.node(ino).and_then(|node| {
             let capability = real == CAPABILITY_XATTR;
-            if capability && node.no_capability.load(Ordering::Relaxed) {
+            let (absent, seen) = node.capability.known_absent();
+            if capability && absent {
                 return Err(Errno::NODATA);
             }
             let (mut keep, mut path) = (None, PathBuf::new());
@@ -1906,7 +1913,7 @@ impl Filesystem for UnionFs {
                 .xattr_target_of(&node, &mut keep, &mut path)?
                 .get(&real);
             if capability && value == Err(Errno::NODATA) {
-                node.no_capability.store(true, Ordering::Relaxed);
+                node.capability.found_absent(seen);
             }
             value
         });
@@ -1958,7 +1965,7 @@ impl Filesystem for UnionFs {
         };
         // A new file (O_EXCL): no capability, and no other open of it can hold its inode's
         // I/O mode.
-        node.no_capability.store(true, Ordering::Relaxed);
+        node.capability.created();
         let mut io = node.io();
         let mut passthrough = false;
         if self.passthrough.load(Ordering::Relaxed) {

@@ -12,7 +12,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -166,9 +166,8 @@ pub(crate) struct Node {
     released: Condvar,
     /// A directory's listing while a pass over it is under way.
     pub listing: Mutex<Option<Arc<super::fs::Listing>>>,
-    /// Known to have no `security.capability` xattr. The kernel asks for it before every
-    /// write (its check for privileges to drop), and only the union can add one.
-    pub no_capability: AtomicBool,
+    /// Whether the node is known to have no `security.capability` xattr.
+    pub capability: CapabilityMemory,
 }
 
 impl Node {
@@ -182,7 +181,7 @@ impl Node {
             io: Mutex::new(FileIo::default()),
             released: Condvar::new(),
             listing: Mutex::new(None),
-            no_capability: AtomicBool::new(false),
+            capability: CapabilityMemory::default(),
         }
     }
 
@@ -229,6 +228,50 @@ impl Node {
         self.state
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Whether a node is known to have no `security.capability` xattr: the kernel asks for it
+/// before every write (its check for privileges to drop), and only the union can add one. A
+/// generation beside the bit keeps a lookup that raced with a `setxattr` from being
+/// remembered.
+#[derive(Debug, Default)]
+pub(crate) struct CapabilityMemory(AtomicU64);
+
+impl CapabilityMemory {
+    const ABSENT: u64 = 1;
+    const GENERATION: u64 = 2;
+
+    /// Whether the node is known to have none, and the state to hand to
+    /// [`CapabilityMemory::found_absent`] after a lookup.
+    pub fn known_absent(&self) -> (bool, u64) {
+        let state = self.0.load(Ordering::Acquire);
+        (state & Self::ABSENT != 0, state)
+    }
+
+    /// A lookup that started at `seen` found none: remembered unless a change came meanwhile.
+    pub fn found_absent(&self, seen: u64) {
+        let _ = self.0.compare_exchange(
+            seen,
+            seen | Self::ABSENT,
+            Ordering::AcqRel,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The node was created without one.
+    pub fn created(&self) {
+        self.0.fetch_or(Self::ABSENT, Ordering::AcqRel);
+    }
+
+    /// One may be set: called before the change and after it, so that neither a lookup
+    /// before it nor one during it is remembered.
+    pub fn changing(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                Some(state.wrapping_add(Self::GENERATION) & !Self::ABSENT)
+            });
     }
 }
 
@@ -450,5 +493,32 @@ mod tests {
         old.state_mut().removed = true;
         let (again, made) = t.reference(9, || unreachable!("the node exists"));
         assert!(!made && Arc::ptr_eq(&old, &again));
+    }
+
+    #[test]
+    fn a_capability_lookup_that_raced_with_a_setxattr_is_not_remembered() {
+        let m = CapabilityMemory::default();
+        let (absent, seen) = m.known_absent();
+        assert!(!absent, "nothing is known at first");
+        m.found_absent(seen);
+        assert!(m.known_absent().0);
+
+        // A lookup from before a setxattr, done after it.
+        m.changing();
+        let (_, before) = m.known_absent();
+        m.changing();
+        m.changing();
+        m.found_absent(before);
+        assert!(!m.known_absent().0);
+
+        // A lookup that starts and ends while a setxattr is under way.
+        m.changing();
+        let (_, during) = m.known_absent();
+        m.found_absent(during);
+        m.changing();
+        assert!(!m.known_absent().0);
+
+        m.created();
+        assert!(m.known_absent().0, "a file created in the union has none");
     }
 }
