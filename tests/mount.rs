@@ -468,9 +468,6 @@ impl Drop for ModeGuard {
     }
 }
 
-/// An unprivileged user mounts the union (through fuser and fusermount3) where `/dev/fuse` is
-/// open to users, and is told it is not where it is not (some images make it 0600), rather
-/// than a bare "Permission denied". Both cases run: the device is opened up for the second.
 /// A small lower file opened again is read through the kernel's page cache, and a large one
 /// keeps its passthrough backing registered after its last close (parked), so that reopening
 /// skips the `openat` and the registration. Neither may serve a file copied up since, the
@@ -660,6 +657,9 @@ fn listings_follow_changes_between_passes() {
     stop_with_sigterm(daemon, &mnt);
 }
 
+/// An unprivileged user mounts the union (through fuser and fusermount3) where `/dev/fuse` is
+/// open to users, and is told it is not where it is not (some images make it 0600), rather
+/// than a bare "Permission denied". Both cases run: the device is opened up for the second.
 #[test]
 fn an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it() {
     let test = "an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it";

@@ -100,10 +100,10 @@ pub(crate) struct Backing {
     pub id: BackingId,
     pub place: Place,
     pub opens: u32,
-    /// For a lower file read through passthrough, opened plainly (no `O_DIRECT`, no `O_SYNC`): the file
-    /// registered as the backing, which later plain reads of the node share. Lower files never
-    /// change, so such a backing outlives its opens, parked, and a reopen costs no `openat`
-    /// and no registration.
+    /// For a lower file read through passthrough, opened plainly (no `O_DIRECT`, no
+    /// `O_SYNC`): the file registered as the backing, which later plain reads of the node
+    /// share. Lower files never change, so such a backing outlives its opens, parked, and a
+    /// reopen costs no `openat` and no registration.
     pub shared_file: Option<Arc<OwnedFd>>,
     /// While parked (no open file uses it): its stamp in [`ParkedBackings`].
     pub parked: Option<u64>,
