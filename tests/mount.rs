@@ -468,11 +468,12 @@ impl Drop for ModeGuard {
     }
 }
 
-/// A small lower file opened again is read through the kernel's page cache, and a large one
-/// keeps its passthrough backing registered after its last close (parked), so that reopening
-/// skips the `openat` and the registration. Neither may serve a file copied up since, the
-/// kernel's one I/O mode per inode must hold (a mismatch fails the `open` with EIO), and the
-/// daemon keeps only a bounded number of parked files open.
+/// A small lower file opened again is read through the kernel's page cache (put there whole),
+/// a middling one too (its reads served by the daemon), and a large one keeps its passthrough
+/// backing registered after its last close (parked), so that reopening skips the `openat` and
+/// the registration. None may serve a file copied up since, the kernel's one I/O mode per
+/// inode must hold (a mismatch fails the `open` with EIO), and the daemon keeps only a
+/// bounded number of parked files open.
 #[test]
 fn reopened_files_read_their_current_data_and_parked_backings_stay_bounded() {
     if !can_run("reopened_files_read_their_current_data_and_parked_backings_stay_bounded") {
@@ -481,6 +482,11 @@ fn reopened_files_read_their_current_data_and_parked_backings_stay_bounded() {
     let t = TestStore::new();
     let (opts, mnt, upper) = small_union(&t);
     std::fs::write(t.path("base/small"), "small").unwrap();
+    // Larger than what is stored in the page cache whole, smaller than what always passes
+    // through; it starts with its name, as the large files do.
+    let mut middling = b"middling".to_vec();
+    middling.resize(2 << 20, 0);
+    std::fs::write(t.path("base/middling"), &middling).unwrap();
     // Large (sparse) files, each starting with its name.
     let large: Vec<String> = (0..600).map(|i| format!("large/f{i}")).collect();
     std::fs::create_dir(t.path("base/large")).unwrap();
@@ -523,26 +529,36 @@ fn reopened_files_read_their_current_data_and_parked_backings_stay_bounded() {
         .and_then(|mut f| f.write_all(b" and more"))
         .unwrap();
     expect("a", "lower and more", &mut failures);
-    // A first open (passed through) held while the file is opened again.
-    let held = std::fs::File::open(mnt.join("small")).unwrap();
-    expect("small", "small", &mut failures);
+    // A first open (passed through) held while the file is opened again (passed through
+    // too); then read whole through the page cache, from the daemon, while held once more.
+    let held = std::fs::File::open(mnt.join("middling")).unwrap();
+    expect("middling", "middling", &mut failures);
     drop(held);
-    // A lower file held open (through the page cache, now that it was opened before): writers
-    // wait for it to close, as they do for a passthrough reader of a lower file.
-    let held = std::fs::File::open(mnt.join("small")).unwrap();
-    expect("small", "small", &mut failures);
-    match std::fs::OpenOptions::new()
-        .append(true)
-        .open(mnt.join("small"))
-    {
-        Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
-        other => failures.push(format!(
-            "writer beside a lower reader: {other:?}, want ETXTBSY"
-        )),
+    let held = std::fs::File::open(mnt.join("middling")).unwrap();
+    match std::fs::read(mnt.join("middling")) {
+        Ok(read) if read == middling => {}
+        Ok(read) => failures.push(format!("middling: {} bytes, not the file's", read.len())),
+        Err(e) => failures.push(format!("middling: {e}")),
     }
     drop(held);
-    std::fs::write(mnt.join("small"), "rewritten").unwrap();
-    expect("small", "rewritten", &mut failures);
+    // A lower file held open, passed through (small: its first open since) or through the
+    // page cache (middling): writers wait for it to close, whichever way it is read.
+    for (name, was) in [("small", "small"), ("middling", "middling")] {
+        let held = std::fs::File::open(mnt.join(name)).unwrap();
+        expect(name, was, &mut failures);
+        match std::fs::OpenOptions::new()
+            .append(true)
+            .open(mnt.join(name))
+        {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {}
+            other => failures.push(format!(
+                "writer beside a lower reader of {name}: {other:?}, want ETXTBSY"
+            )),
+        }
+        drop(held);
+        std::fs::write(mnt.join(name), "rewritten").unwrap();
+        expect(name, "rewritten", &mut failures);
+    }
     // A large file read, closed (parked), then rewritten and read again.
     expect("large/f0", "large/f0", &mut failures);
     std::fs::write(mnt.join("large/f0"), "rewritten").unwrap();
@@ -568,10 +584,12 @@ fn reopened_files_read_their_current_data_and_parked_backings_stay_bounded() {
         std::fs::read_to_string(upper.join("a")).unwrap(),
         "lower and more"
     );
-    assert_eq!(
-        std::fs::read_to_string(upper.join("small")).unwrap(),
-        "rewritten"
-    );
+    for name in ["small", "middling"] {
+        assert_eq!(
+            std::fs::read_to_string(upper.join(name)).unwrap(),
+            "rewritten"
+        );
+    }
 }
 
 /// Regression: the kernel sends RELEASE after `close` returns, so a file read, closed and at

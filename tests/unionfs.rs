@@ -12,7 +12,8 @@ mod harness;
 
 use std::os::unix::fs::{DirEntryExt, MetadataExt};
 
-use harness::{Layers, Ops, Union, assert_logged, assert_same, both, has_content};
+use harness::{Layers, Ops, Union, assert_logged, assert_same, both, has_content, run_read_only};
+use layerfs::mount::StorageDriver;
 use rustix::fs::RenameFlags;
 
 fn can_run(test: &str) -> bool {
@@ -521,6 +522,58 @@ fn errors_are_the_same() {
         o.fsync("file");
     });
     assert_same(&k, &f);
+}
+
+/// A union of layers alone (`COPY --from`'s and `RUN --mount=from=`'s source) is a read-only
+/// mount, as overlayfs makes it: every change fails with EROFS, and the view is the layers'.
+#[test]
+fn read_only_unions_refuse_every_change() {
+    if !can_run("read_only_unions_refuse_every_change") {
+        return;
+    }
+    let (_t, l) = layers(2);
+    l.file(0, "file", "bottom")
+        .file(1, "file", "top")
+        .file(0, "d/x", "x")
+        .dir(1, "empty")
+        .symlink(1, "link", "file")
+        .xattr(0, "d/x", "user.k", b"v");
+    l.whiteout(1, "d/gone");
+    let ops = |o: &Ops<'_>| {
+        o.read("file");
+        o.ls("d");
+        o.getxattr("d/x", "user.k");
+        o.write("file", "changed");
+        o.append("d/x", "more");
+        o.truncate("file", 0);
+        o.create_excl("new");
+        o.mkdir("newdir", 0o755);
+        o.rmdir("empty");
+        o.unlink("file");
+        o.rename("file", "moved");
+        o.symlink("file", "newlink");
+        o.link("file", "newhard");
+        o.chmod("file", 0o600);
+        o.chown("file", 1, 1);
+        o.utimes("file", 1_000_000_000);
+        o.setxattr("d/x", "user.k", b"w");
+        o.removexattr("d/x", "user.k");
+        o.mkfifo("fifo");
+        o.read("file");
+    };
+    let (kernel_ops, kernel_ro, kernel_view) = run_read_only(StorageDriver::Overlay, &l, &ops);
+    let (fuse_ops, fuse_ro, fuse_view) = run_read_only(StorageDriver::Fuse, &l, &ops);
+    assert_eq!(kernel_ops, fuse_ops, "what the operations returned differs");
+    assert_eq!(kernel_view, fuse_view, "the merged views differ");
+    assert!(
+        kernel_ro && fuse_ro,
+        "statvfs read-only: overlayfs {kernel_ro}, FUSE {fuse_ro}"
+    );
+    let erofs = format!("{:?}", rustix::io::Errno::ROFS);
+    for op in ["write file", "mkdir newdir", "setxattr d/x user.k"] {
+        let line = format!("{op}: {erofs}");
+        assert!(fuse_ops.contains(&line), "{line:?} not in {fuse_ops:#?}");
+    }
 }
 
 #[test]

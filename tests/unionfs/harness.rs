@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use layerfs::digest::{HashingWriter, digest_of};
 use layerfs::layer::diff::write_layer;
 use layerfs::layer::tarball::TarWriter;
-use layerfs::mount::{StorageDriver, UnionSpec, mount_union};
+use layerfs::mount::{StorageDriver, UnionSpec, mount_union, mount_union_readonly};
 use rustix::fs::{AtFlags, FileType, Mode, RenameFlags, Timespec, Timestamps};
 
 /// Every time the fixture sets: older than anything a test run makes.
@@ -736,6 +736,31 @@ pub fn run_on(union: Union, layers: &[PathBuf], work: &Path, ops: &dyn Fn(&Ops<'
         upper: snapshot(&upper, upper_xattr),
         diff_id: diff_id(&upper),
     }
+}
+
+/// What a case did on a read-only union (no upper dir) of `layers` mounted by `driver`: what
+/// each operation returned, whether the mount reports itself read-only (`statvfs`), and the
+/// merged view.
+pub fn run_read_only(
+    driver: StorageDriver,
+    layers: &Layers,
+    ops: &dyn Fn(&Ops<'_>),
+) -> (Vec<String>, bool, Vec<String>) {
+    layers.age();
+    let mnt = layers.root.join("runs").join(format!("{driver}-ro"));
+    std::fs::create_dir_all(&mnt).unwrap();
+    let m = mount_union_readonly(driver, &layers.dirs, &mnt)
+        .unwrap_or_else(|e| panic!("mount {driver} read-only: {e}"));
+    assert_eq!(m.driver(), driver, "{driver} was asked for");
+    let o = Ops::new(&mnt);
+    ops(&o);
+    let read_only = rustix::fs::statvfs(&mnt)
+        .unwrap()
+        .f_flag
+        .contains(rustix::fs::StatVfsMountFlags::RDONLY);
+    let merged = snapshot(&mnt, any_xattr);
+    m.unmount().unwrap();
+    (o.into_log(), read_only, merged)
 }
 
 /// Runs a case on kernel overlayfs and on the FUSE union over the same layers, and returns

@@ -4,7 +4,9 @@
 //! `allow_other`, `default_permissions`, and setuid files and device nodes working as they do
 //! on overlayfs; otherwise `fusermount3` mounts it, which needs `/dev/fuse` open to the user
 //! (a host that keeps it to root gets an error that says so). Several session threads each
-//! read their own clone of the device fd.
+//! read their own clone of the device fd. A union without an upper dir is mounted read-only,
+//! as overlayfs mounts one: the kernel then refuses changes itself (EROFS), and reads and
+//! listings do not make it forget atimes (each would cost a GETATTR at the next `stat`).
 //!
 //! A watcher thread ends the mount on SIGTERM or SIGINT, or when the strata process that
 //! started the daemon goes away (its end of the control socket closes) unless it said
@@ -94,8 +96,9 @@ fn mount_and_serve(
     });
     config.clone_fd = true;
     let root = rustix::process::geteuid().is_root();
+    let read_only = opts.upper.is_none();
     let session = if root {
-        let dev = mount_as_root(&fs, target)?;
+        let dev = mount_as_root(&fs, target, read_only)?;
         config.acl = SessionACL::All;
         Session::from_fd(fs, dev, SessionACL::All, config).inspect_err(|_| {
             let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
@@ -115,6 +118,9 @@ fn mount_and_serve(
             MountOption::Subtype("strata-unionfs".to_owned()),
             MountOption::DefaultPermissions,
         ];
+        if read_only {
+            config.mount_options.push(MountOption::RO);
+        }
         Session::new(fs, target, &config)
     }
     .at("start FUSE session on", target)?;
@@ -139,8 +145,9 @@ fn mount_and_serve(
     served
 }
 
-/// Opens `/dev/fuse` and mounts it at `target`; returns the device fd.
-fn mount_as_root(fs: &UnionFs, target: &Path) -> Result<OwnedFd> {
+/// Opens `/dev/fuse` and mounts it at `target` (read-only if `read_only`); returns the device
+/// fd.
+fn mount_as_root(fs: &UnionFs, target: &Path, read_only: bool) -> Result<OwnedFd> {
     let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())
         .at("open", Path::new("/dev/fuse"))?;
     let root_mode = fs.root_mode().at("stat the root of", target)?;
@@ -152,14 +159,13 @@ fn mount_as_root(fs: &UnionFs, target: &Path) -> Result<OwnedFd> {
         rustix::process::getegid().as_raw(),
     );
     let data = std::ffi::CString::new(data).expect("no NUL in numbers");
-    rustix::mount::mount(
-        "strata",
-        target,
-        FS_TYPE,
-        rustix::mount::MountFlags::empty(),
-        data.as_c_str(),
-    )
-    .at("mount FUSE union on", target)?;
+    let flags = if read_only {
+        rustix::mount::MountFlags::RDONLY
+    } else {
+        rustix::mount::MountFlags::empty()
+    };
+    rustix::mount::mount("strata", target, FS_TYPE, flags, data.as_c_str())
+        .at("mount FUSE union on", target)?;
     Ok(dev)
 }
 
