@@ -738,4 +738,28 @@ fn an_unprivileged_user_mounts_the_union_where_dev_fuse_allows_it() {
         std::fs::read_to_string(upper.join("b")).unwrap(),
         "changed\n"
     );
+    // Without its upper dir, the union is mounted read-only (through fusermount3 here).
+    let daemon = serve_in_foreground(&t, &format!("{opts},ro"), &mnt, as_nobody);
+    let read_only = rustix::fs::statvfs(&mnt)
+        .unwrap()
+        .f_flag
+        .contains(rustix::fs::StatVfsMountFlags::RDONLY);
+    let out = as_nobody(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("cd {} && cat a && echo again > b", mnt.display())),
+    )
+    .output()
+    .unwrap();
+    stop_with_sigterm(daemon, &mnt);
+    assert!(
+        read_only,
+        "a union without an upper dir is mounted read-only"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "lower");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
