@@ -7,7 +7,7 @@
 #   bench/unionfs.sh [RUNS]          # RUNS per measurement, default 5; prints medians
 #
 # Measurements: a tree walk with a stat of every entry, cold (fresh mount, caches dropped) and
-# warm; a read of every file of the rootfs (cold, then again); a 500 MB sequential read (cold and warm);
+# warm, and warm on a read-only union (no upper dir, as `COPY --from` mounts one); a read of every file of the rootfs (cold, then again); a 500 MB sequential read (cold and warm);
 # the copy-up of that 500 MB file (one byte appended, fresh mount); the creation of 10,000
 # small files; 100 files reopened 100 times each (bench/reopen.py: open, fstat, a 4 KiB read,
 # close; warm, as a build reopens its tools and libraries). Then the peak RSS of each FUSE daemon after a walk and a read of everything.
@@ -63,6 +63,20 @@ fresh() {
   esac
 }
 
+# A fresh read-only mount of `driver`: the rootfs under an empty layer, no upper dir
+# (overlayfs wants two layers for that).
+fresh_read_only() {
+  unmount
+  mkdir -p "$work/empty"
+  local layers="lowerdir=$work/empty:$work/lower"
+  case $1 in
+    overlay) mount -t overlay overlay -o "$layers" "$mnt" ;;
+    strata) "$unionfs" none "$mnt" -o "$layers" ;;
+    baseline) "$baseline" none "$mnt" -o "$layers" ;;
+    fuse-overlayfs) fuse-overlayfs -o "$layers" "$mnt" 2>/dev/null ;;
+  esac
+}
+
 daemon_pid() { pgrep -f -- "-o .*$work/lower.* $mnt\$" | head -1; }
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
@@ -82,6 +96,7 @@ for run in $(seq "$runs"); do
   for d in $(rotated "$run" "${drivers[@]}"); do
     fresh "$d"; drop_caches; time_it walk-cold "$d" walk
     time_it walk-warm "$d" walk
+    fresh_read_only "$d"; walk; time_it walk-read-only "$d" walk
     fresh "$d"; drop_caches; time_it read-cold "$d" read_all
     time_it read-again "$d" read_all
     fresh "$d"; drop_caches; time_it seq-cold "$d" seq_read
@@ -114,10 +129,11 @@ rule="|---|---|---|---|---|---|"
 [ -z "$baseline" ] || { header+=" baseline strata | baseline ÷ strata |"; rule+="---|---|"; }
 echo "$header"
 echo "$rule"
-for key in walk-cold walk-warm read-cold read-again seq-cold seq-warm copy-up create reopen; do
+for key in walk-cold walk-warm walk-read-only read-cold read-again seq-cold seq-warm copy-up create reopen; do
   case $key in
     walk-cold) label="tree walk, stat of every entry (cold)" ;;
     walk-warm) label="tree walk, stat of every entry (warm)" ;;
+    walk-read-only) label="tree walk, stat of every entry (warm, read-only union)" ;;
     read-cold) label="read every file of the rootfs (cold)" ;;
     read-again) label="read every file again" ;;
     seq-cold) label="500 MB sequential read (cold)" ;;
