@@ -50,17 +50,23 @@ unmount() {
   fi
 }
 
+# Mounts `driver` at $mnt with the union options OPTIONS (overlayfs also with OVERLAY_EXTRA).
+mount_driver() {
+  local driver=$1 options=$2 overlay_extra=${3:-}
+  case $driver in
+    overlay) mount -t overlay overlay -o "$options$overlay_extra" "$mnt" ;;
+    strata) "$unionfs" none "$mnt" -o "$options" ;;
+    baseline) "$baseline" none "$mnt" -o "$options" ;;
+    fuse-overlayfs) fuse-overlayfs -o "$options" "$mnt" 2>/dev/null ;;
+  esac
+}
+
 # A fresh mount of `driver` with an empty upper dir.
 fresh() {
   unmount
   rm -rf "$work/upper" "$work/work"
   mkdir -p "$work/upper" "$work/work"
-  case $1 in
-    overlay) mount -t overlay overlay -o "$(opts),index=off,redirect_dir=off,metacopy=off,volatile" "$mnt" ;;
-    strata) "$unionfs" none "$mnt" -o "$(opts)" ;;
-    baseline) "$baseline" none "$mnt" -o "$(opts)" ;;
-    fuse-overlayfs) fuse-overlayfs -o "$(opts)" "$mnt" 2>/dev/null ;;
-  esac
+  mount_driver "$1" "$(opts)" ",index=off,redirect_dir=off,metacopy=off,volatile"
 }
 
 # A fresh read-only mount of `driver`: the rootfs under an empty layer, no upper dir
@@ -68,13 +74,7 @@ fresh() {
 fresh_read_only() {
   unmount
   mkdir -p "$work/empty"
-  local layers="lowerdir=$work/empty:$work/lower"
-  case $1 in
-    overlay) mount -t overlay overlay -o "$layers" "$mnt" ;;
-    strata) "$unionfs" none "$mnt" -o "$layers" ;;
-    baseline) "$baseline" none "$mnt" -o "$layers" ;;
-    fuse-overlayfs) fuse-overlayfs -o "$layers" "$mnt" 2>/dev/null ;;
-  esac
+  mount_driver "$1" "lowerdir=$work/empty:$work/lower"
 }
 
 daemon_pid() { pgrep -f -- "-o .*$work/lower.* $mnt\$" | head -1; }
