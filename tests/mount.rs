@@ -622,6 +622,88 @@ fn a_file_read_closed_and_then_written_is_not_busy() {
     assert!(busy.is_empty(), "{busy:?}");
 }
 
+/// How many bytes of `path` the page cache holds (`fincore`, which reads nothing itself).
+fn cached_bytes(path: &Path) -> Option<u64> {
+    let out = Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--output", "RES"])
+        .arg(path)
+        .output()
+        .ok()?;
+    String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// A program reading a directory's files one after the other, on a cold cache, has the next
+/// ones read from the layer before it asks for them, and only those.
+#[test]
+fn reading_a_directory_s_files_in_turn_reads_the_next_ones_ahead() {
+    let test = "reading_a_directory_s_files_in_turn_reads_the_next_ones_ahead";
+    if !can_run(test) || !common::have_or_skip("fincore", test) {
+        return;
+    }
+    let t = TestStore::new();
+    let (opts, mnt, _upper) = small_union(&t);
+    let lower = t.path("base/many");
+    std::fs::create_dir(&lower).unwrap();
+    let data = vec![b'x'; 16 << 10];
+    for i in 0..100 {
+        std::fs::write(lower.join(format!("f{i:03}")), &data).unwrap();
+    }
+    // Written back, so that the page cache can let go of the files.
+    rustix::fs::sync();
+    for entry in std::fs::read_dir(&lower).unwrap() {
+        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    }
+    let cached_after_dontneed = cached_bytes(&lower.join("f000")).unwrap();
+    if cached_after_dontneed != 0 {
+        let reason = format!(
+            "{} keeps files in memory ({cached_after_dontneed} bytes cached after DONTNEED)",
+            lower.display()
+        );
+        common::skip(test, &reason);
+        return;
+    }
+    let daemon = serve_in_foreground(&t, &opts, &mnt, |c| c);
+    // The union's order, which is the layer's.
+    let names: Vec<_> = std::fs::read_dir(mnt.join("many"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for name in &names[..2] {
+        assert_eq!(std::fs::read(mnt.join("many").join(name)).unwrap(), data);
+    }
+    let cached = |name: &std::ffi::OsStr| cached_bytes(&lower.join(name)) == Some(16 << 10);
+    // Whether all of `names` get cached within 10 s (no panic while the mount is up).
+    let read_ahead = |names: &[std::ffi::OsString]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let read = names.iter().all(|n| cached(n));
+            if read || Instant::now() > deadline {
+                break read;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let next_read = read_ahead(&names[2..18]);
+    // The third file, read ahead, is cached when opened: the window still moves on.
+    assert_eq!(
+        std::fs::read(mnt.join("many").join(&names[2])).unwrap(),
+        data
+    );
+    let window_moved = read_ahead(&names[18..30]);
+    let far: Vec<_> = names[40..].iter().filter(|n| cached(n)).collect();
+    stop_with_sigterm(daemon, &mnt);
+    assert!(
+        next_read,
+        "the 16 files after the second were not read ahead"
+    );
+    assert!(
+        window_moved,
+        "the files after those were not read ahead as the reader went on"
+    );
+    assert!(far.is_empty(), "read ahead far beyond the reader: {far:?}");
+}
+
 /// The daemon keeps a directory's listing from the request that reaches its end to the empty
 /// one after it that ends the kernel's pass (instead of reading the directory twice); a pass
 /// that starts after a change, or after a reader stopped halfway, must still see the change.

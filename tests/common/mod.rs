@@ -149,6 +149,11 @@ pub fn sh(script: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Prints why `test` is skipped.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIP {test}: {reason}");
+}
+
 /// Whether a program is on PATH; prints a skip reason when it is not.
 pub fn have_or_skip(program: &str, test: &str) -> bool {
     let found = std::env::var_os("PATH")

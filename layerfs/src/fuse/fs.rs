@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::num::NonZeroU64;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +28,7 @@ use rustix::io::Errno;
 use super::copyup::AliasIndex;
 use super::inode::{Backing, InodeNumbers, Node, NodeState, NodeTable, ParkedBackings, ROOT_ID};
 use super::layers::{Entry, Layers, Place, XattrTarget, split};
-use super::readahead::DirReadahead;
+use super::readahead::{DirReadahead, FileReadahead, head_cached, read_head};
 use super::resolve::{DirView, Found, Listed, is_dir};
 use crate::layer::OverlayXattrs;
 
@@ -153,6 +152,7 @@ pub struct UnionFs {
     passthrough: AtomicBool,
     want_passthrough: bool,
     readahead: DirReadahead,
+    files_ahead: FileReadahead,
     /// Set once the session runs: how the daemon writes into the kernel's caches.
     notifier: Arc<OnceLock<Notifier>>,
 }
@@ -167,18 +167,6 @@ fn for_daemon_io(fd: &OwnedFd, flags: i32) -> Result<(), Errno> {
     }
     let fl = rustix::fs::fcntl_getfl(fd)?;
     rustix::fs::fcntl_setfl(fd, fl - OFlags::DIRECT)
-}
-
-/// Asks the layer's filesystem to start reading the head of the lower file `fd` (`size`
-/// bytes long) as it is first opened, so that the disk's read overlaps the open's reply on its
-/// way back to the reader instead of starting at the reader's first `read`. As much as the
-/// kernel's default read-ahead window, which that first read would fetch anyway.
-fn prefetch(fd: &OwnedFd, size: u64) {
-    const HEAD: u64 = 128 << 10;
-    if let Some(len) = NonZeroU64::new(size.min(HEAD)) {
-        // Only advice: a filesystem that ignores it is read when the reader reads.
-        let _ = rustix::fs::fadvise(fd, 0, Some(len), rustix::fs::Advice::WillNeed);
-    }
 }
 
 /// Calls `f` with up to `len` bytes of `fd` from `offset` (fewer at its end), read into the
@@ -357,6 +345,7 @@ impl UnionFs {
         let layers = Arc::new(layers);
         Ok(UnionFs {
             readahead: DirReadahead::new(layers.clone()),
+            files_ahead: FileReadahead::new(layers.clone()),
             notifier: Arc::default(),
             layers,
             nodes: NodeTable::new(root),
@@ -1027,7 +1016,12 @@ impl UnionFs {
             Ok(fd) => Arc::new(fd),
             Err(e) => return reply.error(fuse_err(e)),
         };
-        let place = node.state().place;
+        let (place, lower_path) = {
+            let s = node.state();
+            let lower_path =
+                (plain_read && matches!(s.place, Place::Lower(_))).then(|| s.path().clone());
+            (s.place, lower_path)
+        };
         let lower = matches!(place, Place::Lower(_));
         // Opens from before a copy-up keep the lower file, so a writer waits for them to close.
         let mut io = if writes {
@@ -1038,14 +1032,21 @@ impl UnionFs {
         } else {
             node.io()
         };
-        let lower_size = (lower && plain_read)
+        let lower_size = lower_path
+            .is_some()
             .then(|| rustix::fs::fstat(&*fd).ok())
             .flatten()
             .map(|st| st.st_size as u64);
-        if let Some(size) = lower_size
+        if let (Some(size), Some(path)) = (lower_size, &lower_path)
             && !io.opened
         {
-            prefetch(&fd, size);
+            // Its head and, if the reader goes on through the directory, the files after it,
+            // so that the disk's reads overlap the OPEN's reply and the reader's next opens.
+            let cold = !head_cached(&fd);
+            if cold {
+                read_head(&fd, size);
+            }
+            self.files_ahead.opened(place, path, cold);
         }
         let small = lower_size.is_some_and(|size| size <= CACHED_MAX);
         let passing = io.backing.as_ref().is_some_and(|b| b.opens > 0);

@@ -165,17 +165,7 @@ impl Layers {
 
     /// Opens `rel` in lower layer `i` with `flags` (no `O_NOATIME` for others' files).
     pub fn lower_open(&self, i: u16, rel: &Path, flags: OFlags) -> Result<OwnedFd, Errno> {
-        let fd = &self.lower(i).fd;
-        let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-        match rustix::fs::openat(
-            fd,
-            dot_if_empty(rel),
-            flags | OFlags::NOATIME,
-            Mode::empty(),
-        ) {
-            Err(Errno::PERM) => rustix::fs::openat(fd, dot_if_empty(rel), flags, Mode::empty()),
-            r => r,
-        }
+        open_lower_file(self.lower(i).fd.as_fd(), dot_if_empty(rel), flags)
     }
 
     /// Opens `rel` wherever it lives, for reading.
@@ -345,6 +335,21 @@ fn openat_beneath(dir: &OwnedFd, rel: &Path, flags: OFlags) -> Result<OwnedFd, E
         Mode::empty(),
         beneath(),
     )
+}
+
+/// Opens `rel` below `dir`, a directory of a lower layer, with `flags`, not following a final
+/// symlink, and without updating its atime where the daemon may (`O_NOATIME` is refused for
+/// others' files without CAP_FOWNER).
+pub(crate) fn open_lower_file(
+    dir: BorrowedFd<'_>,
+    rel: &Path,
+    flags: OFlags,
+) -> Result<OwnedFd, Errno> {
+    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    match rustix::fs::openat(dir, rel, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(Errno::PERM) => rustix::fs::openat(dir, rel, flags, Mode::empty()),
+        r => r,
+    }
 }
 
 /// `rel` itself, or `.` for the root.

@@ -1,75 +1,209 @@
-//! Directory read-ahead for tree walks. When the union lists a directory afresh, its
-//! subdirectories, and theirs one level further down, are read in the background in the
-//! layers they come from: listed, and each entry stat'ed. That brings the layer filesystem's
-//! directory blocks and inodes into the kernel's caches, so a walk that descends next (`find`,
-//! `du`, a build's `COPY` or `chown -R`) finds them there instead of waiting on the disk
-//! between its round trips to the daemon; on a cold cache the walk's disk reads and round
-//! trips overlap instead of adding up. When the caches are warm it costs a few system calls
-//! per directory, on a thread of its own.
+//! Read-ahead for the two ways builds read a union: walking a tree, and reading the files
+//! of a directory one after the other (a program loading its modules, `cat *`, a `COPY` of
+//! a directory out of it). Each runs on a background thread of its own and asks the layers'
+//! filesystem to read what the reader is about to ask for, so that on a cold cache the disk's
+//! reads overlap the reader's round trips to the daemon instead of adding to them, and the
+//! disk gets several reads at once instead of one at a time.
 //!
-//! Nothing here changes anything: what is read is dropped and errors are ignored (the walk
-//! itself reads the directory again and reports them). The queue is bounded; the newest
-//! entries are read first, since a walk descends into what it listed last.
+//! - [`DirReadahead`]: when the union lists a directory afresh, its subdirectories, and theirs
+//!   one level further down, are read in the layers they come from: listed, and each entry
+//!   stat'ed. That brings the directory blocks and inodes into the kernel's caches, so a walk
+//!   that descends next (`find`, `du`, a build's `COPY` or `chown -R`) finds them there. The
+//!   newest directories are read first, since a walk descends into what it listed last.
+//! - [`FileReadahead`]: when a second lower file of a directory is opened while its data is
+//!   not cached, right after the first in the directory's listing, the heads of the files
+//!   after it are read ahead; as the reader goes on through the listing, the window moves with
+//!   it and grows. A reader that opens one file of a directory, or goes through it another way
+//!   (sorted, say), has nothing read ahead, and a file opened while its data is cached costs a
+//!   lookup.
+//!
+//! Nothing here changes anything: what is read is dropped and errors are ignored (the reader
+//! itself reads again and reports them). Queues and memories are bounded.
 
-use std::collections::{HashSet, VecDeque};
-use std::ffi::OsStr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::{OsStr, OsString};
+use std::num::NonZeroU64;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
 
-use rustix::fs::{AtFlags, OFlags};
+use rustix::fs::{AtFlags, FileType, OFlags};
+use rustix::io::ReadWriteFlags;
 
-use super::layers::{Layers, Place};
+use super::layers::{Layers, Place, open_lower_file};
 use super::resolve::{is_dir, read_names};
 
-/// Directories waiting to be read ahead, at most; the oldest are dropped beyond it.
+/// Jobs waiting for each read-ahead thread, at most; the oldest are dropped beyond it.
 const MAX_QUEUED: usize = 4096;
 /// How many directories are remembered as queued before the memory is cleared (a few MB
 /// of paths at most: the daemon stays small on trees of any size).
 const MAX_REMEMBERED: usize = 1 << 14;
 /// How many levels below a listed directory are read ahead.
 const DEPTH: u8 = 2;
+/// How much of a file's head is read ahead: the kernel's default read-ahead window, which the
+/// reader's first `read` fetches anyway.
+const HEAD: u64 = 128 << 10;
+/// How many files are read ahead when a reader is first seen opening a directory's files in
+/// the order of its listing.
+const FILES_FIRST: usize = 16;
+/// How many files ahead of such a reader are read at most (the window doubles up to it).
+const FILES_FOLLOWING: usize = 64;
+/// How many directories file read-ahead remembers before it forgets them all.
+const MAX_DIRS: usize = 1024;
 
-/// Reads directories ahead of a walk, on a background thread started at the first request
-/// (by a session thread, whose blocked signals it inherits).
+/// A read-ahead's state behind a lock, and the background thread that works through its
+/// queue, started at the first job by a session thread (whose blocked signals it inherits).
+/// No thread, no read-ahead: the readers read for themselves.
 #[derive(Debug)]
-pub(crate) struct DirReadahead {
-    shared: Arc<Shared>,
+struct Background<S> {
+    shared: Arc<Shared<S>>,
     started: Once,
 }
 
 #[derive(Debug)]
-struct Shared {
+struct Shared<S> {
     layers: Arc<Layers>,
-    state: Mutex<State>,
+    state: Mutex<S>,
     wake: Condvar,
+    /// Set when the read-ahead is dropped: the thread then ends.
+    closed: AtomicBool,
+}
+
+/// A read-ahead's state: its queue of jobs and what it remembers.
+trait Queue: Default + Send + 'static {
+    type Job;
+    /// Takes the job to do next.
+    fn take(&mut self) -> Option<Self::Job>;
+}
+
+impl<S: Queue> Background<S> {
+    fn new(layers: Arc<Layers>) -> Self {
+        Background {
+            shared: Arc::new(Shared {
+                layers,
+                state: Mutex::default(),
+                wake: Condvar::new(),
+                closed: AtomicBool::new(false),
+            }),
+            started: Once::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, S> {
+        self.shared.lock()
+    }
+
+    /// Wakes the thread for jobs just queued, first starting it, named `name`, to do each job
+    /// with `work`.
+    fn wake(&self, name: &str, work: fn(&Shared<S>, S::Job)) {
+        self.shared.wake.notify_one();
+        self.started.call_once(|| {
+            let shared = self.shared.clone();
+            let _ = std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || shared.run(work));
+        });
+    }
+}
+
+impl<S> Drop for Background<S> {
+    fn drop(&mut self) {
+        // Under the lock, so that the thread cannot miss it between its check and its wait.
+        let state = self.shared.lock();
+        self.shared.closed.store(true, Ordering::Relaxed);
+        drop(state);
+        self.shared.wake.notify_all();
+    }
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, S> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<S: Queue> Shared<S> {
+    fn run(&self, work: fn(&Self, S::Job)) {
+        loop {
+            let job = {
+                let mut state = self.lock();
+                loop {
+                    if self.closed.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    if let Some(job) = state.take() {
+                        break job;
+                    }
+                    state = self
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            };
+            work(self, job);
+        }
+    }
+}
+
+/// Reads directories ahead of a walk.
+#[derive(Debug)]
+pub(crate) struct DirReadahead {
+    background: Background<DirQueue>,
 }
 
 #[derive(Debug, Default)]
-struct State {
+struct DirQueue {
     /// Newest last, and taken from the back.
-    queue: VecDeque<Job>,
+    queue: VecDeque<DirJob>,
     /// Directories queued so far, so that each is read ahead once.
     queued: HashSet<(Place, PathBuf)>,
-    closed: bool,
 }
 
 #[derive(Debug)]
-struct Job {
+struct DirJob {
     place: Place,
     path: PathBuf,
     /// How many more levels below this one to read ahead.
     depth: u8,
 }
 
+impl Queue for DirQueue {
+    type Job = DirJob;
+
+    fn take(&mut self) -> Option<DirJob> {
+        self.queue.pop_back()
+    }
+}
+
+impl DirQueue {
+    /// Queues `jobs` (the one to read first last), skipping directories queued before.
+    /// Returns whether any was queued.
+    fn push(&mut self, jobs: impl Iterator<Item = DirJob>) -> bool {
+        let mut pushed = false;
+        for job in jobs {
+            if self.queued.len() >= MAX_REMEMBERED {
+                self.queued.clear();
+            }
+            if !self.queued.insert((job.place, job.path.clone())) {
+                continue;
+            }
+            if self.queue.len() == MAX_QUEUED {
+                self.queue.pop_front();
+            }
+            self.queue.push_back(job);
+            pushed = true;
+        }
+        pushed
+    }
+}
+
 impl DirReadahead {
     pub fn new(layers: Arc<Layers>) -> Self {
         DirReadahead {
-            shared: Arc::new(Shared {
-                layers,
-                state: Mutex::default(),
-                wake: Condvar::new(),
-            }),
-            started: Once::new(),
+            background: Background::new(layers),
         }
     }
 
@@ -83,119 +217,302 @@ impl DirReadahead {
     ) {
         let jobs = names.rev().flat_map(|(top, name)| {
             let from = places.iter().position(|p| *p == top).unwrap_or(0);
-            places[from..].iter().rev().map(move |&place| Job {
+            places[from..].iter().rev().map(move |&place| DirJob {
                 place,
                 path: dir.join(name),
                 depth: DEPTH - 1,
             })
         });
-        if self.shared.push(jobs) {
-            self.started.call_once(|| {
-                let shared = self.shared.clone();
-                // No thread, no read-ahead: the walk reads the directories itself.
-                let _ = std::thread::Builder::new()
-                    .name("dir-readahead".into())
-                    .spawn(move || shared.run());
-            });
+        if self.background.lock().push(jobs) {
+            self.background.wake("dir-readahead", read_dir_ahead);
         }
     }
 }
 
-impl Drop for DirReadahead {
-    fn drop(&mut self) {
-        self.shared.lock().closed = true;
-        self.shared.wake.notify_all();
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Queues `jobs` (the one to read first last), skipping directories queued before.
-    /// Returns whether any was queued.
-    fn push(&self, jobs: impl Iterator<Item = Job>) -> bool {
-        let mut state = self.lock();
-        let mut pushed = false;
-        for job in jobs {
-            if state.queued.len() >= MAX_REMEMBERED {
-                state.queued.clear();
-            }
-            if !state.queued.insert((job.place, job.path.clone())) {
-                continue;
-            }
-            if state.queue.len() == MAX_QUEUED {
-                state.queue.pop_front();
-            }
-            state.queue.push_back(job);
-            pushed = true;
-        }
-        drop(state);
-        if pushed {
-            self.wake.notify_one();
-        }
-        pushed
-    }
-
-    fn run(&self) {
-        loop {
-            let job = {
-                let mut state = self.lock();
-                loop {
-                    if state.closed {
-                        return;
-                    }
-                    if let Some(job) = state.queue.pop_back() {
-                        break job;
-                    }
-                    state = self
-                        .wake
-                        .wait(state)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-            };
-            let subdirs = self.read(&job);
-            if job.depth > 0 {
-                self.push(subdirs.into_iter().rev().map(|path| Job {
-                    place: job.place,
-                    path,
-                    depth: job.depth - 1,
-                }));
-            }
-        }
-    }
-
-    /// Lists `job`'s directory and stats every entry in it; returns its subdirectories.
-    fn read(&self, job: &Job) -> Vec<PathBuf> {
-        let dir = self
-            .layers
-            .open_at(job.place, &job.path, OFlags::RDONLY | OFlags::DIRECTORY);
-        let Ok(fd) = dir else { return Vec::new() };
-        let Ok(names) = read_names(&fd) else {
-            return Vec::new();
-        };
-        names
+/// Lists `job`'s directory and stats every entry in it, then queues its subdirectories if it
+/// is not the deepest level.
+fn read_dir_ahead(shared: &Shared<DirQueue>, job: DirJob) {
+    let DirJob { place, path, depth } = job;
+    let dir = shared
+        .layers
+        .open_at(place, &path, OFlags::RDONLY | OFlags::DIRECTORY);
+    let Ok(fd) = dir else { return };
+    let Ok(names) = read_names(&fd) else { return };
+    let subdirs: Vec<PathBuf> = names
+        .into_iter()
+        .filter(|name| {
+            rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
+        })
+        .map(|name| path.join(name))
+        .collect();
+    if let Some(depth) = depth.checked_sub(1) {
+        let jobs = subdirs
             .into_iter()
-            .filter(|name| {
-                rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| is_dir(&st))
-            })
-            .map(|name| job.path.join(name))
-            .collect()
+            .rev()
+            .map(|path| DirJob { place, path, depth });
+        shared.lock().push(jobs);
+    }
+}
+
+/// Asks the filesystem to start reading the head of `fd` (`size` bytes long) into its cache.
+/// Only advice: a filesystem that ignores it is read when the reader reads.
+pub(crate) fn read_head(fd: &OwnedFd, size: u64) {
+    if let Some(len) = NonZeroU64::new(size.min(HEAD)) {
+        let _ = rustix::fs::fadvise(fd, 0, Some(len), rustix::fs::Advice::WillNeed);
+    }
+}
+
+/// Whether the first byte of `fd` is in the page cache: a read that must not wait for the disk
+/// (`RWF_NOWAIT`; where it is not cached, the kernel starts reading it, as for any reader). A
+/// filesystem that cannot tell says no.
+pub(crate) fn head_cached(fd: &OwnedFd) -> bool {
+    let mut byte = [0u8; 1];
+    rustix::io::preadv2(
+        fd,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        0,
+        ReadWriteFlags::NOWAIT,
+    )
+    .is_ok()
+}
+
+/// Reads ahead the files that follow an opened lower file in its directory.
+#[derive(Debug)]
+pub(crate) struct FileReadahead {
+    background: Background<FileQueue>,
+}
+
+#[derive(Debug, Default)]
+struct FileQueue {
+    /// Jobs in the order they came (taken from the front).
+    queue: VecDeque<FileJob>,
+    /// Per layer, the directories in which files were opened cold, by path.
+    dirs: HashMap<Place, HashMap<PathBuf, DirReading>>,
+    /// How many directories `dirs` holds.
+    dirs_len: usize,
+}
+
+/// Work for the background thread, in the directory `dir` of layer `place`.
+#[derive(Debug)]
+struct FileJob {
+    place: Place,
+    dir: PathBuf,
+    what: FileWork,
+}
+
+#[derive(Debug)]
+enum FileWork {
+    /// Read the heads of these files.
+    Heads(Vec<OsString>),
+    /// A second file, `second`, was opened cold after `first`: list the directory, start
+    /// following the reader there, and read ahead what that gives.
+    List { first: OsString, second: OsString },
+}
+
+/// What is known of a directory in which files were opened cold.
+#[derive(Debug)]
+enum DirReading {
+    /// One file so far, by name: nothing is read ahead, since a program that opens one file
+    /// of a directory (a package's only document, a library) may open no other.
+    Once(OsString),
+    /// The background thread is listing it.
+    Listing,
+    /// Its files are being read ahead.
+    Ahead(Stream),
+}
+
+/// The files of one directory in one layer, as far as they were read ahead.
+#[derive(Debug)]
+struct Stream {
+    /// The directory's entries in the order the layer lists them, which is the order the
+    /// union lists them in.
+    names: Vec<OsString>,
+    /// Where each name is in `names`.
+    index: HashMap<OsString, usize>,
+    /// The entry opened last, if known.
+    last: Option<usize>,
+    /// Entries before this one were read ahead.
+    ahead: usize,
+    /// How many entries ahead of the reader the next top-up reads.
+    window: usize,
+}
+
+impl Stream {
+    /// The listing `names` of a directory in which `first` was opened.
+    fn new(names: Vec<OsString>, first: &OsStr) -> Self {
+        let index: HashMap<OsString, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        Stream {
+            last: index.get(first).copied(),
+            names,
+            index,
+            ahead: 0,
+            window: FILES_FIRST,
+        }
+    }
+
+    /// The entries to read ahead now that `name` is opened. A reader that opens the entry
+    /// after the one it opened last, or one read ahead after it, follows the listing: it is
+    /// then kept a window ahead, topped up when half of that is left, the window doubling up
+    /// to `FILES_FOLLOWING`. A reader that goes another way (in sorted order, say) has
+    /// nothing read ahead, so as not to make the disk wait on files it may never open.
+    fn advance(&mut self, name: &OsStr) -> Vec<OsString> {
+        let next = self.last.map_or(0, |last| last + 1);
+        let at = match self.names.get(next) {
+            Some(n) if n == name => next,
+            _ => match self.index.get(name) {
+                Some(&at) => at,
+                None => return Vec::new(),
+            },
+        };
+        let follows = self
+            .last
+            .is_some_and(|last| at == last + 1 || (last < at && at < self.ahead));
+        self.last = Some(at);
+        if !follows || self.ahead > at + self.window / 2 {
+            return Vec::new();
+        }
+        let start = self.ahead.max(at + 1);
+        let end = (at + 1 + self.window).min(self.names.len());
+        self.ahead = self.ahead.max(end);
+        self.window = (self.window * 2).min(FILES_FOLLOWING);
+        self.names.get(start..end).unwrap_or_default().to_vec()
+    }
+}
+
+impl FileReadahead {
+    pub fn new(layers: Arc<Layers>) -> Self {
+        FileReadahead {
+            background: Background::new(layers),
+        }
+    }
+
+    /// Tells that the lower file `path` of layer `place` is opened for the first time, and
+    /// whether its data was cached (`cold`: it was not). The second file opened cold in a
+    /// directory has it listed; after that, a reader that follows the listing has files read
+    /// ahead of it. Anything else costs a lookup.
+    pub fn opened(&self, place: Place, path: &Path, cold: bool) {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        let mut state = self.background.lock();
+        let known = state
+            .dirs
+            .get_mut(&place)
+            .and_then(|dirs| dirs.get_mut(dir));
+        let what = match known {
+            Some(DirReading::Ahead(stream)) => {
+                let names = stream.advance(name);
+                if names.is_empty() {
+                    return;
+                }
+                FileWork::Heads(names)
+            }
+            Some(reading @ DirReading::Once(_)) if cold => {
+                match std::mem::replace(reading, DirReading::Listing) {
+                    DirReading::Once(first) => FileWork::List {
+                        first,
+                        second: name.to_owned(),
+                    },
+                    _ => return,
+                }
+            }
+            None if cold => {
+                state.remember(place, dir.to_owned(), DirReading::Once(name.to_owned()));
+                return;
+            }
+            _ => return,
+        };
+        if state.queue.len() == MAX_QUEUED {
+            state.queue.pop_front();
+        }
+        state.queue.push_back(FileJob {
+            place,
+            dir: dir.to_owned(),
+            what,
+        });
+        drop(state);
+        self.background.wake("file-readahead", read_files_ahead);
+    }
+}
+
+impl Queue for FileQueue {
+    type Job = FileJob;
+
+    fn take(&mut self) -> Option<FileJob> {
+        self.queue.pop_front()
+    }
+}
+
+impl FileQueue {
+    /// Sets what is known of `dir`, forgetting every directory first if there are too many.
+    fn remember(&mut self, place: Place, dir: PathBuf, reading: DirReading) {
+        if self.dirs_len >= MAX_DIRS {
+            self.dirs.clear();
+            self.dirs_len = 0;
+        }
+        if self
+            .dirs
+            .entry(place)
+            .or_default()
+            .insert(dir, reading)
+            .is_none()
+        {
+            self.dirs_len += 1;
+        }
+    }
+}
+
+/// Reads the heads of the files `job` names, listing the directory first (and starting to
+/// follow the reader there) at its second cold open.
+fn read_files_ahead(shared: &Shared<FileQueue>, job: FileJob) {
+    let dir = shared
+        .layers
+        .open_at(job.place, &job.dir, OFlags::RDONLY | OFlags::DIRECTORY);
+    let Ok(dir) = dir else { return };
+    let names = match job.what {
+        FileWork::Heads(names) => names,
+        FileWork::List { first, second } => {
+            // Unlisted, the directory stays `Listing`: nothing more is tried in it.
+            let Ok(listing) = read_names(&dir) else {
+                return;
+            };
+            let mut stream = Stream::new(listing, &first);
+            let names = stream.advance(&second);
+            shared
+                .lock()
+                .remember(job.place, job.dir, DirReading::Ahead(stream));
+            names
+        }
+    };
+    for name in names {
+        let Ok(st) = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue;
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            continue;
+        }
+        // Nonblocking and no controlling terminal: a lower layer does not change under a
+        // mount, but opening is never to have an effect.
+        let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+        if let Ok(file) = open_lower_file(dir.as_fd(), Path::new(&name), flags) {
+            read_head(&file, st.st_size as u64);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
-    use std::ffi::OsStr;
+    use std::ffi::{OsStr, OsString};
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{DirReadahead, Place};
+    use super::{DirReadahead, FILES_FIRST, FILES_FOLLOWING, Place, Stream};
     use crate::fuse::layers::Layers;
 
     #[test]
@@ -225,7 +542,7 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let done = {
-                let state = readahead.shared.lock();
+                let state = readahead.background.lock();
                 state.queued == expected && state.queue.is_empty()
             };
             if done {
@@ -236,9 +553,60 @@ mod tests {
         }
         // a/b/c is three levels down: it is left to the walk.
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(readahead.shared.lock().queued, expected);
+        assert_eq!(readahead.background.lock().queued, expected);
         // Listed again (a rewind), nothing is queued twice.
         readahead.subdirs(Path::new(""), &places, root_subdirs().into_iter());
-        assert!(readahead.shared.lock().queue.is_empty());
+        assert!(readahead.background.lock().queue.is_empty());
+    }
+
+    fn names(n: usize) -> Vec<OsString> {
+        (0..n).map(|i| OsString::from(format!("f{i:03}"))).collect()
+    }
+
+    #[test]
+    fn a_reader_following_the_listing_is_kept_a_window_ahead_and_each_file_is_read_once() {
+        let listing = names(300);
+        let mut stream = Stream::new(listing.clone(), &listing[0]);
+        let mut read: Vec<OsString> = Vec::new();
+        for (at, name) in listing.iter().enumerate().skip(1) {
+            let batch = stream.advance(name);
+            assert!(
+                batch.iter().all(|n| *n > *name),
+                "read ahead at {name:?}: {batch:?} is not after it"
+            );
+            read.extend(batch);
+            let ahead = read.len() + 1; // f000 and f001 were opened, not read ahead
+            assert!(
+                ahead >= (at + FILES_FIRST).min(listing.len() - 1),
+                "at {name:?} only {ahead} files are read ahead or opened"
+            );
+            assert!(
+                ahead <= at + 1 + FILES_FOLLOWING,
+                "at {name:?}, {ahead} is too far"
+            );
+        }
+        assert_eq!(
+            read,
+            listing[2..],
+            "every file after the second read ahead, once each"
+        );
+    }
+
+    #[test]
+    fn a_reader_going_another_way_than_the_listing_has_nothing_read_ahead() {
+        let listing = names(100);
+        let mut stream = Stream::new(listing.clone(), &listing[99]);
+        for name in listing.iter().rev().skip(1) {
+            assert_eq!(stream.advance(name), Vec::<OsString>::new(), "at {name:?}");
+        }
+        // Every other file, also not the listing's order.
+        let mut stream = Stream::new(listing.clone(), &listing[0]);
+        for name in listing.iter().step_by(2).skip(1) {
+            assert_eq!(stream.advance(name), Vec::<OsString>::new(), "at {name:?}");
+        }
+        // A name the listing lacks (created since) reads nothing and keeps the place.
+        let mut stream = Stream::new(listing.clone(), &listing[0]);
+        assert!(stream.advance(OsStr::new("new")).is_empty());
+        assert_eq!(stream.advance(&listing[1]).len(), FILES_FIRST);
     }
 }
