@@ -49,8 +49,9 @@ const HEAD: u64 = 128 << 10;
 const FILES_FIRST: usize = 16;
 /// How many files ahead of such a reader are read at most (the window doubles up to it).
 const FILES_FOLLOWING: usize = 64;
-/// How many directories file read-ahead remembers before it forgets them all.
-const MAX_DIRS: usize = 1024;
+/// How many directories and names file read-ahead remembers (a directory counts one, and
+/// each name of a listing it keeps one more) before it forgets them all: a few MB at most.
+const MAX_REMEMBERED_NAMES: usize = 1 << 16;
 
 /// A read-ahead's state behind a lock, and the background thread that works through its
 /// queue, started at the first job by a session thread (whose blocked signals it inherits).
@@ -288,8 +289,8 @@ struct FileQueue {
     queue: VecDeque<FileJob>,
     /// Per layer, the directories in which files were opened cold, by path.
     dirs: HashMap<Place, HashMap<PathBuf, DirReading>>,
-    /// How many directories `dirs` holds.
-    dirs_len: usize,
+    /// How many directories and listed names `dirs` holds.
+    remembered: usize,
 }
 
 /// Work for the background thread, in the directory `dir` of layer `place`.
@@ -448,20 +449,19 @@ impl Queue for FileQueue {
 }
 
 impl FileQueue {
-    /// Sets what is known of `dir`, forgetting every directory first if there are too many.
+    /// Sets what is known of `dir`, forgetting every directory first if that is too much.
     fn remember(&mut self, place: Place, dir: PathBuf, reading: DirReading) {
-        if self.dirs_len >= MAX_DIRS {
+        let weight = |reading: &DirReading| match reading {
+            DirReading::Ahead(stream) => 1 + stream.names.len(),
+            DirReading::Once(_) | DirReading::Listing => 1,
+        };
+        if self.remembered + weight(&reading) > MAX_REMEMBERED_NAMES {
             self.dirs.clear();
-            self.dirs_len = 0;
+            self.remembered = 0;
         }
-        if self
-            .dirs
-            .entry(place)
-            .or_default()
-            .insert(dir, reading)
-            .is_none()
-        {
-            self.dirs_len += 1;
+        self.remembered += weight(&reading);
+        if let Some(old) = self.dirs.entry(place).or_default().insert(dir, reading) {
+            self.remembered -= weight(&old);
         }
     }
 }
@@ -512,7 +512,10 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use super::{DirReadahead, FILES_FIRST, FILES_FOLLOWING, Place, Stream};
+    use super::{
+        DirReadahead, DirReading, FILES_FIRST, FILES_FOLLOWING, FileQueue, MAX_REMEMBERED_NAMES,
+        Place, Stream,
+    };
     use crate::fuse::layers::Layers;
 
     #[test]
@@ -608,5 +611,24 @@ mod tests {
         let mut stream = Stream::new(listing.clone(), &listing[0]);
         assert!(stream.advance(OsStr::new("new")).is_empty());
         assert_eq!(stream.advance(&listing[1]).len(), FILES_FIRST);
+    }
+
+    #[test]
+    fn file_read_ahead_forgets_everything_rather_than_grow_past_its_bound() {
+        let mut queue = FileQueue::default();
+        let place = Place::Lower(0);
+        let half = || {
+            let listing = names(MAX_REMEMBERED_NAMES / 2);
+            DirReading::Ahead(Stream::new(listing, OsStr::new("f000")))
+        };
+        queue.remember(place, "a".into(), half());
+        assert_eq!(queue.remembered, 1 + MAX_REMEMBERED_NAMES / 2);
+        queue.remember(place, "b".into(), half());
+        let dirs = &queue.dirs[&place];
+        assert!(!dirs.contains_key(Path::new("a")) && dirs.contains_key(Path::new("b")));
+        assert_eq!(queue.remembered, 1 + MAX_REMEMBERED_NAMES / 2);
+        // Replacing what is known of a directory counts the new state only.
+        queue.remember(place, "b".into(), DirReading::Listing);
+        assert_eq!(queue.remembered, 1);
     }
 }
