@@ -326,7 +326,7 @@ enum DirReading {
 #[derive(Debug)]
 struct Stream {
     /// The directory's entries in the order the layer lists them, which is the order the
-    /// union lists them in.
+    /// union lists that layer's entries in.
     names: Vec<OsString>,
     /// Where each name is in `names`.
     index: HashMap<OsString, usize>,
