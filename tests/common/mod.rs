@@ -21,7 +21,7 @@ pub fn repo_root() -> PathBuf {
 pub fn is_root_or_skip(test: &str) -> bool {
     let root = rustix::process::geteuid().is_root();
     if !root {
-        eprintln!("SKIP {test}: needs root (namespaces, mounts, cgroups)");
+        skip(test, "needs root (namespaces, mounts, cgroups)");
     }
     root
 }
@@ -160,7 +160,10 @@ pub fn have_or_skip(program: &str, test: &str) -> bool {
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false);
     if !found {
-        eprintln!("SKIP {test}: {program} is not installed (scripts/install-deps installs it)");
+        skip(
+            test,
+            &format!("{program} is not installed (scripts/install-deps installs it)"),
+        );
     }
     found
 }
@@ -172,7 +175,7 @@ pub fn is_root_with_fuse_or_skip(test: &str) -> bool {
     }
     let fuse = Path::new("/dev/fuse").exists();
     if !fuse {
-        eprintln!("SKIP {test}: /dev/fuse is missing");
+        skip(test, "/dev/fuse is missing");
     }
     fuse
 }
