@@ -632,35 +632,62 @@ fn cached_bytes(path: &Path) -> Option<u64> {
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
+/// Whether `test` can mount and tell what the page cache holds (`fincore`); says why not.
+fn can_run_and_see_the_page_cache(test: &str) -> bool {
+    can_run(test) && common::have_or_skip("fincore", test)
+}
+
+/// Writes `data` to each of `files` (creating their directories) and drops them from the page
+/// cache. Skips `test` and says false where the filesystem keeps them in memory (tmpfs).
+fn write_uncached(test: &str, files: &[PathBuf], data: &[u8]) -> bool {
+    for file in files {
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, data).unwrap();
+    }
+    // Written back, so that the page cache can let go of the files.
+    rustix::fs::sync();
+    for path in files {
+        let file = std::fs::File::open(path).unwrap();
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    }
+    let cached_after_dontneed = cached_bytes(&files[0]).unwrap();
+    if cached_after_dontneed != 0 {
+        let reason = format!(
+            "{} keeps files in memory ({cached_after_dontneed} bytes cached after DONTNEED)",
+            files[0].parent().unwrap().display()
+        );
+        common::skip(test, &reason);
+        return false;
+    }
+    true
+}
+
+/// Whether every file of `files` is wholly in the page cache within 10 s (`size` bytes each).
+fn all_cached_soon(files: &[PathBuf], size: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = files.iter().all(|f| cached_bytes(f) == Some(size));
+        if read || Instant::now() > deadline {
+            break read;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A program reading a directory's files one after the other, on a cold cache, has the next
 /// ones read from the layer before it asks for them, and only those.
 #[test]
 fn reading_a_directory_s_files_in_turn_reads_the_next_ones_ahead() {
     let test = "reading_a_directory_s_files_in_turn_reads_the_next_ones_ahead";
-    if !can_run(test) || !common::have_or_skip("fincore", test) {
+    if !can_run_and_see_the_page_cache(test) {
         return;
     }
     let t = TestStore::new();
     let (opts, mnt, _upper) = small_union(&t);
     let lower = t.path("base/many");
-    std::fs::create_dir(&lower).unwrap();
     let data = vec![b'x'; 16 << 10];
-    for i in 0..100 {
-        std::fs::write(lower.join(format!("f{i:03}")), &data).unwrap();
-    }
-    // Written back, so that the page cache can let go of the files.
-    rustix::fs::sync();
-    for entry in std::fs::read_dir(&lower).unwrap() {
-        let file = std::fs::File::open(entry.unwrap().path()).unwrap();
-        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
-    }
-    let cached_after_dontneed = cached_bytes(&lower.join("f000")).unwrap();
-    if cached_after_dontneed != 0 {
-        let reason = format!(
-            "{} keeps files in memory ({cached_after_dontneed} bytes cached after DONTNEED)",
-            lower.display()
-        );
-        common::skip(test, &reason);
+    let files: Vec<_> = (0..100).map(|i| lower.join(format!("f{i:03}"))).collect();
+    if !write_uncached(test, &files, &data) {
         return;
     }
     let daemon = serve_in_foreground(&t, &opts, &mnt, |c| c);
@@ -673,16 +700,10 @@ fn reading_a_directory_s_files_in_turn_reads_the_next_ones_ahead() {
         assert_eq!(std::fs::read(mnt.join("many").join(name)).unwrap(), data);
     }
     let cached = |name: &std::ffi::OsStr| cached_bytes(&lower.join(name)) == Some(16 << 10);
-    // Whether all of `names` get cached within 10 s (no panic while the mount is up).
+    // Whether all of `names` get cached (no panic while the mount is up).
     let read_ahead = |names: &[std::ffi::OsString]| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let read = names.iter().all(|n| cached(n));
-            if read || Instant::now() > deadline {
-                break read;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let paths: Vec<_> = names.iter().map(|n| lower.join(n)).collect();
+        all_cached_soon(&paths, 16 << 10)
     };
     let next_read = read_ahead(&names[2..18]);
     // The third file, read ahead, is cached when opened: the window still moves on.
@@ -700,6 +721,61 @@ fn reading_a_directory_s_files_in_turn_reads_the_next_ones_ahead() {
     assert!(
         window_moved,
         "the files after those were not read ahead as the reader went on"
+    );
+    assert!(far.is_empty(), "read ahead far beyond the reader: {far:?}");
+}
+
+/// A program reading a tree's files in the order a walk lists it (`find | xargs cat`, `tar`,
+/// `cp -r`), on a cold cache, has the first files of the directories it enters next read
+/// before it gets there, and not the whole tree.
+#[test]
+fn reading_a_tree_s_files_in_walk_order_reads_the_next_directories_ahead() {
+    let test = "reading_a_tree_s_files_in_walk_order_reads_the_next_directories_ahead";
+    if !can_run_and_see_the_page_cache(test) {
+        return;
+    }
+    let t = TestStore::new();
+    let (opts, mnt, _upper) = small_union(&t);
+    let data = vec![b'x'; 16 << 10];
+    let files: Vec<_> = (0..10)
+        .flat_map(|d| (0..6).map(move |f| format!("tree/d{d}/f{f}")))
+        .map(|f| t.path("base").join(f))
+        .collect();
+    if !write_uncached(test, &files, &data) {
+        return;
+    }
+    let daemon = serve_in_foreground(&t, &opts, &mnt, |c| c);
+    // The walk, in the union's order: each directory listed, then the ones below it.
+    let listed = |dir: &Path| -> Vec<std::ffi::OsString> {
+        let names = std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().file_name()).collect());
+        names.unwrap_or_default()
+    };
+    let dirs = listed(&mnt.join("tree"));
+    let walk: Vec<Vec<std::ffi::OsString>> = dirs
+        .iter()
+        .map(|d| listed(&mnt.join("tree").join(d)))
+        .collect();
+    // The reader goes through the first directory's files.
+    let first_read = walk[0]
+        .iter()
+        .all(|f| std::fs::read(mnt.join("tree").join(&dirs[0]).join(f)).is_ok_and(|d| d == data));
+    let lower_files = |i: usize| -> Vec<PathBuf> {
+        let dir = t.path("base/tree").join(&dirs[i]);
+        walk[i].iter().map(|f| dir.join(f)).collect()
+    };
+    let next_read = all_cached_soon(&lower_files(1), 16 << 10);
+    // 16 files: the next three directories of six; then a pause for anything further.
+    std::thread::sleep(Duration::from_millis(200));
+    let far: Vec<PathBuf> = (4..dirs.len())
+        .flat_map(lower_files)
+        .filter(|f| cached_bytes(f) != Some(0))
+        .collect();
+    stop_with_sigterm(daemon, &mnt);
+    assert_eq!(walk.iter().map(Vec::len).sum::<usize>(), files.len());
+    assert!(first_read, "the first directory's files read wrong");
+    assert!(
+        next_read,
+        "the next directory's files were not read ahead of the reader"
     );
     assert!(far.is_empty(), "read ahead far beyond the reader: {far:?}");
 }

@@ -1215,6 +1215,16 @@ impl UnionFs {
                         .filter(|e| is_dir(&e.stat))
                         .map(|e| (e.place, e.name.as_os_str())),
                 );
+                self.files_ahead.listed(
+                    &path,
+                    entries
+                        .iter()
+                        .filter(|e| {
+                            matches!(e.place, Place::Lower(_))
+                                && FileType::from_raw_mode(e.stat.st_mode) == FileType::RegularFile
+                        })
+                        .map(|e| e.place),
+                );
                 let l = Arc::new(Listing {
                     path,
                     upper,

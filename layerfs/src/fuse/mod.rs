@@ -15,7 +15,7 @@
 //! Inside: [`layers`](self) opens and classifies layer entries, `resolve` merges them,
 //! `inode` numbers and tracks the kernel's inodes, `copyup` copies entries up, `fs` answers
 //! the FUSE requests, `readahead` warms the caches ahead of a tree walk and of a reader going
-//! through a directory's files, and `session` runs the mount.
+//! through a directory's files or a walk's, and `session` runs the mount.
 
 mod copyup;
 mod daemon;

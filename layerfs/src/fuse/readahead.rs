@@ -11,11 +11,14 @@
 //!   that descends next (`find`, `du`, a build's `COPY` or `chown -R`) finds them there. The
 //!   newest directories are read first, since a walk descends into what it listed last.
 //! - [`FileReadahead`]: when a second lower file of a directory is opened while its data is
-//!   not cached, right after the first in the directory's listing, the heads of the files
-//!   after it are read ahead; as the reader goes on through the listing, the window moves with
+//!   not cached, right after the first in the directory's listing, the files after it are
+//!   read ahead (the first 8 MiB of each); as the reader goes on through the listing, the window moves with
 //!   it and grows. A reader that opens one file of a directory, or goes through it another way
 //!   (sorted, say), has nothing read ahead, and a file opened while its data is cached costs a
-//!   lookup.
+//!   lookup. The union's directories are remembered in the order they were listed, which is
+//!   the order a walk (`find`, `cp -r`, `tar`) goes through them: a reader following a
+//!   listing in one of them has the first files of the next ones read ahead too, before it
+//!   gets there.
 //!
 //! Nothing here changes anything: what is read is dropped and errors are ignored (the reader
 //! itself reads again and reports them). Queues and memories are bounded.
@@ -44,6 +47,10 @@ const DEPTH: u8 = 2;
 /// How much of a file's head is read ahead: the kernel's default read-ahead window, which the
 /// reader's first `read` fetches anyway.
 const HEAD: u64 = 128 << 10;
+/// How much of each file is read ahead of a reader that follows a listing. Such readers
+/// (`cat`, `tar`, `cp -r`, a checksum, a `COPY`) read whole files: this covers whole
+/// programs and libraries, and bounds what a window of files asks of the disk.
+const FOLLOWED_HEAD: u64 = 8 << 20;
 /// How many files are read ahead when a reader is first seen opening a directory's files in
 /// the order of its listing.
 const FILES_FIRST: usize = 16;
@@ -52,6 +59,11 @@ const FILES_FOLLOWING: usize = 64;
 /// How many directories and names file read-ahead remembers (a directory counts one, and
 /// each name of a listing it keeps one more) before it forgets them all: a few MB at most.
 const MAX_REMEMBERED_NAMES: usize = 1 << 16;
+/// How many listed directories the walk remembers, the oldest forgotten first.
+const MAX_WALKED: usize = 1 << 14;
+/// How many of the walk's next directories are looked at for files to read ahead of a reader
+/// following it, at most.
+const WALK_LOOKAHEAD: usize = 64;
 
 /// A read-ahead's state behind a lock, and the background thread that works through its
 /// queue, started at the first job by a session thread (whose blocked signals it inherits).
@@ -258,7 +270,12 @@ fn read_dir_ahead(shared: &Shared<DirQueue>, job: DirJob) {
 /// Asks the filesystem to start reading the head of `fd` (`size` bytes long) into its cache.
 /// Only advice: a filesystem that ignores it is read when the reader reads.
 pub(crate) fn read_head(fd: &OwnedFd, size: u64) {
-    if let Some(len) = NonZeroU64::new(size.min(HEAD)) {
+    read_start(fd, size, HEAD);
+}
+
+/// Asks the filesystem to start reading the first `len` bytes of `fd` (`size` bytes long).
+fn read_start(fd: &OwnedFd, size: u64, len: u64) {
+    if let Some(len) = NonZeroU64::new(size.min(len)) {
         let _ = rustix::fs::fadvise(fd, 0, Some(len), rustix::fs::Advice::WillNeed);
     }
 }
@@ -291,6 +308,7 @@ struct FileQueue {
     dirs: HashMap<Place, HashMap<PathBuf, DirReading>>,
     /// How many directories and listed names `dirs` holds.
     remembered: usize,
+    walk: Walk,
 }
 
 /// Work for the background thread, in the directory `dir` of layer `place`.
@@ -303,11 +321,14 @@ struct FileJob {
 
 #[derive(Debug)]
 enum FileWork {
-    /// Read the heads of these files.
-    Heads(Vec<OsString>),
+    /// Read these files ahead.
+    Files(Vec<OsString>),
     /// A second file, `second`, was opened cold after `first`: list the directory, start
     /// following the reader there, and read ahead what that gives.
     List { first: OsString, second: OsString },
+    /// A reader following the walk is expected here next: list the directory and read its
+    /// first files ahead.
+    Expect,
 }
 
 /// What is known of a directory in which files were opened cold.
@@ -330,7 +351,7 @@ struct Stream {
     names: Vec<OsString>,
     /// Where each name is in `names`.
     index: HashMap<OsString, usize>,
-    /// The entry opened last, if known.
+    /// The entry opened last, if known; none yet where the reader is expected.
     last: Option<usize>,
     /// Entries before this one were read ahead.
     ahead: usize,
@@ -339,15 +360,15 @@ struct Stream {
 }
 
 impl Stream {
-    /// The listing `names` of a directory in which `first` was opened.
-    fn new(names: Vec<OsString>, first: &OsStr) -> Self {
+    /// The listing `names` of a directory in which `first` was opened (if any yet).
+    fn new(names: Vec<OsString>, first: Option<&OsStr>) -> Self {
         let index: HashMap<OsString, usize> = names
             .iter()
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
         Stream {
-            last: index.get(first).copied(),
+            last: first.and_then(|first| index.get(first)).copied(),
             names,
             index,
             ahead: 0,
@@ -355,32 +376,101 @@ impl Stream {
         }
     }
 
+    /// The listing `names` of a directory a reader is expected in next, and the names to read
+    /// ahead of it there: the first ones.
+    fn expecting(names: Vec<OsString>) -> (Self, Vec<OsString>) {
+        let mut stream = Stream::new(names, None);
+        stream.ahead = stream.names.len().min(FILES_FIRST);
+        let first = stream.names[..stream.ahead].to_vec();
+        (stream, first)
+    }
+
     /// The entries to read ahead now that `name` is opened. A reader that opens the entry
     /// after the one it opened last, or one read ahead after it, follows the listing: it is
     /// then kept a window ahead, topped up when half of that is left, the window doubling up
     /// to `FILES_FOLLOWING`. A reader that goes another way (in sorted order, say) has
-    /// nothing read ahead, so as not to make the disk wait on files it may never open.
-    fn advance(&mut self, name: &OsStr) -> Vec<OsString> {
+    /// nothing read ahead, so as not to make the disk wait on files it may never open. Where
+    /// the reader was expected, opening any of the files read ahead for it follows.
+    fn advance(&mut self, name: &OsStr) -> Step {
         let next = self.last.map_or(0, |last| last + 1);
         let at = match self.names.get(next) {
             Some(n) if n == name => next,
             _ => match self.index.get(name) {
                 Some(&at) => at,
-                None => return Vec::new(),
+                None => return Step::default(),
             },
         };
-        let follows = self
-            .last
-            .is_some_and(|last| at == last + 1 || (last < at && at < self.ahead));
+        let follows = match self.last {
+            Some(last) => at == last + 1 || (last < at && at < self.ahead),
+            None => at < self.ahead,
+        };
         self.last = Some(at);
         if !follows || self.ahead > at + self.window / 2 {
-            return Vec::new();
+            return Step {
+                follows,
+                ahead: Vec::new(),
+            };
         }
         let start = self.ahead.max(at + 1);
         let end = (at + 1 + self.window).min(self.names.len());
         self.ahead = self.ahead.max(end);
         self.window = (self.window * 2).min(FILES_FOLLOWING);
-        self.names.get(start..end).unwrap_or_default().to_vec()
+        Step {
+            follows,
+            ahead: self.names.get(start..end).unwrap_or_default().to_vec(),
+        }
+    }
+}
+
+/// Where an open leaves a reader in a [`Stream`].
+#[derive(Debug, Default)]
+struct Step {
+    /// Whether the reader follows the listing.
+    follows: bool,
+    /// The names to read ahead of it now.
+    ahead: Vec<OsString>,
+}
+
+/// The union's directories that hold lower files, in the order they were listed: the order
+/// of a walk, which a reader of its files goes through them in too.
+#[derive(Debug, Default)]
+struct Walk {
+    /// Oldest first; the first has number `first`.
+    dirs: VecDeque<Walked>,
+    first: u64,
+    /// Each directory's number, from the last time it was listed.
+    number: HashMap<PathBuf, u64>,
+}
+
+#[derive(Debug)]
+struct Walked {
+    path: PathBuf,
+    /// The lower layers that hold its files, each with how many.
+    files: Vec<(Place, usize)>,
+}
+
+impl Walk {
+    fn push(&mut self, walked: Walked) {
+        if self.dirs.len() == MAX_WALKED
+            && let Some(old) = self.dirs.pop_front()
+        {
+            if self.number.get(&old.path) == Some(&self.first) {
+                self.number.remove(&old.path);
+            }
+            self.first += 1;
+        }
+        let number = self.first + self.dirs.len() as u64;
+        self.number.insert(walked.path.clone(), number);
+        self.dirs.push_back(walked);
+    }
+
+    /// The directories listed after `dir`, in order.
+    fn after(&self, dir: &Path) -> impl Iterator<Item = &Walked> {
+        let skip = self
+            .number
+            .get(dir)
+            .map_or(self.dirs.len(), |&n| (n - self.first) as usize + 1);
+        self.dirs.iter().skip(skip)
     }
 }
 
@@ -388,6 +478,24 @@ impl FileReadahead {
     pub fn new(layers: Arc<Layers>) -> Self {
         FileReadahead {
             background: Background::new(layers),
+        }
+    }
+
+    /// Tells that the union listed the directory `dir` afresh, with regular files in the
+    /// lower layers `files` (one item per file).
+    pub fn listed(&self, dir: &Path, files: impl Iterator<Item = Place>) {
+        let mut counted: Vec<(Place, usize)> = Vec::new();
+        for place in files {
+            match counted.iter_mut().find(|(p, _)| *p == place) {
+                Some((_, n)) => *n += 1,
+                None => counted.push((place, 1)),
+            }
+        }
+        if !counted.is_empty() {
+            self.background.lock().walk.push(Walked {
+                path: dir.to_owned(),
+                files: counted,
+            });
         }
     }
 
@@ -404,20 +512,31 @@ impl FileReadahead {
             .dirs
             .get_mut(&place)
             .and_then(|dirs| dirs.get_mut(dir));
-        let what = match known {
+        let jobs: Vec<FileJob> = match known {
             Some(DirReading::Ahead(stream)) => {
-                let names = stream.advance(name);
-                if names.is_empty() {
-                    return;
-                }
-                FileWork::Heads(names)
+                let Step { follows, ahead } = stream.advance(name);
+                let files = (!ahead.is_empty()).then(|| FileJob {
+                    place,
+                    dir: dir.to_owned(),
+                    what: FileWork::Files(ahead),
+                });
+                let expected = if follows {
+                    state.expect_after(dir)
+                } else {
+                    Vec::new()
+                };
+                files.into_iter().chain(expected).collect()
             }
             Some(reading @ DirReading::Once(_)) if cold => {
                 match std::mem::replace(reading, DirReading::Listing) {
-                    DirReading::Once(first) => FileWork::List {
-                        first,
-                        second: name.to_owned(),
-                    },
+                    DirReading::Once(first) => vec![FileJob {
+                        place,
+                        dir: dir.to_owned(),
+                        what: FileWork::List {
+                            first,
+                            second: name.to_owned(),
+                        },
+                    }],
                     _ => return,
                 }
             }
@@ -427,14 +546,10 @@ impl FileReadahead {
             }
             _ => return,
         };
-        if state.queue.len() == MAX_QUEUED {
-            state.queue.pop_front();
+        if jobs.is_empty() {
+            return;
         }
-        state.queue.push_back(FileJob {
-            place,
-            dir: dir.to_owned(),
-            what,
-        });
+        state.queue_all(jobs);
         drop(state);
         self.background.wake("file-readahead", read_files_ahead);
     }
@@ -449,6 +564,50 @@ impl Queue for FileQueue {
 }
 
 impl FileQueue {
+    fn queue_all(&mut self, jobs: impl IntoIterator<Item = FileJob>) {
+        for job in jobs {
+            if self.queue.len() == MAX_QUEUED {
+                self.queue.pop_front();
+            }
+            self.queue.push_back(job);
+        }
+    }
+
+    /// The jobs that read ahead the first files of the directories the walk listed after
+    /// `dir`, for a reader following it there: enough that `FILES_FIRST` files of the
+    /// directories it has yet to enter are read ahead or on their way. Directories it went
+    /// through already (it or another reader) are passed over.
+    fn expect_after(&mut self, dir: &Path) -> Vec<FileJob> {
+        let mut expected: Vec<(Place, PathBuf)> = Vec::new();
+        let mut files = 0;
+        for walked in self.walk.after(dir).take(WALK_LOOKAHEAD) {
+            for &(place, count) in &walked.files {
+                let known = self.dirs.get(&place).and_then(|d| d.get(&walked.path));
+                match known {
+                    None => expected.push((place, walked.path.clone())),
+                    Some(DirReading::Listing) => {}
+                    Some(DirReading::Ahead(stream)) if stream.last.is_none() => {}
+                    Some(_) => continue,
+                }
+                files += count;
+            }
+            if files >= FILES_FIRST {
+                break;
+            }
+        }
+        expected
+            .into_iter()
+            .map(|(place, dir)| {
+                self.remember(place, dir.clone(), DirReading::Listing);
+                FileJob {
+                    place,
+                    dir,
+                    what: FileWork::Expect,
+                }
+            })
+            .collect()
+    }
+
     /// Sets what is known of `dir`, forgetting every directory first if that is too much.
     fn remember(&mut self, place: Place, dir: PathBuf, reading: DirReading) {
         let weight = |reading: &DirReading| match reading {
@@ -466,22 +625,37 @@ impl FileQueue {
     }
 }
 
-/// Reads the heads of the files `job` names, listing the directory first (and starting to
-/// follow the reader there) at its second cold open.
+/// Reads the files `job` names (up to `FOLLOWED_HEAD` of each), listing the directory first
+/// where the reader is to be followed there from now on.
 fn read_files_ahead(shared: &Shared<FileQueue>, job: FileJob) {
     let dir = shared
         .layers
         .open_at(job.place, &job.dir, OFlags::RDONLY | OFlags::DIRECTORY);
     let Ok(dir) = dir else { return };
     let names = match job.what {
-        FileWork::Heads(names) => names,
+        FileWork::Files(names) => names,
+        // Unlisted, the directory stays `Listing`: nothing more is tried in it.
         FileWork::List { first, second } => {
-            // Unlisted, the directory stays `Listing`: nothing more is tried in it.
             let Ok(listing) = read_names(&dir) else {
                 return;
             };
-            let mut stream = Stream::new(listing, &first);
-            let names = stream.advance(&second);
+            let mut stream = Stream::new(listing, Some(&first));
+            let Step { follows, ahead } = stream.advance(&second);
+            let mut state = shared.lock();
+            state.remember(job.place, job.dir.clone(), DirReading::Ahead(stream));
+            // The walk's next directories now, not at the reader's next open here: a reader
+            // of a small directory may be through it before it is listed.
+            if follows {
+                let expected = state.expect_after(&job.dir);
+                state.queue_all(expected);
+            }
+            ahead
+        }
+        FileWork::Expect => {
+            let Ok(listing) = read_names(&dir) else {
+                return;
+            };
+            let (stream, names) = Stream::expecting(listing);
             shared
                 .lock()
                 .remember(job.place, job.dir, DirReading::Ahead(stream));
@@ -499,7 +673,7 @@ fn read_files_ahead(shared: &Shared<FileQueue>, job: FileJob) {
         // mount, but opening is never to have an effect.
         let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
         if let Ok(file) = open_lower_file(dir.as_fd(), Path::new(&name), flags) {
-            read_head(&file, st.st_size as u64);
+            read_start(&file, st.st_size as u64, FOLLOWED_HEAD);
         }
     }
 }
@@ -514,7 +688,7 @@ mod tests {
 
     use super::{
         DirReadahead, DirReading, FILES_FIRST, FILES_FOLLOWING, FileQueue, MAX_REMEMBERED_NAMES,
-        Place, Stream,
+        Place, Stream, Walked,
     };
     use crate::fuse::layers::Layers;
 
@@ -569,10 +743,10 @@ mod tests {
     #[test]
     fn a_reader_following_the_listing_is_kept_a_window_ahead_and_each_file_is_read_once() {
         let listing = names(300);
-        let mut stream = Stream::new(listing.clone(), &listing[0]);
+        let mut stream = Stream::new(listing.clone(), Some(&listing[0]));
         let mut read: Vec<OsString> = Vec::new();
         for (at, name) in listing.iter().enumerate().skip(1) {
-            let batch = stream.advance(name);
+            let batch = stream.advance(name).ahead;
             assert!(
                 batch.iter().all(|n| *n > *name),
                 "read ahead at {name:?}: {batch:?} is not after it"
@@ -598,19 +772,108 @@ mod tests {
     #[test]
     fn a_reader_going_another_way_than_the_listing_has_nothing_read_ahead() {
         let listing = names(100);
-        let mut stream = Stream::new(listing.clone(), &listing[99]);
+        let mut stream = Stream::new(listing.clone(), Some(&listing[99]));
         for name in listing.iter().rev().skip(1) {
-            assert_eq!(stream.advance(name), Vec::<OsString>::new(), "at {name:?}");
+            assert_eq!(
+                stream.advance(name).ahead,
+                Vec::<OsString>::new(),
+                "at {name:?}"
+            );
         }
         // Every other file, also not the listing's order.
-        let mut stream = Stream::new(listing.clone(), &listing[0]);
+        let mut stream = Stream::new(listing.clone(), Some(&listing[0]));
         for name in listing.iter().step_by(2).skip(1) {
-            assert_eq!(stream.advance(name), Vec::<OsString>::new(), "at {name:?}");
+            assert_eq!(
+                stream.advance(name).ahead,
+                Vec::<OsString>::new(),
+                "at {name:?}"
+            );
         }
         // A name the listing lacks (created since) reads nothing and keeps the place.
-        let mut stream = Stream::new(listing.clone(), &listing[0]);
-        assert!(stream.advance(OsStr::new("new")).is_empty());
-        assert_eq!(stream.advance(&listing[1]).len(), FILES_FIRST);
+        let mut stream = Stream::new(listing.clone(), Some(&listing[0]));
+        assert!(stream.advance(OsStr::new("new")).ahead.is_empty());
+        assert_eq!(stream.advance(&listing[1]).ahead.len(), FILES_FIRST);
+    }
+
+    #[test]
+    fn a_reader_expected_in_a_directory_follows_from_any_of_the_files_read_ahead_for_it() {
+        let listing = names(100);
+        let (mut stream, first) = Stream::expecting(listing.clone());
+        assert_eq!(first, listing[..FILES_FIRST]);
+        // The first entries may be directories or links that a reader of files passes over.
+        let step = stream.advance(&listing[3]);
+        assert!(step.follows);
+        assert!(step.ahead.is_empty(), "still well ahead: {:?}", step.ahead);
+        let step = stream.advance(&listing[10]);
+        assert!(step.follows);
+        assert_eq!(step.ahead.first(), Some(&listing[FILES_FIRST]));
+        // Far past what was read ahead, without an expectation: another way through.
+        let (mut stream, _) = Stream::expecting(listing.clone());
+        let step = stream.advance(&listing[50]);
+        assert!(!step.follows && step.ahead.is_empty());
+    }
+
+    /// A walk of directories `d00`, `d01`, … with `files` lower files each.
+    fn walked(queue: &mut FileQueue, files: &[usize]) {
+        for (i, &count) in files.iter().enumerate() {
+            queue.walk.push(Walked {
+                path: format!("d{i:02}").into(),
+                files: vec![(Place::Lower(0), count)],
+            });
+        }
+    }
+
+    fn expected_dirs(jobs: &[super::FileJob]) -> Vec<String> {
+        jobs.iter()
+            .map(|job| {
+                assert!(matches!(job.what, super::FileWork::Expect));
+                job.dir.display().to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reader_following_the_walk_has_the_first_files_of_the_next_directories_read_ahead() {
+        let mut queue = FileQueue::default();
+        walked(&mut queue, &[5; 12]);
+        let place = Place::Lower(0);
+        let entered = |queue: &mut FileQueue, dir: &str| {
+            let mut stream = Stream::new(names(5), Some(OsStr::new("f000")));
+            stream.advance(OsStr::new("f001"));
+            queue.remember(place, dir.into(), DirReading::Ahead(stream));
+        };
+        entered(&mut queue, "d00");
+        // 16 files: the next four directories of five.
+        let jobs = queue.expect_after(Path::new("d00"));
+        assert_eq!(expected_dirs(&jobs), ["d01", "d02", "d03", "d04"]);
+        // Asked again from the same place (its every open asks), nothing more.
+        assert!(queue.expect_after(Path::new("d00")).is_empty());
+        // Once the reader is in d01, one more directory keeps 16 files ahead of it.
+        entered(&mut queue, "d01");
+        let jobs = queue.expect_after(Path::new("d01"));
+        assert_eq!(expected_dirs(&jobs), ["d05"]);
+        // A directory the walk did not list, or its last, expects nothing.
+        assert!(queue.expect_after(Path::new("elsewhere")).is_empty());
+        assert!(queue.expect_after(Path::new("d11")).is_empty());
+    }
+
+    #[test]
+    fn the_walk_forgets_its_oldest_directories_rather_than_grow_past_its_bound() {
+        let mut queue = FileQueue::default();
+        walked(&mut queue, &[1; 3]);
+        for i in 0..super::MAX_WALKED {
+            queue.walk.push(Walked {
+                path: format!("e{i}").into(),
+                files: vec![(Place::Lower(0), 1)],
+            });
+        }
+        let walk = &queue.walk;
+        assert_eq!(walk.dirs.len(), super::MAX_WALKED);
+        assert_eq!(walk.number.len(), super::MAX_WALKED);
+        assert_eq!(walk.after(Path::new("d01")).count(), 0, "d01 is forgotten");
+        let last = format!("e{}", super::MAX_WALKED - 2);
+        let after: Vec<_> = walk.after(Path::new(&last)).map(|w| &w.path).collect();
+        assert_eq!(after, [Path::new(&format!("e{}", super::MAX_WALKED - 1))]);
     }
 
     #[test]
@@ -619,7 +882,7 @@ mod tests {
         let place = Place::Lower(0);
         let half = || {
             let listing = names(MAX_REMEMBERED_NAMES / 2);
-            DirReading::Ahead(Stream::new(listing, OsStr::new("f000")))
+            DirReading::Ahead(Stream::new(listing, Some(OsStr::new("f000"))))
         };
         queue.remember(place, "a".into(), half());
         assert_eq!(queue.remembered, 1 + MAX_REMEMBERED_NAMES / 2);
