@@ -12,13 +12,13 @@
 //!   newest directories are read first, since a walk descends into what it listed last.
 //! - [`FileReadahead`]: when a second lower file of a directory is opened while its data is
 //!   not cached, right after the first in the directory's listing, the files after it are
-//!   read ahead (the first 8 MiB of each); as the reader goes on through the listing, the window moves with
-//!   it and grows. A reader that opens one file of a directory, or goes through it another way
-//!   (sorted, say), has nothing read ahead, and a file opened while its data is cached costs a
-//!   lookup. The union's directories are remembered in the order they were listed, which is
-//!   the order a walk (`find`, `cp -r`, `tar`) goes through them: a reader following a
-//!   listing in one of them has the first files of the next ones read ahead too, before it
-//!   gets there.
+//!   read ahead (the first 8 MiB of each); as the reader goes on through the listing, the
+//!   window moves with it and grows. A reader that opens one file of a directory, or goes
+//!   through it another way (sorted, say), has nothing read ahead, and a file opened while its
+//!   data is cached costs a lookup. The union's directories are remembered in the order they
+//!   were listed, which is the order a walk (`find`, `cp -r`, `tar`) goes through them: a
+//!   reader following a listing in one of them has the first files of the next ones read
+//!   ahead too, before it gets there.
 //!
 //! Nothing here changes anything: what is read is dropped and errors are ignored (the reader
 //! itself reads again and reports them). Queues and memories are bounded.
