@@ -124,10 +124,13 @@ echo
 echo "Debian minbase rootfs: $nentries entries, $nfiles files, $sizemb MB; a 500 MB file beside it."
 # How idle CPUs wait decides what a FUSE round trip costs (two wakeups): on a VM whose idle
 # vCPUs halt at once (guest_halt_poll_ns=0), every round-trip-bound row is several times what
-# it is with halt-polling on (bench/RESULTS.md, unionfs, seventh session).
+# it is with halt-polling on (bench/RESULTS.md, unionfs, seventh session). Some kernels' fuse
+# has a `wake_here` parameter with the same effect (eighth session).
 idle=$(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)
 halt_poll=/sys/module/haltpoll/parameters/guest_halt_poll_ns
 [ -r "$halt_poll" ] && idle+=" with guest_halt_poll_ns=$(cat "$halt_poll")"
+wake_here=/sys/module/fuse/parameters/wake_here
+[ -r "$wake_here" ] && idle+=", fuse wake_here=$(cat "$wake_here")"
 echo "$(nproc) cores (cpuidle: $idle), load average $(cut -d' ' -f1 /proc/loadavg); $runs runs, medians."
 echo
 header="| work | kernel overlayfs | strata FUSE | fuse-overlayfs | strata ÷ overlayfs | fuse-overlayfs ÷ strata |"

@@ -564,12 +564,30 @@ impl Queue for FileQueue {
 }
 
 impl FileQueue {
+    /// Queues `jobs`, dropping the oldest beyond `MAX_QUEUED`.
     fn queue_all(&mut self, jobs: impl IntoIterator<Item = FileJob>) {
         for job in jobs {
-            if self.queue.len() == MAX_QUEUED {
-                self.queue.pop_front();
+            if self.queue.len() == MAX_QUEUED
+                && let Some(dropped) = self.queue.pop_front()
+            {
+                self.forget_listing(&dropped);
             }
             self.queue.push_back(job);
+        }
+    }
+
+    /// The directory a dropped job was to list is no longer being listed: forgotten, so that
+    /// the next files opened there or the walk's next expectation start over.
+    fn forget_listing(&mut self, dropped: &FileJob) {
+        if matches!(dropped.what, FileWork::Files(_)) {
+            return;
+        }
+        let dirs = self.dirs.get_mut(&dropped.place);
+        if let Some(dirs) = dirs
+            && matches!(dirs.get(&dropped.dir), Some(DirReading::Listing))
+        {
+            dirs.remove(&dropped.dir);
+            self.remembered -= 1;
         }
     }
 
@@ -855,6 +873,35 @@ mod tests {
         // A directory the walk did not list, or its last, expects nothing.
         assert!(queue.expect_after(Path::new("elsewhere")).is_empty());
         assert!(queue.expect_after(Path::new("d11")).is_empty());
+    }
+
+    #[test]
+    fn a_directory_whose_listing_was_dropped_from_a_full_queue_is_expected_again() {
+        let mut queue = FileQueue::default();
+        walked(&mut queue, &[5; 4]);
+        let mut stream = Stream::new(names(5), Some(OsStr::new("f000")));
+        stream.advance(OsStr::new("f001"));
+        queue.remember(Place::Lower(0), "d00".into(), DirReading::Ahead(stream));
+        let jobs = queue.expect_after(Path::new("d00"));
+        assert_eq!(expected_dirs(&jobs), ["d01", "d02", "d03"]);
+        queue.queue_all(jobs);
+        // A flood of other work pushes the three listings out of the queue unlisted.
+        let flood = (0..super::MAX_QUEUED).map(|i| super::FileJob {
+            place: Place::Lower(0),
+            dir: format!("other{i}").into(),
+            what: super::FileWork::Files(Vec::new()),
+        });
+        queue.queue_all(flood);
+        assert_eq!(queue.queue.len(), super::MAX_QUEUED);
+        let known: Vec<_> = queue.dirs[&Place::Lower(0)].keys().collect();
+        assert_eq!(
+            known,
+            [Path::new("d00")],
+            "the dropped listings are forgotten"
+        );
+        assert_eq!(queue.remembered, 1 + 5);
+        let jobs = queue.expect_after(Path::new("d00"));
+        assert_eq!(expected_dirs(&jobs), ["d01", "d02", "d03"]);
     }
 
     #[test]
