@@ -343,6 +343,16 @@ enum DirReading {
     Ahead(Stream),
 }
 
+impl DirReading {
+    /// What it counts against `MAX_REMEMBERED_NAMES`: one, and one per name of a listing.
+    fn weight(&self) -> usize {
+        match self {
+            DirReading::Ahead(stream) => 1 + stream.names.len(),
+            DirReading::Once(_) | DirReading::Listing => 1,
+        }
+    }
+}
+
 /// The files of one directory in one layer, as far as they were read ahead.
 #[derive(Debug)]
 struct Stream {
@@ -585,9 +595,9 @@ impl FileQueue {
         let dirs = self.dirs.get_mut(&dropped.place);
         if let Some(dirs) = dirs
             && matches!(dirs.get(&dropped.dir), Some(DirReading::Listing))
+            && let Some(listing) = dirs.remove(&dropped.dir)
         {
-            dirs.remove(&dropped.dir);
-            self.remembered -= 1;
+            self.remembered -= listing.weight();
         }
     }
 
@@ -628,17 +638,13 @@ impl FileQueue {
 
     /// Sets what is known of `dir`, forgetting every directory first if that is too much.
     fn remember(&mut self, place: Place, dir: PathBuf, reading: DirReading) {
-        let weight = |reading: &DirReading| match reading {
-            DirReading::Ahead(stream) => 1 + stream.names.len(),
-            DirReading::Once(_) | DirReading::Listing => 1,
-        };
-        if self.remembered + weight(&reading) > MAX_REMEMBERED_NAMES {
+        if self.remembered + reading.weight() > MAX_REMEMBERED_NAMES {
             self.dirs.clear();
             self.remembered = 0;
         }
-        self.remembered += weight(&reading);
+        self.remembered += reading.weight();
         if let Some(old) = self.dirs.entry(place).or_default().insert(dir, reading) {
-            self.remembered -= weight(&old);
+            self.remembered -= old.weight();
         }
     }
 }
@@ -841,6 +847,13 @@ mod tests {
         }
     }
 
+    /// A reader opened the first two files of `dir` (five files in layer 0), in order.
+    fn entered(queue: &mut FileQueue, dir: &str) {
+        let mut stream = Stream::new(names(5), Some(OsStr::new("f000")));
+        stream.advance(OsStr::new("f001"));
+        queue.remember(Place::Lower(0), dir.into(), DirReading::Ahead(stream));
+    }
+
     fn expected_dirs(jobs: &[super::FileJob]) -> Vec<String> {
         jobs.iter()
             .map(|job| {
@@ -854,12 +867,6 @@ mod tests {
     fn a_reader_following_the_walk_has_the_first_files_of_the_next_directories_read_ahead() {
         let mut queue = FileQueue::default();
         walked(&mut queue, &[5; 12]);
-        let place = Place::Lower(0);
-        let entered = |queue: &mut FileQueue, dir: &str| {
-            let mut stream = Stream::new(names(5), Some(OsStr::new("f000")));
-            stream.advance(OsStr::new("f001"));
-            queue.remember(place, dir.into(), DirReading::Ahead(stream));
-        };
         entered(&mut queue, "d00");
         // 16 files: the next four directories of five.
         let jobs = queue.expect_after(Path::new("d00"));
@@ -879,9 +886,7 @@ mod tests {
     fn a_directory_whose_listing_was_dropped_from_a_full_queue_is_expected_again() {
         let mut queue = FileQueue::default();
         walked(&mut queue, &[5; 4]);
-        let mut stream = Stream::new(names(5), Some(OsStr::new("f000")));
-        stream.advance(OsStr::new("f001"));
-        queue.remember(Place::Lower(0), "d00".into(), DirReading::Ahead(stream));
+        entered(&mut queue, "d00");
         let jobs = queue.expect_after(Path::new("d00"));
         assert_eq!(expected_dirs(&jobs), ["d01", "d02", "d03"]);
         queue.queue_all(jobs);
